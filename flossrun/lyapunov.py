@@ -1,0 +1,136 @@
+"""Differentiable Lyapunov spectrum by the QR (Benettin) algorithm (SPEC §4).
+
+For a dynamics with ``step(h, x)`` and optionally ``tangent(h, x, Q)``:
+
+    Q_0 = orthonormal [..., D, k] from a seeded Gaussian
+    Q̃_t = J_t Q_{t-1},  h_t = step(h_{t-1}, x_t)
+    every ``qr_every`` steps: Q, R = qr(Q̃);  λ_i = Σ log|R_ii| / steps covered   (nats per step)
+
+Everything is ordinary autograd, so the exponents are differentiable with respect to the
+trajectory, the parameters and every QR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from flossrun import seeding
+from flossrun.models.base import Dynamics
+
+Orthonormalize = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+SeedLike = int | Sequence[int] | Sequence[torch.Generator]
+
+
+@dataclass
+class LyapunovResult:
+    """Exponents and their raw material.
+
+    ``exponents [..., k]``: λ_1..λ_k in nats per step (not sorted: the QR order, which is
+    descending for a converged frame). ``block_logs [n_blocks, ..., k]``: log|R_ii| of every
+    accumulated QR. ``block_steps``: time steps each block covers. ``h``: final state.
+    """
+
+    exponents: torch.Tensor
+    block_logs: torch.Tensor
+    block_steps: list[int]
+    h: torch.Tensor
+
+
+def householder_qr(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin QR ``A = Q R`` (LAPACK Householder); returns ``Q [..., D, k]`` and ``diag(R) [..., k]``."""
+    Q, R = torch.linalg.qr(A)
+    return Q, torch.diagonal(R, dim1=-2, dim2=-1)
+
+
+def autograd_tangent(dynamics: Dynamics, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """``J Q`` by autograd (slow but exact) for a dynamics without ``tangent``.
+
+    Uses the double-vjp trick ``J v = ∂/∂u ⟨Jᵀu, v⟩``; assumes the leading dims of ``h`` are
+    independent systems (true for every dynamics in flossrun).
+    """
+    create = torch.is_grad_enabled()
+    with torch.enable_grad():
+        h_in = h if h.requires_grad else h.detach().requires_grad_(True)
+        y = dynamics.step(h_in, x)
+        u = torch.zeros_like(y, requires_grad=True)
+        (jtu,) = torch.autograd.grad(y, h_in, u, create_graph=True)  # [..., D]
+        cols = [
+            torch.autograd.grad(jtu, u, Q[..., j], create_graph=create, retain_graph=True)[0]
+            for j in range(Q.shape[-1])
+        ]
+    return torch.stack(cols, dim=-1)
+
+
+def initial_frame(shape: Sequence[int], seed: SeedLike, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Orthonormal ``[..., D, k]`` from a seeded Gaussian (drawn on the CPU in float64).
+
+    ``seed``: one int for the whole tensor, or one int / generator per index of the first axis.
+    """
+    if isinstance(seed, int):
+        G = torch.randn(*shape, generator=seeding.generator(seed, "frame"), dtype=torch.float64)
+    else:
+        if len(seed) != shape[0]:
+            raise ValueError(f"seed must have one entry per realization ({shape[0]}), got {len(seed)}")
+        gens = [s if isinstance(s, torch.Generator) else seeding.generator(s, "frame") for s in seed]
+        G = torch.stack([torch.randn(*shape[1:], generator=g, dtype=torch.float64) for g in gens])
+    return torch.linalg.qr(G)[0].to(device=device, dtype=dtype)
+
+
+def qr_times(T: int, transient: int, qr_every: int) -> list[int]:
+    """1-based steps after which a QR happens: every ``qr_every`` steps, re-aligned at the end of
+    the transient so that accumulated blocks cover exactly steps ``transient+1..T``."""
+    times = [t for t in range(qr_every, transient + 1, qr_every)]
+    if transient > 0 and (not times or times[-1] != transient):
+        times.append(transient)
+    times += list(range(transient + qr_every, T + 1, qr_every))
+    if times[-1] != T:
+        times.append(T)
+    return times
+
+
+def lyapunov_spectrum(
+    dynamics: Dynamics,
+    h0: torch.Tensor,
+    inputs: torch.Tensor,
+    k: int,
+    transient: int = 0,
+    qr_every: int = 1,
+    seed: SeedLike = 0,
+    orthonormalize: Orthonormalize = householder_qr,
+) -> LyapunovResult:
+    """First ``k`` Lyapunov exponents (nats per step) along the trajectory from ``h0``.
+
+    ``h0 [..., D]``; ``inputs [T, ..., S]`` (whatever ``dynamics.step`` accepts per step, e.g.
+    ``[T, B, S]`` shared by all realizations). Exponents average over steps ``transient+1..T``.
+    Returns a :class:`LyapunovResult` with ``exponents [..., k]``.
+    """
+    D, T = h0.shape[-1], inputs.shape[0]
+    if not 1 <= k <= D:
+        raise ValueError(f"k must be in [1, {D}] (the state dimension), got {k}")
+    if not 0 <= transient < T:
+        raise ValueError(f"transient must be in [0, {T - 1}] (T={T} steps), got {transient}")
+    if qr_every < 1:
+        raise ValueError(f"qr_every must be >= 1, got {qr_every}")
+    tangent = getattr(dynamics, "tangent", None)
+    if tangent is None:
+        def tangent(h, x, Q):
+            return autograd_tangent(dynamics, h, x, Q)
+
+    Q = initial_frame((*h0.shape, k), seed, h0.dtype, h0.device)  # [..., D, k]
+    h, logs, steps, last = h0, [], [], 0
+    due = set(qr_times(T, transient, qr_every))
+    for t in range(1, T + 1):
+        x = inputs[t - 1]
+        Q = tangent(h, x, Q)
+        h = dynamics.step(h, x)
+        if t in due:
+            Q, r = orthonormalize(Q)
+            if t > transient:
+                logs.append(torch.log(torch.abs(r)))
+                steps.append(t - last)
+            last = t
+    block_logs = torch.stack(logs)  # [n_blocks, ..., k]
+    return LyapunovResult(block_logs.sum(0) / sum(steps), block_logs, steps, h)

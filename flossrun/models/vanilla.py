@@ -1,0 +1,158 @@
+"""The vanilla tanh RNN ensemble of the paper (SPEC §2).
+
+    h_t = W φ(h_{t-1}) + V x_t + b,     z_t = w_out h_t + b_out,     φ = tanh
+
+Every parameter carries a leading realization axis ``R``; realization ``r`` is initialised from
+its own seed, so it computes the same numbers alone or inside an ensemble.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from flossrun import seeding
+from flossrun.models.base import bmm_columns, bmv, with_realization_axis
+
+H0_BURN_IN = 100  # input-free steps used to place h0 near the autonomous attractor
+
+
+def dtanh(u: torch.Tensor) -> torch.Tensor:
+    """φ'(u) = 1/cosh(u)², which stays exact where 1 − tanh(u)² rounds to 0."""
+    return torch.cosh(u).pow(-2)
+
+
+def draw_gains(g: float | Sequence[float], seeds: Sequence[int]) -> list[float]:
+    """One gain per realization: ``g`` itself, or a uniform draw from ``[low, high]``."""
+    if isinstance(g, int | float):
+        if g < 0:
+            raise ValueError(f"g must be >= 0, got {g}")
+        return [float(g)] * len(seeds)
+    low, high = (float(v) for v in g)
+    if not 0 <= low <= high:
+        raise ValueError(f"g must be a number >= 0 or a pair [low, high] with 0 <= low <= high, got {list(g)}")
+    return [low + (high - low) * torch.rand(1, generator=seeding.generator(s, "g"), dtype=torch.float64).item() for s in seeds]
+
+
+def haar_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A Haar-distributed orthogonal ``[n, n]`` matrix (QR of a Gaussian with sign fix)."""
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+
+
+class VanillaRNN(nn.Module):
+    """An ensemble of ``R`` vanilla RNNs with hidden size ``N``, ``S`` inputs, ``O`` outputs.
+
+    Parameters (public): ``W [R, N, N]``, ``V [R, N, S]``, ``b [R, N]``, ``w_out [R, O, N]``,
+    ``b_out [R, O]``, ``h0 [R, N]``.
+    """
+
+    def __init__(
+        self,
+        N: int,
+        S: int,
+        O: int,
+        seeds: Sequence[int],
+        *,
+        g: float | Sequence[float] = 1.0,
+        init: str = "gaussian",
+        input_std: float = 1.0,
+        readout_std: float = 1.0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        for name, value in (("N", N), ("S", S), ("O", O)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if len(seeds) < 1:
+            raise ValueError("seeds must name at least one realization")
+        if init not in ("gaussian", "orthogonal"):
+            raise ValueError(f"init must be one of gaussian, orthogonal, got {init!r}")
+        self.N, self.S, self.O = N, S, O
+        self.seeds = [int(s) for s in seeds]
+        self.gains = draw_gains(g, self.seeds)
+        tensors = [self._init_one(s, gain, init, input_std, readout_std) for s, gain in zip(self.seeds, self.gains, strict=True)]
+        stacked = {k: torch.stack([t[k] for t in tensors]) for k in tensors[0]}
+        for name, value in stacked.items():
+            self.register_parameter(name, nn.Parameter(value.to(device=device, dtype=dtype)))
+
+    def _init_one(self, seed: int, gain: float, init: str, input_std: float, readout_std: float) -> dict[str, torch.Tensor]:
+        """Float64 CPU draws for one realization, so every device and dtype starts equal."""
+        gen = seeding.generator(seed, "init")
+        N, S, O = self.N, self.S, self.O
+        f64 = torch.float64
+        if init == "orthogonal":
+            W = gain * haar_orthogonal(N, gen)
+        else:
+            W = torch.randn(N, N, generator=gen, dtype=f64) * (gain / N**0.5)
+        V = torch.randn(N, S, generator=gen, dtype=f64) * input_std
+        b = torch.rand(N, generator=gen, dtype=f64) * 0.1
+        w_out = torch.randn(O, N, generator=gen, dtype=f64) * readout_std
+        b_out = torch.full((O,), 0.001, dtype=f64)
+        h = torch.randn(N, generator=gen, dtype=f64)
+        for _ in range(H0_BURN_IN):
+            h = W @ torch.tanh(h) + b
+        return {"W": W, "V": V, "b": b, "w_out": w_out, "b_out": b_out, "h0": h}
+
+    # --- protocol -------------------------------------------------------------------------
+    @property
+    def R(self) -> int:
+        """Number of realizations."""
+        return self.W.shape[0]
+
+    @property
+    def state_dim(self) -> int:
+        """Dimension D of the state the Lyapunov engine sees (N)."""
+        return self.N
+
+    def floss_parameters(self) -> list[nn.Parameter]:
+        """The parameters flossing updates: ``W, V, b``."""
+        return [self.W, self.V, self.b]
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """``h0`` repeated over a batch: ``[R, B, N]``."""
+        return self.h0.unsqueeze(1).expand(self.R, batch, self.N)
+
+    def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """One step ``W φ(h) + V x + b``; ``h [R, *B, N]``, ``x [R, *B, S]`` or ``[*B, S]``."""
+        x = with_realization_axis(x, h)
+        bias = self.b.reshape(self.R, *([1] * (h.dim() - 2)), self.N)
+        return bmv(self.W, torch.tanh(h)) + bmv(self.V, x) + bias
+
+    def tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+        """``D Q = W (φ'(h) ⊙ Q)`` at the pre-step state; ``Q [R, *B, N, k]`` -> same shape."""
+        return bmm_columns(self.W, dtanh(h).unsqueeze(-1) * Q)
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits ``z = w_out h + b_out``: ``[R, *B, N]`` -> ``[R, *B, O]``."""
+        bias = self.b_out.reshape(self.R, *([1] * (h.dim() - 2)), self.O)
+        return bmv(self.w_out, h) + bias
+
+    def logits(self, hs: torch.Tensor) -> torch.Tensor:
+        """Logits of a whole sequence: ``[T, R, B, N]`` -> ``[T, R, B, O]``."""
+        return self.readout(hs.transpose(0, 1)).transpose(0, 1)
+
+    def drive(self, x: torch.Tensor) -> torch.Tensor:
+        """Input drive ``V x_t + b`` for a whole sequence: ``[T, R, B, S]`` -> ``[T, R, B, N]``."""
+        if x.dim() == 3:  # shared input [T, B, S]
+            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
+        u = bmv(self.V, x.transpose(0, 1)) + self.b[:, None, None, :]  # [R, T, B, N]
+        return u.transpose(0, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states ``h_1..h_T`` for inputs ``x [T, R, B, S]`` (or ``[T, B, S]``).
+
+        Starts from ``h`` ``[R, B, N]`` (default: ``h0``); returns ``[T, R, B, N]``.
+        """
+        u = self.drive(x)  # [T, R, B, N]
+        if h is None:
+            h = self.initial_state(u.shape[2])
+        WT = self.W.transpose(1, 2)
+        hs = []
+        for t in range(u.shape[0]):
+            h = torch.baddbmm(u[t], torch.tanh(h), WT)
+            hs.append(h)
+        return torch.stack(hs)

@@ -1,0 +1,120 @@
+"""Delayed-parity tasks (SPEC §3): delayed copy, delayed XOR and temporal XOR.
+
+Inputs are ``S`` independent streams of i.i.d. fair bits times ``amplitude``. Channel ``s`` has
+its own target: the parity of ``m`` taps of its own stream spread evenly over the delay ``d``,
+
+    y_t = x_{t − d/m} ⊕ x_{t − 2d/m} ⊕ … ⊕ x_{t − d},     defined for t > d.
+
+Loss and accuracy count only ``t = d+1..T`` (0-based indices ``d..T−1``). Data are drawn on the
+CPU from one seeded generator per realization and then moved, so CPU and GPU runs see the same
+bits and a realization sees the same bits alone or inside an ensemble.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+TASK_TAPS = {"delayed_copy": 1, "delayed_xor": 2}
+TASK_NAMES = ("delayed_copy", "delayed_xor", "temporal_xor")
+
+
+@dataclass(frozen=True)
+class DelayedParity:
+    """Delayed parity with ``taps`` taps over the longest lag ``delay``.
+
+    Attributes: ``delay`` d (steps), ``taps`` m, ``channels`` S, ``T`` sequence length (steps),
+    ``amplitude`` input scale.
+    """
+
+    delay: int
+    taps: int = 1
+    channels: int = 1
+    T: int = 300
+    amplitude: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.taps < 1:
+            raise ValueError(f"taps must be >= 1, got {self.taps}")
+        if self.delay < 1:
+            raise ValueError(f"delay must be >= 1, got {self.delay}")
+        if self.delay % self.taps != 0:
+            raise ValueError(
+                f"delay must be a multiple of taps={self.taps} (delay % taps == 0), "
+                f"got delay={self.delay}"
+            )
+        if self.channels < 1:
+            raise ValueError(f"channels must be >= 1, got {self.channels}")
+        if self.T <= self.delay:
+            raise ValueError(f"T must be > delay={self.delay}, got T={self.T}")
+
+    @property
+    def lags(self) -> list[int]:
+        """The tap lags ``d/m, 2d/m, …, d`` in steps."""
+        step = self.delay // self.taps
+        return [step * j for j in range(1, self.taps + 1)]
+
+    def targets(self, bits: torch.Tensor) -> torch.Tensor:
+        """Parity targets for ``bits [T, ..., S]`` (0/1); entries with t ≤ d are 0 (unused)."""
+        y = torch.zeros_like(bits)
+        d = self.delay
+        for lag in self.lags:  # y[i] ^= bits[i - lag] for i >= d
+            y[d:] = torch.logical_xor(y[d:], bits[d - lag : self.T - lag]).to(bits.dtype)
+        return y
+
+    def sample(
+        self,
+        gens: Sequence[torch.Generator],
+        batch: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch per realization generator: inputs and targets, both ``[T, R, B, S]``."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        bits = torch.stack(
+            [torch.randint(0, 2, (self.T, batch, self.channels), generator=g) for g in gens],
+            dim=1,
+        ).to(dtype)  # [T, R, B, S]
+        y = self.targets(bits)
+        return (bits * self.amplitude).to(device), y.to(device)
+
+    def loss(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean BCE-with-logits over counted steps, per realization: ``[R]`` (nats per bit).
+
+        ``z``, ``y``: ``[T, R, B, O]``.
+        """
+        d = self.delay
+        bce = F.binary_cross_entropy_with_logits(z[d:], y[d:], reduction="none")
+        return bce.mean(dim=(0, 2, 3))
+
+    def accuracy(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Fraction of counted bits with ``(z > 0) == y``, per realization: ``[R]``."""
+        d = self.delay
+        hit = ((z[d:] > 0).to(y.dtype) == y[d:]).to(z.dtype)
+        return hit.mean(dim=(0, 2, 3))
+
+
+def make_task(
+    name: str,
+    delay: int,
+    *,
+    T: int = 300,
+    channels: int = 1,
+    amplitude: float = 1.0,
+    taps: int | None = None,
+) -> DelayedParity:
+    """Build a task by name: ``delayed_copy`` (m=1), ``delayed_xor`` (m=2), ``temporal_xor``."""
+    if name not in TASK_NAMES:
+        raise ValueError(f"task must be one of {', '.join(TASK_NAMES)}, got {name!r}")
+    if name in TASK_TAPS:
+        if taps is not None and taps != TASK_TAPS[name]:
+            raise ValueError(f"taps must be {TASK_TAPS[name]} for {name}, got {taps}")
+        taps = TASK_TAPS[name]
+    elif taps is None:
+        raise ValueError("taps must be given (an integer >= 1) for temporal_xor")
+    return DelayedParity(delay=delay, taps=taps, channels=channels, T=T, amplitude=amplitude)
