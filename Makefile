@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install flossrun with its dev tools
 
-run: $(STAMP)  ## run the default experiment (delayed XOR, pre+during flossing) at a small size
-	$(BIN)/flossrun experiment=first_run
+run: $(STAMP)  ## run the default experiment (delayed XOR d=20, N=80, k=75, pre+during flossing)
+	$(BIN)/flossrun
 
 test: $(STAMP)  ## the fast test suite (what CI runs)
 	$(BIN)/pytest -q

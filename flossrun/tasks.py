@@ -74,12 +74,7 @@ class DelayedParity:
         device: torch.device | str = "cpu",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch per realization generator: inputs and targets, both ``[T, R, B, S]``."""
-        if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
-        bits = torch.stack(
-            [torch.randint(0, 2, (self.T, batch, self.channels), generator=g) for g in gens],
-            dim=1,
-        ).to(dtype)  # [T, R, B, S]
+        bits = random_bits(gens, self.T, batch, self.channels, dtype=dtype)  # [T, R, B, S]
         y = self.targets(bits)
         return (bits * self.amplitude).to(device), y.to(device)
 
@@ -97,6 +92,21 @@ class DelayedParity:
         d = self.delay
         hit = ((z[d:] > 0).to(y.dtype) == y[d:]).to(z.dtype)
         return hit.mean(dim=(0, 2, 3))
+
+
+def random_bits(
+    gens: Sequence[torch.Generator],
+    T: int,
+    batch: int,
+    channels: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Fair 0/1 bits ``[T, R, B, S]``, one CPU generator per realization."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    draws = [torch.randint(0, 2, (T, batch, channels), generator=g) for g in gens]
+    return torch.stack(draws, dim=1).to(dtype)
 
 
 def make_task(

@@ -1,0 +1,179 @@
+"""Structured configs (the schema behind ``configs/``) and their validation.
+
+Every field has a type and a one-line doc; the YAML files in ``configs/`` only set values.
+:func:`validate` runs before any compute and raises :class:`ConfigError` with one line naming
+the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig
+
+from flossrun.tasks import TASK_NAMES, TASK_TAPS
+
+MODEL_NAMES = ("vanilla",)
+FLOSS_NAMES = ("none", "pre", "pre_during")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "float64")
+SCALES = ("quick", "paper")
+
+
+@dataclass
+class TaskConfig:
+    name: str = "delayed_xor"  # delayed_copy | delayed_xor | temporal_xor
+    delay: int = 20  # longest lag d (steps); loss counts t > d
+    T: int = 300  # sequence length (steps)
+    channels: int = 1  # S independent input/output streams
+    taps: int = 2  # m taps of the parity (1 for copy, 2 for XOR)
+    amplitude: float = 1.0  # input scale: x_t ∈ {0, amplitude}
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vanilla"  # architecture (vanilla tanh RNN)
+    N: int = 80  # hidden units
+    g: Any = 1.0  # gain: a number, or [low, high] for one uniform draw per realization
+    init: str = "gaussian"  # W ~ N(0, g²/N) (gaussian) or g·Haar-orthogonal (orthogonal)
+    input_std: float = 1.0  # std of V entries
+    readout_std: float = 1.0  # std of w_out entries
+
+
+@dataclass
+class FlossConfig:
+    name: str = "pre_during"  # schedule label: none | pre | pre_during
+    k: int = 75  # number of flossed Lyapunov exponents (0 = no flossing)
+    target: Any = 0.0  # λ* (nats/step): a number or a list of k numbers
+    batch: int = 1  # sequences per flossing epoch
+    steps: int = 55  # time steps per flossing sequence
+    transient: int = 16  # steps discarded before exponents accumulate
+    qr_every: int = 1  # steps between QR re-orthonormalisations
+    lr: float = 1e-3  # flossing Adam learning rate (betas 0.9/0.999)
+    pre_epochs: int = 500  # flossing epochs before training (preflossing)
+    every: int = 100  # training epochs between flossing phases (interflossing)
+    epochs: int = 500  # flossing epochs per interflossing phase
+    times: int = 2  # maximum number of interflossing phases
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3001  # training epochs (one fresh batch each)
+    batch: int = 16  # sequences per training epoch
+    lr: float = 1e-3  # Adam learning rate (betas 0.9/0.999, eps 1e-8)
+    clip: float = 0.03  # max gradient norm per parameter tensor and realization
+    eval_every: int = 100  # epochs between test-set evaluations
+    test_size: int = 512  # held-out test sequences (fixed, own seed)
+    success_threshold: float = 0.95  # final test accuracy counted as success
+    log_every: int = 10  # epochs between training-metric rows in metrics.csv
+    checkpoint_every: int = 500  # epochs between checkpoints (resume points)
+
+
+@dataclass
+class DiagConfig:
+    steps: int = 300  # trajectory length (steps) for diagnostic spectra
+    transient: int = 50  # steps discarded before diagnostic exponents accumulate
+    full_spectrum: bool = True  # full spectrum at start, after preflossing and at the end
+    jacobian: bool = False  # long-term Jacobian and error-signal norms vs lag (slower)
+    lags: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 150])  # τ grid
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"  # experiment name: the folder under outputs/
+    scale: str = "quick"  # preset size: quick | paper
+    seed: int = 0  # realization r uses seed + r for weights, data and frames
+    realizations: int = 1  # R networks trained at once as one batched program
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "float32"  # float32 | float64
+    threads: int = 0  # torch CPU threads (0 = torch default; joblib workers use 1)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    floss: FlossConfig = field(default_factory=FlossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    diag: DiagConfig = field(default_factory=DiagConfig)
+    report: Any = None  # figure hints for flossrun-report (set by presets)
+
+
+def register_configs() -> None:
+    """Register the schema so ``configs/config.yaml`` can build on it (``- flossrun_schema``)."""
+    ConfigStore.instance().store(name="flossrun_schema", node=RunConfig)
+
+
+class ConfigError(ValueError):
+    """An impossible configuration; the message is one line naming the key."""
+
+
+def _need(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={_fmt(value)}: {allowed}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, ListConfig | list | tuple):
+        return "[" + ",".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every key for impossible values; raise :class:`ConfigError` on the first one."""
+    t, m, f, tr, dg = cfg.task, cfg.model, cfg.floss, cfg.train, cfg.diag
+    _need(t.name in TASK_NAMES, "task.name", t.name, f"allowed: {', '.join(TASK_NAMES)}")
+    _need(t.delay >= 1, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T)")
+    _need(t.T > t.delay, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T={t.T})")
+    _need(t.taps >= 1, "task.taps", t.taps, "must be >= 1")
+    if t.name in TASK_TAPS:
+        _need(t.taps == TASK_TAPS[t.name], "task.taps", t.taps, f"must be {TASK_TAPS[t.name]} for {t.name}")
+    _need(t.delay % t.taps == 0, "task.delay", t.delay, f"must be a multiple of task.taps={t.taps}")
+    _need(t.channels >= 1, "task.channels", t.channels, "must be >= 1")
+    _need(m.name in MODEL_NAMES, "model.name", m.name, f"allowed: {', '.join(MODEL_NAMES)}")
+    _need(m.N >= 1, "model.N", m.N, "must be >= 1")
+    g_ok = (_is_number(m.g) and m.g >= 0) or (
+        isinstance(m.g, ListConfig | list) and len(m.g) == 2 and all(_is_number(v) for v in m.g) and 0 <= m.g[0] <= m.g[1]
+    )
+    _need(g_ok, "model.g", m.g, "must be a number >= 0 or [low, high] with 0 <= low <= high")
+    _need(m.init in ("gaussian", "orthogonal"), "model.init", m.init, "allowed: gaussian, orthogonal")
+    _need(f.name in FLOSS_NAMES, "floss.name", f.name, f"allowed: {', '.join(FLOSS_NAMES)}")
+    _need(0 <= f.k <= m.N, "floss.k", f.k, f"must be in [0, {m.N}] (model.N={m.N})")
+    if isinstance(f.target, ListConfig | list):
+        _need(len(f.target) == f.k and all(_is_number(v) for v in f.target), "floss.target", f.target, f"must be a number or a list of floss.k={f.k} numbers")
+    else:
+        _need(_is_number(f.target), "floss.target", f.target, f"must be a number or a list of floss.k={f.k} numbers")
+    _need(f.batch >= 1, "floss.batch", f.batch, "must be >= 1")
+    _need(f.steps >= 2, "floss.steps", f.steps, "must be >= 2")
+    _need(0 <= f.transient < f.steps, "floss.transient", f.transient, f"must be in [0, {f.steps - 1}] (< floss.steps)")
+    _need(f.qr_every >= 1, "floss.qr_every", f.qr_every, "must be >= 1")
+    _need(f.lr > 0, "floss.lr", f.lr, "must be > 0")
+    for key in ("pre_epochs", "epochs", "times"):
+        _need(f[key] >= 0, f"floss.{key}", f[key], "must be >= 0")
+    _need(f.every >= 1, "floss.every", f.every, "must be >= 1")
+    _need(tr.epochs >= 0, "train.epochs", tr.epochs, "must be >= 0")
+    for key in ("batch", "eval_every", "test_size", "log_every", "checkpoint_every"):
+        _need(tr[key] >= 1, f"train.{key}", tr[key], "must be >= 1")
+    _need(tr.lr > 0, "train.lr", tr.lr, "must be > 0")
+    _need(tr.clip > 0, "train.clip", tr.clip, "must be > 0")
+    _need(0 <= tr.success_threshold <= 1, "train.success_threshold", tr.success_threshold, "must be in [0, 1]")
+    _need(0 <= dg.transient < dg.steps, "diag.transient", dg.transient, f"must be in [0, {dg.steps - 1}] (< diag.steps)")
+    _need(all(0 < lag < dg.steps for lag in dg.lags), "diag.lags", dg.lags, f"must all be in [1, {dg.steps - 1}] (< diag.steps)")
+    _need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    _need(cfg.realizations >= 1, "realizations", cfg.realizations, "must be >= 1")
+    _need(cfg.device in DEVICES, "device", cfg.device, f"allowed: {', '.join(DEVICES)}")
+    if cfg.device == "cuda":
+        _need(torch.cuda.is_available(), "device", cfg.device, "CUDA is not available here (allowed: auto, cpu)")
+    _need(cfg.dtype in DTYPES, "dtype", cfg.dtype, f"allowed: {', '.join(DTYPES)}")
+    _need(cfg.scale in SCALES, "scale", cfg.scale, f"allowed: {', '.join(SCALES)}")
+    _need(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0 = torch default)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

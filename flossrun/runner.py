@@ -1,0 +1,250 @@
+"""One ``flossrun`` job from a validated config: the schedule of SPEC §5, resumable.
+
+    preflossing (floss.pre_epochs) → evaluate at epoch 0
+    for epoch 1..train.epochs: train; evaluate every train.eval_every;
+        after every floss.every epochs, a phase of floss.epochs flossing epochs (≤ floss.times)
+    full spectra at the start, after preflossing and at the end
+
+All state (weights, both optimisers, every random stream, the logs) lives in ``checkpoint.pt``
+so a killed run continues exactly where its last checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from flossrun import io, seeding
+from flossrun.config import ConfigError, resolve_device
+from flossrun.lyapunov import lyapunov_spectrum
+from flossrun.models import VanillaRNN
+from flossrun.tasks import make_task, random_bits
+from flossrun.training import evaluate, floss_epoch, make_adam, train_epoch
+
+log = logging.getLogger("flossrun")
+STREAMS = ("train", "floss", "frame")  # random streams that advance during a run
+EVAL_EXPONENTS = 10  # λ_1..λ_min(k,10) at every evaluation
+
+
+def run_config_text(cfg: DictConfig) -> str:
+    """The config that determines the numbers (everything but hydra, device and threads)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("hydra", "device", "threads"):
+        plain.pop(key, None)
+    return OmegaConf.to_yaml(plain)
+
+
+class Run:
+    """Builds everything a job needs and executes the schedule, writing into ``out``."""
+
+    def __init__(self, cfg: DictConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.device, self.dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
+        self.seeds = seeding.realization_seeds(cfg.seed, cfg.realizations)
+        t = cfg.task
+        self.task = make_task(t.name, t.delay, T=t.T, channels=t.channels, amplitude=t.amplitude, taps=t.taps)
+        m = cfg.model
+        self.model = VanillaRNN(
+            m.N, t.channels, t.channels, self.seeds,
+            g=OmegaConf.to_object(m.g) if OmegaConf.is_config(m.g) else m.g,
+            init=m.init, input_std=m.input_std, readout_std=m.readout_std,
+            dtype=self.dtype, device=self.device,
+        )  # fmt: skip
+        self.train_opt = make_adam(list(self.model.parameters()), cfg.train.lr)
+        self.floss_opt = make_adam(self.model.floss_parameters(), cfg.floss.lr)
+        self.gens = {s: seeding.generators(self.seeds, s) for s in STREAMS}
+        self.x_test, self.y_test = self.task.sample(
+            seeding.generators(self.seeds, "test"), cfg.train.test_size, dtype=self.dtype, device=self.device
+        )
+        bits = random_bits(seeding.generators(self.seeds, "diag"), cfg.diag.steps, 1, t.channels, dtype=self.dtype)
+        self.x_diag = (bits * t.amplitude).to(self.device)  # [T_diag, R, 1, S]
+        target = cfg.floss.target
+        self.target = OmegaConf.to_object(target) if OmegaConf.is_config(target) else float(target)
+        self.alive = torch.ones(cfg.realizations, dtype=torch.bool, device=self.device)
+        self.state: dict[str, Any] = {
+            "train_done": 0, "floss_done": 0, "phases_done": 0, "pre_done": False,
+            "finished": False, "wall": 0.0, "epochs_to_success": [math.nan] * cfg.realizations,
+            "last_eval": {},
+        }  # fmt: skip
+        self.logs: dict[str, list] = {"metrics": [], "spectra": [], "diagnostics": []}
+        self._t0 = time.perf_counter()
+
+    # --- checkpoints ----------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def save(self) -> None:
+        """Write the CSVs written so far, then the checkpoint (both atomic)."""
+        self.state["wall"] += time.perf_counter() - self._t0
+        self._t0 = time.perf_counter()
+        self.write_logs()
+        io.save_checkpoint(self.checkpoint_path, {
+            "config": run_config_text(self.cfg),
+            "model": self.model.state_dict(),
+            "train_opt": self.train_opt.state_dict(),
+            "floss_opt": self.floss_opt.state_dict(),
+            "gens": {s: [g.get_state() for g in gs] for s, gs in self.gens.items()},
+            "alive": self.alive.cpu(),
+            "state": self.state,
+            "logs": self.logs,
+        })  # fmt: skip
+
+    def restore(self) -> bool:
+        """Load ``checkpoint.pt`` if present; False when starting fresh."""
+        if not self.checkpoint_path.exists():
+            return False
+        ck = io.load_checkpoint(self.checkpoint_path)
+        if ck["config"] != run_config_text(self.cfg):
+            raise ConfigError(
+                f"hydra.run.dir={self.out}: holds a run with a different config; "
+                "use another directory or delete this one"
+            )
+        self.model.load_state_dict(ck["model"])
+        self.train_opt.load_state_dict(ck["train_opt"])
+        self.floss_opt.load_state_dict(ck["floss_opt"])
+        for s, states in ck["gens"].items():
+            for g, st in zip(self.gens[s], states, strict=True):
+                g.set_state(st)
+        self.alive = ck["alive"].to(self.device)
+        self.state, self.logs = ck["state"], ck["logs"]
+        return True
+
+    def write_logs(self) -> None:
+        io.write_csv(self.out / "metrics.csv", io.METRICS_COLUMNS, self.logs["metrics"])
+        io.write_csv(self.out / "spectra.csv", io.SPECTRA_COLUMNS, self.logs["spectra"])
+        if self.logs["diagnostics"]:
+            io.write_csv(self.out / "diagnostics.csv", io.DIAGNOSTICS_COLUMNS, self.logs["diagnostics"])
+
+    # --- logging helpers ------------------------------------------------------------------
+    def record(self, phase: str, epoch: int, values: dict[str, torch.Tensor]) -> None:
+        """Append one metrics row per realization and name (values are ``[R]``)."""
+        for name, v in values.items():
+            for r, x in enumerate(v.tolist()):
+                self.logs["metrics"].append((r, self.seeds[r], phase, epoch, name, x))
+
+    def record_spectrum(self, stage: str, epoch: int, k: int) -> torch.Tensor:
+        """Exponents 1..k (nats/step) on the fixed diagnostic input; returns ``[R, k]``."""
+        with torch.no_grad():
+            h = self.model.initial_state(1)
+            lam = lyapunov_spectrum(
+                self.model, h, self.x_diag, k, transient=self.cfg.diag.transient, seed=self.seeds
+            ).exponents[:, 0]  # [R, k]
+        for r, row in enumerate(lam.tolist()):
+            for i, v in enumerate(row, start=1):
+                self.logs["spectra"].append((r, self.seeds[r], stage, epoch, i, v))
+        return lam
+
+    # --- the schedule ---------------------------------------------------------------------
+    def execute(self) -> bool:
+        """Run (or resume) the schedule; returns False if the run had already finished."""
+        resumed = self.restore()
+        if self.state["finished"]:
+            return False
+        if resumed:
+            log.info("resuming %s at training epoch %d", self.out, self.state["train_done"])
+        cfg, st = self.cfg, self.state
+        if not st["pre_done"]:
+            self.full_spectrum("initial", 0)
+            if cfg.floss.k > 0 and cfg.floss.pre_epochs > 0:
+                self.floss_phase(cfg.floss.pre_epochs, "preflossing")
+                self.full_spectrum("preflossed", 0)
+            self.eval_point(0)
+            st["pre_done"] = True
+            self.save()
+        E = cfg.train.epochs
+        bar = tqdm(total=E, initial=st["train_done"], desc="training", disable=None, leave=False)
+        while st["train_done"] < E:
+            epoch = st["train_done"] + 1
+            self.train_step(epoch, bar)
+            st["train_done"] = epoch
+            if epoch % cfg.train.eval_every == 0 or epoch == E:
+                self.eval_point(epoch)
+            phase_due = epoch % cfg.floss.every == 0 and st["phases_done"] < cfg.floss.times
+            if cfg.floss.k > 0 and cfg.floss.epochs > 0 and phase_due and epoch < E:
+                self.floss_phase(cfg.floss.epochs, f"flossing phase {st['phases_done'] + 1}")
+                st["phases_done"] += 1
+            if epoch % cfg.train.checkpoint_every == 0 and epoch < E:
+                self.save()
+            bar.update(1)
+        bar.close()
+        self.full_spectrum("final", st["train_done"])
+        st["finished"] = True
+        self.save()
+        return True
+
+    def train_step(self, epoch: int, bar) -> None:
+        cfg = self.cfg.train
+        x, y = self.task.sample(self.gens["train"], cfg.batch, dtype=self.dtype, device=self.device)
+        out = train_epoch(self.model, self.task, x, y, self.train_opt, cfg.clip, self.alive)
+        if epoch % cfg.log_every == 0 or epoch == 1:
+            self.record("train", epoch, out)
+            bar.set_postfix(loss=f"{out['loss'].median():.3f}", acc=f"{out['accuracy'].median():.3f}", **self._lam_postfix())
+
+    def floss_phase(self, epochs: int, desc: str) -> None:
+        f, S, amp = self.cfg.floss, self.cfg.task.channels, self.cfg.task.amplitude
+        for _ in tqdm(range(epochs), desc=desc, disable=None, leave=False) if epochs else ():
+            bits = random_bits(self.gens["floss"], f.steps, f.batch, S, dtype=self.dtype)
+            x = (bits * amp).to(self.device)
+            out = floss_epoch(
+                self.model, x, f.k, f.transient, self.target, self.floss_opt, self.alive,
+                qr_every=f.qr_every, frames=self.gens["frame"],
+            )  # fmt: skip
+            self.state["floss_done"] += 1
+            lam1 = out["exponents"][..., 0].mean(1)  # [R]
+            self.record("floss", self.state["floss_done"], {"floss_loss": out["loss"], "lambda_1": lam1})
+        log.info("%s done: median λ1 %.3f nats/step", desc, self._median_lambda1())
+
+    def eval_point(self, epoch: int) -> None:
+        cfg = self.cfg
+        out = evaluate(self.model, self.task, self.x_test, self.y_test)
+        n = min(max(cfg.floss.k, 1), EVAL_EXPONENTS, cfg.model.N)
+        lam = self.record_spectrum("eval", epoch, n)
+        out["lambda_1"] = lam[:, 0]
+        self.alive &= torch.isfinite(out["test_loss"])
+        self.record("eval", epoch, out)
+        self.state["last_eval"] = {k: v.tolist() for k, v in out.items()}
+        ets = self.state["epochs_to_success"]
+        for r, acc in enumerate(out["test_accuracy"].tolist()):
+            if math.isnan(ets[r]) and acc >= cfg.train.success_threshold:
+                ets[r] = epoch
+        log.info(
+            "epoch %d/%d  test acc %.3f  test loss %.3f  λ1 %.3f (medians over %d)",
+            epoch, cfg.train.epochs, out["test_accuracy"].median(), out["test_loss"].median(),
+            lam[:, 0].median(), cfg.realizations,
+        )  # fmt: skip
+
+    def full_spectrum(self, stage: str, epoch: int) -> None:
+        if self.cfg.diag.full_spectrum:
+            self.record_spectrum(stage, epoch, self.cfg.model.N)
+
+    def _median_lambda1(self) -> float:
+        rows = [r for r in self.logs["metrics"] if r[4] == "lambda_1"]
+        vals = torch.tensor([r[5] for r in rows[-self.cfg.realizations :]])
+        return float(vals.median()) if len(vals) else math.nan
+
+    def _lam_postfix(self) -> dict[str, str]:
+        lam = self.state["last_eval"].get("lambda_1")
+        return {"λ1": f"{torch.tensor(lam).median():.3f}"} if lam else {}
+
+
+def summary_rows(run: Run) -> list[tuple]:
+    """One row per realization (``io.SUMMARY_COLUMNS``) from the final evaluation."""
+    ev, st = run.state["last_eval"], run.state
+    final = [r for r in run.logs["spectra"] if r[2] == "final" and r[4] == 1]
+    lam1 = {r[0]: r[5] for r in final} or dict(enumerate(ev["lambda_1"]))
+    rows = []
+    for r, seed in enumerate(run.seeds):
+        acc = ev["test_accuracy"][r]
+        diverged = not bool(run.alive[r])
+        success = bool(acc >= run.cfg.train.success_threshold) and not diverged
+        rows.append((r, seed, acc, ev["test_loss"][r], success, st["epochs_to_success"][r],
+                     diverged, lam1[r], round(st["wall"], 3)))  # fmt: skip
+    return rows

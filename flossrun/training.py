@@ -1,0 +1,129 @@
+"""One training epoch, one flossing epoch and one evaluation (SPEC §5), for an ensemble.
+
+Losses are summed over realizations so every realization's gradient is its own; Adam is
+elementwise, so one optimiser over ``[R, ...]`` tensors is ``R`` independent optimisers.
+A realization whose loss, exponents or gradients stop being finite is frozen (``alive``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from flossrun.flossing import floss_exponents, flossing_loss
+from flossrun.lyapunov import SeedLike
+from flossrun.tasks import DelayedParity
+
+EVAL_CHUNK = 128  # test sequences per forward pass (bounds memory: T·R·chunk·N floats)
+
+
+def make_adam(params: Sequence[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with the paper's betas (0.9, 0.999) and eps 1e-8."""
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def per_realization(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape ``[R]`` to broadcast against ``like [R, ...]``."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def clip_per_realization(params: Sequence[torch.nn.Parameter], max_norm: float) -> None:
+    """Clip each parameter tensor's gradient to norm ≤ ``max_norm`` separately per realization."""
+    for p in params:
+        if p.grad is None:
+            continue
+        norms = p.grad.reshape(p.shape[0], -1).norm(dim=1)  # [R]
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        p.grad.mul_(per_realization(scale, p.grad))
+
+
+def finite_grads(params: Sequence[torch.nn.Parameter]) -> torch.Tensor:
+    """``[R]`` bool: every gradient entry of the realization is finite."""
+    ok = None
+    for p in params:
+        if p.grad is not None:
+            f = torch.isfinite(p.grad).reshape(p.shape[0], -1).all(dim=1)
+            ok = f if ok is None else ok & f
+    return ok
+
+
+def guarded_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], alive: torch.Tensor) -> None:
+    """Adam step that leaves realizations with ``alive == False`` exactly unchanged."""
+    dead = ~alive
+    if not dead.any():
+        optimizer.step()
+        return
+    saved = []
+    for p in params:
+        if p.grad is not None:
+            p.grad[dead] = 0.0  # keep the optimiser state of frozen realizations finite
+        saved.append(p.detach()[dead].clone())
+    optimizer.step()
+    with torch.no_grad():
+        for p, s in zip(params, saved, strict=True):
+            p[dead] = s
+
+
+def train_epoch(
+    model,
+    task: DelayedParity,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    clip: float,
+    alive: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """One Adam step on all parameters for the batch ``x, y [T, R, B, S]``.
+
+    Updates ``alive [R]`` in place; returns ``[R]`` tensors ``loss`` (nats/bit), ``accuracy``
+    and ``grad_h0_norm`` (‖∂L/∂h0‖ before clipping).
+    """
+    params = list(model.parameters())
+    optimizer.zero_grad(set_to_none=False)
+    z = model.logits(model(x))  # [T, R, B, O]
+    loss = task.loss(z, y)  # [R]
+    loss.sum().backward()
+    grad_h0 = model.h0.grad.reshape(model.R, -1).norm(dim=1)
+    alive &= torch.isfinite(loss) & finite_grads(params)
+    clip_per_realization(params, clip)
+    guarded_step(optimizer, params, alive)
+    return {"loss": loss.detach(), "accuracy": task.accuracy(z.detach(), y), "grad_h0_norm": grad_h0}
+
+
+def floss_epoch(
+    model,
+    x: torch.Tensor,
+    k: int,
+    transient: int,
+    target: float | Sequence[float],
+    optimizer: torch.optim.Optimizer,
+    alive: torch.Tensor,
+    qr_every: int = 1,
+    frames: SeedLike = 0,
+) -> dict[str, torch.Tensor]:
+    """One flossing step: exponents 1..k along ``x [T, R, B, S]`` from h0, one Adam step on
+    ``W, V, b`` toward λ*. Returns ``loss [R]`` and ``exponents [R, B, k]`` (nats/step)."""
+    params = model.floss_parameters()
+    optimizer.zero_grad(set_to_none=False)
+    lam = floss_exponents(model, x, k, transient, frames, qr_every=qr_every)  # [R, B, k]
+    loss = flossing_loss(lam, target)  # [R]
+    loss.sum().backward()
+    alive &= torch.isfinite(loss) & finite_grads(params)
+    guarded_step(optimizer, params, alive)
+    return {"loss": loss.detach(), "exponents": lam.detach()}
+
+
+@torch.no_grad()
+def evaluate(model, task: DelayedParity, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Test loss and accuracy ``[R]`` on a fixed set ``x, y [T, R, n, S]`` (chunked)."""
+    n = x.shape[2]
+    loss = torch.zeros(model.R, dtype=x.dtype, device=x.device)
+    acc = torch.zeros_like(loss)
+    for start in range(0, n, EVAL_CHUNK):
+        xb, yb = x[:, :, start : start + EVAL_CHUNK], y[:, :, start : start + EVAL_CHUNK]
+        z = model.logits(model(xb))
+        w = xb.shape[2] / n
+        loss += w * task.loss(z, yb)
+        acc += w * task.accuracy(z, yb)
+    return {"test_loss": loss, "test_accuracy": acc}
