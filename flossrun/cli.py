@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import sys
@@ -26,9 +27,20 @@ HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml
 log = logging.getLogger("flossrun")
 
 
+MAX_NAME = 96  # characters of a run folder name before it is shortened with a hash
+
+
 def run_name(override_dirname: str) -> str:
-    """Folder name of a job: its overrides (``task.delay=40,seed=1``) or ``base``."""
-    return override_dirname.replace("/", "_") or "base"
+    """Folder name of a job: its overrides (``task.delay=40,seed=1``) or ``base``.
+
+    Long override lists keep their start and get a stable hash of the whole, so distinct
+    commands never share a folder (``.hydra/overrides.yaml`` holds the full list).
+    """
+    name = override_dirname.replace("/", "_") or "base"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_NAME - 12]}..{digest}"
+    return name
 
 
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)

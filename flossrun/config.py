@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from flossrun.tasks import TASK_NAMES, TASK_TAPS
 
@@ -45,7 +45,7 @@ class ModelConfig:
 
 @dataclass
 class FlossConfig:
-    name: str = "pre_during"  # schedule label: none | pre | pre_during
+    name: str = "pre_during"  # which phases run: none | pre (before training) | pre_during (also during)
     k: int = 75  # number of flossed Lyapunov exponents (0 = no flossing)
     target: Any = 0.0  # λ* (nats/step): a number or a list of k numbers
     batch: int = 1  # sequences per flossing epoch
@@ -96,6 +96,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     diag: DiagConfig = field(default_factory=DiagConfig)
     report: Any = None  # figure hints for flossrun-report (set by presets)
+
+
+def scaled(quick: Any, paper: Any, *, _root_: DictConfig) -> Any:
+    """Resolver ``${scaled:quick_value,paper_value}``: pick by the top-level ``scale`` key."""
+    return paper if _root_.get("scale") == "paper" else quick
+
+
+OmegaConf.register_new_resolver("scaled", scaled, replace=True)
 
 
 def register_configs() -> None:
@@ -161,7 +169,9 @@ def validate(cfg: DictConfig) -> None:
     _need(tr.clip > 0, "train.clip", tr.clip, "must be > 0")
     _need(0 <= tr.success_threshold <= 1, "train.success_threshold", tr.success_threshold, "must be in [0, 1]")
     _need(0 <= dg.transient < dg.steps, "diag.transient", dg.transient, f"must be in [0, {dg.steps - 1}] (< diag.steps)")
-    _need(all(0 < lag < dg.steps for lag in dg.lags), "diag.lags", dg.lags, f"must all be in [1, {dg.steps - 1}] (< diag.steps)")
+    if dg.jacobian:
+        top = min(dg.steps, t.T) - 1
+        _need(all(0 < lag <= top for lag in dg.lags), "diag.lags", dg.lags, f"must all be in [1, {top}] (< diag.steps and task.T)")
     _need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     _need(cfg.realizations >= 1, "realizations", cfg.realizations, "must be >= 1")
     _need(cfg.device in DEVICES, "device", cfg.device, f"allowed: {', '.join(DEVICES)}")

@@ -1,5 +1,6 @@
 """One ``flossrun`` job from a validated config: the schedule of SPEC §5, resumable.
 
+    floss.name selects the phases (none | pre | pre_during); floss.k = 0 means no flossing.
     preflossing (floss.pre_epochs) → evaluate at epoch 0
     for epoch 1..train.epochs: train; evaluate every train.eval_every;
         after every floss.every epochs, a phase of floss.epochs flossing epochs (≤ floss.times)
@@ -75,6 +76,18 @@ class Run:
         }  # fmt: skip
         self.logs: dict[str, list] = {"metrics": [], "spectra": [], "diagnostics": []}
         self._t0 = time.perf_counter()
+
+    @property
+    def preflossing(self) -> bool:
+        """``floss=pre`` or ``pre_during`` with k > 0: flossing epochs before training."""
+        f = self.cfg.floss
+        return f.name in ("pre", "pre_during") and f.k > 0 and f.pre_epochs > 0
+
+    @property
+    def interflossing(self) -> bool:
+        """``floss=pre_during`` with k > 0: flossing phases during training."""
+        f = self.cfg.floss
+        return f.name == "pre_during" and f.k > 0 and f.epochs > 0 and f.times > 0
 
     # --- checkpoints ----------------------------------------------------------------------
     @property
@@ -153,7 +166,7 @@ class Run:
         cfg, st = self.cfg, self.state
         if not st["pre_done"]:
             self.full_spectrum("initial", 0)
-            if cfg.floss.k > 0 and cfg.floss.pre_epochs > 0:
+            if self.preflossing:
                 self.floss_phase(cfg.floss.pre_epochs, "preflossing")
                 self.full_spectrum("preflossed", 0)
             self.eval_point(0)
@@ -168,7 +181,7 @@ class Run:
             if epoch % cfg.train.eval_every == 0 or epoch == E:
                 self.eval_point(epoch)
             phase_due = epoch % cfg.floss.every == 0 and st["phases_done"] < cfg.floss.times
-            if cfg.floss.k > 0 and cfg.floss.epochs > 0 and phase_due and epoch < E:
+            if self.interflossing and phase_due and epoch < E:
                 self.floss_phase(cfg.floss.epochs, f"flossing phase {st['phases_done'] + 1}")
                 st["phases_done"] += 1
             if epoch % cfg.train.checkpoint_every == 0 and epoch < E:
