@@ -43,7 +43,13 @@ def run_name(override_dirname: str) -> str:
     return name
 
 
+def run_root(name: str, scale: str) -> str:
+    """``outputs/<name>`` for plain runs, ``outputs/<preset>/<scale>`` for experiment presets."""
+    return f"outputs/{name}" if name == "default" else f"outputs/{name}/{scale}"
+
+
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("run_root", run_root, replace=True)
 register_configs()
 
 

@@ -170,8 +170,11 @@ def validate(cfg: DictConfig) -> None:
     _need(0 <= tr.success_threshold <= 1, "train.success_threshold", tr.success_threshold, "must be in [0, 1]")
     _need(0 <= dg.transient < dg.steps, "diag.transient", dg.transient, f"must be in [0, {dg.steps - 1}] (< diag.steps)")
     if dg.jacobian:
-        top = min(dg.steps, t.T) - 1
-        _need(all(0 < lag <= top for lag in dg.lags), "diag.lags", dg.lags, f"must all be in [1, {top}] (< diag.steps and task.T)")
+        top = min(dg.steps - dg.transient, t.T - 1)
+        _need(
+            all(0 < lag <= top for lag in dg.lags), "diag.lags", dg.lags,
+            f"must all be in [1, {top}] (<= diag.steps - diag.transient and < task.T)",
+        )  # fmt: skip
     _need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     _need(cfg.realizations >= 1, "realizations", cfg.realizations, "must be >= 1")
     _need(cfg.device in DEVICES, "device", cfg.device, f"allowed: {', '.join(DEVICES)}")

@@ -12,6 +12,7 @@ so a killed run continues exactly where its last checkpoint left it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from flossrun import io, seeding
 from flossrun.config import ConfigError, resolve_device
+from flossrun.diagnostics import condition_number, error_signal_norms, long_term_jacobian
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import VanillaRNN
 from flossrun.tasks import make_task, random_bits
@@ -235,8 +237,36 @@ class Run:
         )  # fmt: skip
 
     def full_spectrum(self, stage: str, epoch: int) -> None:
+        """Full spectrum (and, with ``diag.jacobian``, the Jacobian diagnostics) at a stage."""
         if self.cfg.diag.full_spectrum:
             self.record_spectrum(stage, epoch, self.cfg.model.N)
+        if self.cfg.diag.jacobian:
+            self.record_jacobian(stage)
+
+    def record_jacobian(self, stage: str) -> None:
+        """Long-term Jacobian singular values, condition numbers and error-signal norms vs lag,
+        computed on a float64 copy (small singular values at long lags need it)."""
+        cfg, N = self.cfg, self.cfg.model.N
+        model = copy.deepcopy(self.model).to(torch.float64)
+        lags = sorted(cfg.diag.lags)
+        with torch.no_grad():
+            jac = long_term_jacobian(
+                model, model.initial_state(1), self.x_diag.double(), lags, transient=cfg.diag.transient
+            )
+        log_sv = jac.log_sv[:, :, 0]  # [L, R, N]
+        n_err = min(64, cfg.train.test_size)
+        x, y = self.x_test[:, :, :n_err].double(), self.y_test[:, :, :n_err].double()
+        err = error_signal_norms(model, x, y, self.task, lags)  # [L, R]
+        ks = sorted({k for k in (cfg.floss.k, N) if k >= 2})
+        rows = self.logs["diagnostics"]
+        for li, lag in enumerate(lags):
+            for r, seed in enumerate(self.seeds):
+                for i, v in enumerate(log_sv[li, r].tolist(), start=1):
+                    rows.append((r, seed, stage, lag, i, "log_singular_value", v))
+                for k in ks:
+                    cond = condition_number(log_sv[li, r], k).item()
+                    rows.append((r, seed, stage, lag, k, "log10_condition", cond))
+                rows.append((r, seed, stage, lag, 0, "error_signal_norm", err[li, r].item()))
 
     def _median_lambda1(self) -> float:
         rows = [r for r in self.logs["metrics"] if r[4] == "lambda_1"]

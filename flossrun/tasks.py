@@ -60,9 +60,9 @@ class DelayedParity:
     def targets(self, bits: torch.Tensor) -> torch.Tensor:
         """Parity targets for ``bits [T, ..., S]`` (0/1); entries with t ≤ d are 0 (unused)."""
         y = torch.zeros_like(bits)
-        d = self.delay
+        d, T = self.delay, bits.shape[0]
         for lag in self.lags:  # y[i] ^= bits[i - lag] for i >= d
-            y[d:] = torch.logical_xor(y[d:], bits[d - lag : self.T - lag]).to(bits.dtype)
+            y[d:] = torch.logical_xor(y[d:], bits[d - lag : T - lag]).to(bits.dtype)
         return y
 
     def sample(
