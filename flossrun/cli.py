@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
@@ -110,6 +111,17 @@ def human_summary(out: Path, rows: list[tuple], cfg: DictConfig) -> str:
     ])  # fmt: skip
 
 
+def run_is_finished(out: Path, cfg: DictConfig) -> bool:
+    """A finished run of this very config is in ``out`` (cheap: no model is built)."""
+    from flossrun.runner import run_config_text
+
+    ck = out / "checkpoint.pt"
+    if not ((out / "summary.csv").exists() and ck.exists()):
+        return False
+    state = io.load_checkpoint(ck)
+    return state["state"]["finished"] and state["config"] == run_config_text(cfg)
+
+
 def job(cfg: DictConfig) -> None:
     """One Hydra job: validate, run or resume, write summary and plots."""
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -118,11 +130,16 @@ def job(cfg: DictConfig) -> None:
     except ConfigError as err:
         print(f"flossrun: error: {err}", file=sys.stderr)
         discard_hydra_files(out)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # this job fails; the sweep's other jobs still run
         sys.exit(2)
     set_threads(cfg)
     from flossrun import plots
     from flossrun.runner import Run, summary_rows
 
+    if run_is_finished(out, cfg):
+        print(f"flossrun: {out} already finished; skipped (delete the folder to run it again)")
+        return
     (out / io.FAILED_FILE).unlink(missing_ok=True)
     try:
         run = Run(cfg, out)

@@ -130,6 +130,23 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def validate_floss(f: DictConfig, N: int) -> None:
+    """The flossing keys (only checked when flossing can run)."""
+    _need(0 <= f.k <= N, "floss.k", f.k, f"must be in [0, {N}] (model.N={N})")
+    if isinstance(f.target, ListConfig | list):
+        _need(len(f.target) == f.k and all(_is_number(v) for v in f.target), "floss.target", f.target, f"must be a number or a list of floss.k={f.k} numbers")
+    else:
+        _need(_is_number(f.target), "floss.target", f.target, f"must be a number or a list of floss.k={f.k} numbers")
+    _need(f.batch >= 1, "floss.batch", f.batch, "must be >= 1")
+    _need(f.steps >= 2, "floss.steps", f.steps, "must be >= 2")
+    _need(0 <= f.transient < f.steps, "floss.transient", f.transient, f"must be in [0, {f.steps - 1}] (< floss.steps)")
+    _need(f.qr_every >= 1, "floss.qr_every", f.qr_every, "must be >= 1")
+    _need(f.lr > 0, "floss.lr", f.lr, "must be > 0")
+    for key in ("pre_epochs", "epochs", "times"):
+        _need(f[key] >= 0, f"floss.{key}", f[key], "must be >= 0")
+    _need(f.every >= 1, "floss.every", f.every, "must be >= 1")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every key for impossible values; raise :class:`ConfigError` on the first one."""
     t, m, f, tr, dg = cfg.task, cfg.model, cfg.floss, cfg.train, cfg.diag
@@ -149,19 +166,8 @@ def validate(cfg: DictConfig) -> None:
     _need(g_ok, "model.g", m.g, "must be a number >= 0 or [low, high] with 0 <= low <= high")
     _need(m.init in ("gaussian", "orthogonal"), "model.init", m.init, "allowed: gaussian, orthogonal")
     _need(f.name in FLOSS_NAMES, "floss.name", f.name, f"allowed: {', '.join(FLOSS_NAMES)}")
-    _need(0 <= f.k <= m.N, "floss.k", f.k, f"must be in [0, {m.N}] (model.N={m.N})")
-    if isinstance(f.target, ListConfig | list):
-        _need(len(f.target) == f.k and all(_is_number(v) for v in f.target), "floss.target", f.target, f"must be a number or a list of floss.k={f.k} numbers")
-    else:
-        _need(_is_number(f.target), "floss.target", f.target, f"must be a number or a list of floss.k={f.k} numbers")
-    _need(f.batch >= 1, "floss.batch", f.batch, "must be >= 1")
-    _need(f.steps >= 2, "floss.steps", f.steps, "must be >= 2")
-    _need(0 <= f.transient < f.steps, "floss.transient", f.transient, f"must be in [0, {f.steps - 1}] (< floss.steps)")
-    _need(f.qr_every >= 1, "floss.qr_every", f.qr_every, "must be >= 1")
-    _need(f.lr > 0, "floss.lr", f.lr, "must be > 0")
-    for key in ("pre_epochs", "epochs", "times"):
-        _need(f[key] >= 0, f"floss.{key}", f[key], "must be >= 0")
-    _need(f.every >= 1, "floss.every", f.every, "must be >= 1")
+    if f.name != "none":  # floss=none ignores the other floss.* keys
+        validate_floss(f, m.N)
     _need(tr.epochs >= 0, "train.epochs", tr.epochs, "must be >= 0")
     for key in ("batch", "eval_every", "test_size", "log_every", "checkpoint_every"):
         _need(tr[key] >= 1, f"train.{key}", tr[key], "must be >= 1")

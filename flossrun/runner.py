@@ -257,7 +257,7 @@ class Run:
         n_err = min(64, cfg.train.test_size)
         x, y = self.x_test[:, :, :n_err].double(), self.y_test[:, :, :n_err].double()
         err = error_signal_norms(model, x, y, self.task, lags)  # [L, R]
-        ks = sorted({k for k in (cfg.floss.k, N) if k >= 2})
+        ks = sorted({k for k in (min(cfg.floss.k, N), N) if k >= 2})
         rows = self.logs["diagnostics"]
         for li, lag in enumerate(lags):
             for r, seed in enumerate(self.seeds):

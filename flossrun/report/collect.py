@@ -1,0 +1,182 @@
+"""Collect every run below some paths into tidy pandas frames (SPEC §7).
+
+``collect(paths)`` returns a :class:`Collection`:
+
+- ``runs``: one row per run directory — ``run`` (path), ``status`` (finished | failed |
+  unfinished | corrupt), ``reason``, ``experiment`` (the config's ``name``), ``condition``,
+  ``overrides`` and the flattened config (``task.delay``, ``floss.k``, ...; ``seed`` is the base
+  seed).
+- ``results``: one row per realization, also for failed/unfinished/corrupt runs (summary columns
+  empty there); ``seed`` is the realization's seed, the config's seed is ``base_seed``.
+- ``curves``: ``metrics.csv`` of every readable run plus ``run, experiment, condition, status``
+  and the condition keys; ``spectra`` and ``diagnostics`` likewise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from flossrun.report.conditions import as_keys, choose_keys, label_conditions, override_keys
+from flossrun.report.rundir import (
+    DIAGNOSTICS,
+    METRICS,
+    SPECTRA,
+    SUMMARY,
+    Run,
+    find_run_dirs,
+    load_run,
+)
+
+META = ["run", "status", "reason", "experiment", "condition", "overrides"]
+
+
+@dataclass
+class Collection:
+    """Tidy frames of a set of runs; ``cell_keys``/``order``/``settings`` are per experiment."""
+
+    runs: pd.DataFrame
+    results: pd.DataFrame
+    curves: pd.DataFrame
+    spectra: pd.DataFrame
+    diagnostics: pd.DataFrame
+    config_columns: list[str] = field(default_factory=list)
+    cell_keys: dict[str, list[str]] = field(default_factory=dict)
+    order: dict[str, list[str]] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def experiments(self) -> list[str]:
+        """Experiment (preset) names with at least one readable config, sorted."""
+        return sorted(self.runs["experiment"].dropna().unique().tolist())
+
+    def config(self) -> pd.DataFrame:
+        """Flattened config, one row per run, indexed by ``run``."""
+        return self.runs.set_index("run")[self.config_columns]
+
+    def subset(self, experiment: str, finished: bool = True) -> Collection:
+        """The runs of one experiment (only the finished ones by default)."""
+        keep = self.runs["experiment"] == experiment
+        if finished:
+            keep &= self.runs["status"] == "finished"
+        runs = self.runs[keep]
+        names = set(runs["run"])
+
+        def pick(df: pd.DataFrame) -> pd.DataFrame:
+            return df[df["run"].isin(names)] if len(df) else df
+
+        return replace(
+            self,
+            runs=runs,
+            results=pick(self.results),
+            curves=pick(self.curves),
+            spectra=pick(self.spectra),
+            diagnostics=pick(self.diagnostics),
+        )
+
+
+def _realization_rows(run: Run) -> pd.DataFrame:
+    """The summary, or placeholder rows (realization, seed) for a run without one."""
+    if run.summary is not None:
+        return run.summary
+    try:
+        n, base = int(run.config["realizations"]), int(run.config["seed"])
+        return pd.DataFrame({"realization": range(n), "seed": range(base, base + n)})
+    except (KeyError, TypeError, ValueError):
+        return pd.DataFrame({"realization": [pd.NA], "seed": [pd.NA]})
+
+
+def _concat(frames: list[pd.DataFrame], columns: Iterable[str]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(columns))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _with_run(df: pd.DataFrame | None, run: str) -> pd.DataFrame:
+    if df is None or df.empty:
+        return pd.DataFrame()
+    return df.assign(run=run)
+
+
+def _experiment(run: Run) -> str:
+    """The experiment (preset) name: the config's ``name``."""
+    return str(run.config.get("name", "unnamed"))
+
+
+def _assign_conditions(runs: pd.DataFrame, loaded: list[Run], config_columns: list[str]):
+    """Fill ``runs.condition``; returns (cell_keys, order, settings) per experiment."""
+    cell_keys, order, settings = {}, {}, {}
+    runs["condition"] = ""
+    for exp, idx in runs.groupby("experiment").groups.items():
+        members = [r for r in loaded if r.config and _experiment(r) == exp]
+        settings[exp] = next((r.settings for r in members if r.settings), {})
+        preferred = [k for r in members for k in override_keys(r.overrides, config_columns)]
+        preferred += as_keys(settings[exp].get("condition")) + as_keys(settings[exp].get("x"))
+        config = runs.loc[idx, config_columns]
+        cell_keys[exp] = choose_keys(config, preferred=preferred)
+        labels, order[exp] = label_conditions(config, cell_keys[exp], default=str(exp))
+        runs.loc[idx, "condition"] = labels
+    return cell_keys, order, settings
+
+
+def _rank(runs: pd.DataFrame, order: dict[str, list[str]]) -> list[tuple]:
+    """Sort key per run: experiment, condition in sorted order, then path (natural order)."""
+    keys = []
+    for i, (exp, cond) in enumerate(zip(runs["experiment"], runs["condition"], strict=True)):
+        if pd.isna(exp):
+            keys.append((1, "", 0, i))
+        else:
+            labels = order.get(exp, [])
+            keys.append((0, str(exp), labels.index(cond) if cond in labels else len(labels), i))
+    return keys
+
+
+def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
+    """Find and read every run below ``paths``; never raises on bad run files."""
+    loaded = [load_run(p) for p in find_run_dirs(paths)]
+    rows = []
+    for r in loaded:
+        meta = {"run": str(r.path), "status": r.status, "reason": r.reason}
+        meta["experiment"] = _experiment(r) if r.config else pd.NA
+        meta["overrides"] = " ".join(r.overrides)
+        rows.append({**meta, **{k: v for k, v in r.config.items() if k != "name"}})
+    runs = pd.DataFrame(rows, columns=[*META[:4], "overrides"]) if not rows else pd.DataFrame(rows)
+    config_columns = [c for c in runs.columns if c not in META]
+    cell_keys, order, settings = _assign_conditions(runs, loaded, config_columns)
+    rank = _rank(runs, order)
+    runs = runs[META + config_columns].iloc[sorted(range(len(runs)), key=rank.__getitem__)]
+    loaded = [loaded[i] for i in sorted(range(len(loaded)), key=rank.__getitem__)]
+
+    per_run = [_realization_rows(r).assign(run=str(r.path)) for r in loaded]
+    results = _concat(per_run, ["run", *SUMMARY])
+    for col in SUMMARY:
+        if col not in results.columns:
+            results[col] = pd.NA
+    head = runs[META].merge(results[["run", *SUMMARY]], on="run", how="right")
+    config = runs[["run", *config_columns]].rename(columns={"seed": "base_seed"})
+    results = head[META + list(SUMMARY)].merge(config, on="run", how="left")
+
+    keys = list(dict.fromkeys(k for ks in cell_keys.values() for k in ks))
+    attach = runs[["run", "experiment", "condition", "status", *keys]]
+
+    def tidy(attr: str, columns: tuple[str, ...]) -> pd.DataFrame:
+        df = _concat([_with_run(getattr(r, attr), str(r.path)) for r in loaded], ["run", *columns])
+        df = df[["run", *columns]].merge(attach, on="run", how="left")
+        return df[["run", "experiment", "condition", "status", *columns, *keys]]
+
+    return Collection(
+        runs=runs,
+        results=results,
+        curves=tidy("metrics", METRICS),
+        spectra=tidy("spectra", SPECTRA),
+        diagnostics=tidy("diagnostics", DIAGNOSTICS),
+        config_columns=config_columns,
+        cell_keys=cell_keys,
+        order=order,
+        settings=settings,
+    )

@@ -1,0 +1,247 @@
+"""The preset figures of SPEC §8, one function each: ``figure(exp) -> Figure | None``.
+
+``exp`` is :meth:`Collection.subset` of one experiment (its finished runs); a function returns
+``None`` when the runs hold none of the data it draws. Statistics pool the realizations of every
+run in a condition: medians with 25–75 % bands, success rates with n in the legend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from flossrun.report.collect import Collection
+from flossrun.report.conditions import FLOSS_SETTING_KEYS, Conditions, format_value, short_names
+from flossrun.report.panels import (
+    as_floats,
+    curve_vs_epoch,
+    epochs_to_success_vs,
+    finish,
+    on_panel,
+    panel_title,
+    panel_values,
+    preset_settings,
+    select_metric,
+    success_vs,
+)
+from flossrun.report.style import LINESTYLES, band, colours, label, new_figure, no_data
+
+STAGES = ("initial", "preflossed", "eval", "final")
+
+
+def lyapunov_control(exp: Collection) -> Figure | None:
+    """λ_1 (nats/step) vs flossing epoch, one colour per target λ*, targets dashed (claim 1)."""
+    lam = select_metric(exp.curves, "floss", "lambda_1")
+    if lam.empty:
+        return None
+    cond = Conditions.of(exp)
+    fig, axes = new_figure(width=5.0, height=3.6)
+    ax = axes[0, 0]
+    for name, colour, g in cond.groups(lam):
+        band(ax, g, "epoch", color=colour, label=cond.legend(name), lines_by=["run", "realization"])
+        for target in {t for v in cond.values(name, "floss.target") for t in as_floats(v)}:
+            ax.axhline(target, color=colour, ls="--", lw=1)
+    ax.set(xlabel=label("floss_epoch"), ylabel=label("lambda_1"))
+    ax.legend()
+    what = r"Gradient flossing drives $\lambda_1$ to its target $\lambda^*$ (dashed)"
+    return finish(fig, cond, what, keys=FLOSS_SETTING_KEYS)
+
+
+def spectrum_k(exp: Collection) -> Figure | None:
+    """Lyapunov spectrum λ_i vs i before (dashed) and after (solid) flossing k exponents."""
+    sp = exp.spectra
+    if sp.empty or not (sp["stage"] == "initial").any():
+        return None
+    after = "preflossed" if (sp["stage"] == "preflossed").any() else "final"
+    cond = Conditions.of(exp)
+    fig, axes = new_figure(width=5.4, height=3.8)
+    ax = axes[0, 0]
+    for name, colour, g in cond.groups(sp):
+        band(ax, g[g["stage"] == "initial"], "index", color=colour, ls="--", lw=1)
+        band(ax, g[g["stage"] == after], "index", color=colour, label=cond.legend(name))
+        for k in {k for v in cond.values(name, "floss.k") for k in as_floats(v)}:
+            ax.axvline(k, color=colour, ls=":", lw=1)
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set(xlabel=label("index"), ylabel=label("lambda_i"))
+    proxies = [Line2D([], [], color="0.3", ls="--", lw=1), Line2D([], [], color="0.3")]
+    ax.add_artist(ax.legend(proxies, ["initial", f"after flossing ({after})"], loc="lower left"))
+    ax.legend(loc="center right")
+    what = "Lyapunov spectrum before and after flossing the first $k$ exponents (dotted)"
+    return finish(fig, cond, what, keys=FLOSS_SETTING_KEYS)
+
+
+def jacobian(exp: Collection) -> Figure | None:
+    """Long-term Jacobian ∂h_t/∂h_{t−τ} vs lag τ: log10 condition number, ln σ_i, error signal."""
+    d = exp.diagnostics
+    if d.empty:
+        return None
+    cond = Conditions.of(exp)
+    labels = d["run"].map(cond.by_run)
+    rank = {s: i for i, s in enumerate(STAGES)}
+    pairs = pd.DataFrame({"cond": labels, "stage": d["stage"]}).drop_duplicates()
+    pairs = sorted(
+        pairs.itertuples(index=False),
+        key=lambda p: (cond.order.index(p.cond), rank.get(p.stage, len(STAGES)), p.stage),
+    )
+    single = len(cond.order) <= 1
+    d = d.assign(series=d["stage"] if single else labels + ", " + d["stage"])
+    order = [p.stage if single else f"{p.cond}, {p.stage}" for p in pairs]
+    palette = colours(order)
+    fig, axes = new_figure(3, width=4.0, height=3.4)
+    kappa = d[d["name"] == "log10_condition"]
+    ks = sorted(kappa["index"].unique())  # show at most 4 of the recorded k, spread out
+    ks = [ks[i] for i in sorted({round(j) for j in np.linspace(0, len(ks) - 1, 4)})] if ks else []
+    for series in order:
+        for k, ls in zip(ks, LINESTYLES, strict=False):
+            rows = kappa[(kappa["series"] == series) & (kappa["index"] == k)]
+            band(axes[0, 0], rows, "lag", color=palette[series], ls=ls)
+        sv = d[(d["series"] == series) & (d["name"] == "log_singular_value")]
+        med = sv.groupby(["index", "lag"])["value"].median()
+        for i in med.index.get_level_values(0).unique():
+            axes[0, 1].plot(
+                med[i].index, med[i].to_numpy(), color=palette[series], lw=0.6, alpha=0.6
+            )
+        err = d[(d["series"] == series) & (d["name"] == "error_signal_norm")]
+        band(axes[0, 2], err, "lag", color=palette[series], label=series)
+    if len(ks):
+        proxies = [Line2D([], [], color="0.3", ls=ls) for ls in LINESTYLES[: len(ks)]]
+        axes[0, 0].legend(proxies, [f"k={format_value(float(k))}" for k in ks])
+    axes[0, 0].set(xlabel=label("lag"), ylabel=label("log10_condition"), title="condition number")
+    axes[0, 1].set(xlabel=label("lag"), ylabel=label("log_singular_value"), title="singular values")
+    axes[0, 2].set(xlabel=label("lag"), ylabel=label("error_signal_norm"), title="error signal")
+    if axes[0, 2].lines:
+        axes[0, 2].set_yscale("log")
+        axes[0, 2].legend()
+    for ax in axes[0]:
+        if not ax.lines:
+            no_data(ax)
+    what = r"Long-term Jacobian $\partial h_t/\partial h_{t-\tau}$, flossed and unflossed"
+    return finish(fig, cond, what)
+
+
+def preflossing(exp: Collection) -> Figure | None:
+    """Per task: success rate vs d, test accuracy vs epoch at the longest d, epochs to success."""
+    x = preset_settings(exp).get("x") or "task.delay"
+    cond = Conditions.of(exp, fixed=(x, "task.name"))
+    tasks = panel_values(cond, "task.name")
+    fig, axes = new_figure(3, nrows=len(tasks))
+    acc = select_metric(exp.curves, "eval", "test_accuracy")
+    for row, task in zip(axes, tasks, strict=True):
+        results = on_panel(cond, exp.results, "task.name", task)
+        success_vs(row[0], cond, results, x)
+        longest = results[x].max() if len(results) else None
+        curves = acc[cond.column(acc, x) == longest] if len(acc) else acc
+        curve_vs_epoch(
+            row[1], cond, on_panel(cond, curves, "task.name", task), label("test_accuracy")
+        )
+        epochs_to_success_vs(row[2], cond, results, x)
+        name = panel_title("task.name", task)
+        row[0].set_title(f"{name} success".strip())
+        row[1].set_title(f"{name} {short_names([x])[x]}={format_value(longest)}".strip())
+        row[2].set_title(f"{name} speed".strip())
+    return finish(fig, cond, "Preflossing: success and speed of training vs delay", skip=(x,))
+
+
+def during_training(exp: Collection) -> Figure | None:
+    """Success rate vs d (none / pre / pre_during) and ‖∂L/∂h0‖ vs epoch at the longest d."""
+    x = preset_settings(exp).get("x") or "task.delay"
+    cond = Conditions.of(exp, fixed=(x, "task.name"))
+    tasks = panel_values(cond, "task.name")
+    fig, axes = new_figure(2, nrows=len(tasks))
+    grad = select_metric(exp.curves, "train", "grad_h0_norm")
+    for row, task in zip(axes, tasks, strict=True):
+        results = on_panel(cond, exp.results, "task.name", task)
+        success_vs(row[0], cond, results, x)
+        longest = results[x].max() if len(results) else None
+        curves = grad[cond.column(grad, x) == longest] if len(grad) else grad
+        curve_vs_epoch(
+            row[1], cond, on_panel(cond, curves, "task.name", task), label("grad_h0_norm")
+        )
+        if row[1].lines:
+            row[1].set_yscale("log")
+        name = panel_title("task.name", task)
+        row[0].set_title(f"{name} success".strip())
+        row[1].set_title(f"{name} {short_names([x])[x]}={format_value(longest)}".strip())
+    return finish(fig, cond, "Flossing during training extends the delay bridged", skip=(x,))
+
+
+def k_sweep(exp: Collection) -> Figure | None:
+    """Final test accuracy (dots: realizations, line: median) and success rate vs k."""
+    x = preset_settings(exp).get("x") or "floss.k"
+    cond = Conditions.of(exp, fixed=(x,))
+    res = exp.results
+    fig, axes = new_figure(2)
+    for name, colour, g in cond.groups(res):
+        axes[0, 0].scatter(g[x], g["test_accuracy"], color=colour, s=9, alpha=0.4, lw=0)
+        med = g.groupby(x)["test_accuracy"].median()
+        axes[0, 0].plot(med.index, med.to_numpy(), "o-", color=colour, label=cond.legend(name))
+    axes[0, 0].set(xlabel=label(x), ylabel=label("final_accuracy"))
+    axes[0, 0].legend()
+    success_vs(axes[0, 1], cond, res, x)
+    xs = pd.to_numeric(res[x], errors="coerce")
+    if xs.notna().all() and len(xs) and xs.min() >= 0 and xs.max() > 10:
+        for ax in axes[0]:
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=-0.3)
+    return finish(fig, cond, "More flossed exponents k for tasks with more memory", skip=(x,))
+
+
+def _success_panels(exp: Collection, panel: str, what: str) -> Figure | None:
+    """Success rate vs d, one panel per value of ``panel`` (taps m, architecture)."""
+    x = preset_settings(exp).get("x") or "task.delay"
+    cond = Conditions.of(exp, fixed=(x, panel))
+    values = panel_values(cond, panel)
+    fig, axes = new_figure(len(values), width=3.6)
+    for ax, value in zip(axes[0], values, strict=True):
+        success_vs(ax, cond, on_panel(cond, exp.results, panel, value), x)
+        ax.set_title(panel_title(panel, value))
+    return finish(fig, cond, what, skip=(x, panel))
+
+
+def temporal_complexity(exp: Collection) -> Figure | None:
+    """Success vs d for temporal XOR with m taps, one panel per m, none vs pre."""
+    return _success_panels(exp, "task.taps", "Tasks of varying temporal complexity")
+
+
+def architectures(exp: Collection) -> Figure | None:
+    """Success vs d, one panel per architecture (``model.name``)."""
+    return _success_panels(exp, "model.name", "Flossing across RNN architectures")
+
+
+def generic(exp: Collection) -> Figure | None:
+    """Fallback: test accuracy and λ_1 (eval, else flossing) vs epoch per condition."""
+    acc = select_metric(exp.curves, "eval", "test_accuracy")
+    lam = select_metric(exp.curves, "eval", "lambda_1")
+    lam_x = "epoch"
+    if lam.empty:
+        lam, lam_x = select_metric(exp.curves, "floss", "lambda_1"), "floss_epoch"
+    if acc.empty and lam.empty:
+        return None
+    cond = Conditions.of(exp)
+    fig, axes = new_figure(2)
+    curve_vs_epoch(axes[0, 0], cond, acc, label("test_accuracy"))
+    curve_vs_epoch(axes[0, 1], cond, lam, label("lambda_1"))
+    axes[0, 1].set_xlabel(label(lam_x))
+    if axes[0, 0].lines:
+        axes[0, 0].legend()
+    return finish(fig, cond, f"{exp.experiments[0]}: learning curves")
+
+
+FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
+    f.__name__: f
+    for f in (
+        lyapunov_control,
+        spectrum_k,
+        jacobian,
+        preflossing,
+        during_training,
+        k_sweep,
+        temporal_complexity,
+        architectures,
+        generic,
+    )
+}

@@ -1,0 +1,283 @@
+"""Find flossrun run directories and read one of them (SPEC §7).
+
+A run directory is any directory holding ``.hydra/config.yaml``. Below it the runner writes
+``metrics.csv``, ``spectra.csv``, ``diagnostics.csv`` (tidy, long format), ``summary.csv`` (one
+row per realization, present ⇔ finished) and ``failed.txt`` (present ⇔ the job raised).
+Reading never raises on bad files: a run whose files cannot be parsed is marked ``corrupt``
+with the reason, one without a summary ``unfinished`` (killed or still running).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG = Path(".hydra") / "config.yaml"
+OVERRIDES = Path(".hydra") / "overrides.yaml"
+STATUSES = ("finished", "failed", "unfinished", "corrupt")
+
+METRICS = ("realization", "seed", "phase", "epoch", "name", "value")
+SPECTRA = ("realization", "seed", "stage", "epoch", "index", "value")
+DIAGNOSTICS = ("realization", "seed", "stage", "lag", "index", "name", "value")
+SUMMARY = (
+    "realization",
+    "seed",
+    "test_accuracy",
+    "test_loss",
+    "success",
+    "epochs_to_success",
+    "diverged",
+    "lambda_1",
+    "wall_seconds",
+)
+SUMMARY_REQUIRED = ("realization", "test_accuracy", "success")
+INTEGER_COLUMNS = ("realization", "seed", "epoch", "index", "lag")
+SKIP_DIRS = {"plots", "figures", "__pycache__"}
+
+
+class CorruptFile(Exception):
+    """A run file exists but cannot be read as the contract says."""
+
+
+@dataclass
+class Run:
+    """One run directory as read from disk.
+
+    ``config`` is the flattened Hydra config (``task.delay`` → value; lists as JSON strings),
+    ``settings`` the preset's optional ``report:`` node, frames are ``None`` when absent.
+    """
+
+    path: Path
+    status: str = "unfinished"
+    reason: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    summary: pd.DataFrame | None = None
+    metrics: pd.DataFrame | None = None
+    spectra: pd.DataFrame | None = None
+    diagnostics: pd.DataFrame | None = None
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders ``run_2`` before ``run_10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Every run directory at or below ``paths`` (any depth), in natural order.
+
+    Hidden directories (``.hydra``, ``.submitit``) and ``plots/`` are not entered; symlinked
+    directories are followed once each, so symlink loops and overlapping paths are harmless.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+    for root in paths:
+        for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            if (Path(dirpath) / CONFIG).is_file():
+                found.append(Path(dirpath))
+            keep = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
+            dirnames[:] = sorted(keep, key=natural_key)
+    return found
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → ``{"task.delay": 40, ...}``; lists become JSON strings (hashable)."""
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    if isinstance(node, list | tuple):
+        node = json.dumps(node, default=str)
+    return {prefix[:-1]: node}
+
+
+def read_table(
+    path: Path, columns: Sequence[str], partial_ok: bool = False, required: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Read one tidy CSV, checking its columns and that its key columns are numeric.
+
+    With ``partial_ok`` (a run still writing, or killed) an incomplete last line and malformed
+    rows are dropped; otherwise they raise :class:`CorruptFile`.
+    """
+    data = path.read_bytes()
+    if not data.strip():
+        if partial_ok:
+            return pd.DataFrame(columns=list(columns))
+        raise CorruptFile(f"{path.name}: empty file")
+    if not data.endswith(b"\n"):
+        if not partial_ok:
+            raise CorruptFile(f"{path.name}: truncated (last line incomplete)")
+        data = data[: data.rfind(b"\n") + 1]
+    try:
+        df = pd.read_csv(io.BytesIO(data), on_bad_lines="skip" if partial_ok else "error")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise CorruptFile(f"{path.name}: {_one_line(e)}") from e
+    missing = [c for c in (required or columns) if c not in df.columns]
+    if missing:
+        raise CorruptFile(f"{path.name}: missing column(s) {', '.join(missing)}")
+    bad = np.zeros(len(df), dtype=bool)
+    for col in df.columns.intersection(columns):
+        values = df[col]
+        if col in ("phase", "stage", "name"):
+            bad |= values.isna().to_numpy()
+            if not pd.api.types.is_string_dtype(values):
+                df[col] = values.astype(str)
+        elif col not in ("success", "diverged") and not pd.api.types.is_integer_dtype(values):
+            numeric = pd.api.types.is_numeric_dtype(values)
+            num = values if numeric else pd.to_numeric(values, errors="coerce")
+            x = num.to_numpy(dtype=float, na_value=np.nan)
+            if not numeric:  # text where a number belongs
+                bad |= np.isnan(x) & values.notna().to_numpy()
+                df[col] = num
+            if col in INTEGER_COLUMNS:
+                bad |= np.isnan(x) | (x % 1 != 0)
+    if bad.any():
+        if not partial_ok:
+            line = int(bad.argmax()) + 2
+            raise CorruptFile(
+                f"{path.name}: {int(bad.sum())} malformed row(s), first on line {line}"
+            )
+        df = df[~bad]
+    for col in df.columns.intersection(INTEGER_COLUMNS):
+        if df[col].notna().all():
+            df[col] = df[col].astype("int64")
+    return df.reset_index(drop=True)
+
+
+def _as_bool(series: pd.Series) -> pd.Series:
+    words = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
+    return series.map(lambda v: words.get(str(v).strip().lower(), pd.NA)).astype("boolean")
+
+
+def read_summary(path: Path) -> pd.DataFrame:
+    """``summary.csv`` with every contract column (absent ones NaN), booleans as ``boolean``."""
+    df = read_table(path, SUMMARY, required=SUMMARY_REQUIRED)
+    if df.empty:
+        raise CorruptFile(f"{path.name}: no rows")
+    for col in SUMMARY:
+        if col not in df.columns:
+            df[col] = pd.NA if col == "diverged" else float("nan")
+    df["success"] = _as_bool(df["success"])
+    df["diverged"] = _as_bool(df["diverged"])
+    if df["success"].isna().any():
+        raise CorruptFile(f"{path.name}: success is not a boolean")
+    return df[list(SUMMARY)]
+
+
+def _one_line(error: BaseException | str, limit: int = 200) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _failure_reason(path: Path) -> str:
+    """The error message in ``failed.txt``: the last line of a traceback, else the first line."""
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError as e:
+        return f"failed.txt unreadable: {_one_line(e)}"
+    if not lines:
+        return "failed (failed.txt is empty)"
+    traceback = any(ln.startswith("Traceback") for ln in lines)
+    return _one_line(lines[-1] if traceback else lines[0])
+
+
+def _resolve(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain containers, interpolations resolved where possible.
+
+    A node whose interpolation cannot be resolved here (``${hydra:...}``, an unknown resolver)
+    keeps its raw ``${...}`` string instead of failing the whole config.
+    """
+    try:
+        import flossrun.config  # noqa: F401  (registers flossrun's resolvers, e.g. ${scaled:...})
+    except Exception:
+        pass
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception:
+        raw = OmegaConf.to_container(cfg, resolve=False)
+
+    def walk(node: Any, key: str) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
+        if isinstance(node, str) and "${" in node:
+            try:
+                value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+                return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            except Exception:
+                return node
+        return node
+
+    return walk(raw, "")
+
+
+def _read_config(run: Run) -> None:
+    cfg = OmegaConf.load(run.path / CONFIG)
+    if not isinstance(cfg, DictConfig):
+        raise CorruptFile("config.yaml: not a mapping")
+    container = _resolve(cfg)
+    container.pop("hydra", None)
+    settings = container.get("report")
+    run.settings = settings if isinstance(settings, dict) else {}
+    run.config = flatten(container)
+    if (run.path / OVERRIDES).is_file():
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        overrides = yaml.load((run.path / OVERRIDES).read_bytes(), Loader=loader)
+        if not isinstance(overrides, list):
+            raise CorruptFile("overrides.yaml: not a list")
+        run.overrides = [str(o) for o in overrides]
+
+
+def load_run(path: Path) -> Run:
+    """Read one run directory; never raises (bad files → ``status="corrupt"`` + reason)."""
+    run = Run(path=path)
+    try:
+        _read_config(run)
+    except Exception as e:
+        run.status, run.reason = (
+            "corrupt",
+            _one_line(e if isinstance(e, CorruptFile) else f"config: {e}"),
+        )
+        return run
+    if (path / "summary.csv").is_file():
+        run.status = "finished"
+    elif (path / "failed.txt").is_file():
+        run.status, run.reason = "failed", _failure_reason(path / "failed.txt")
+    else:
+        run.reason = "no summary.csv or failed.txt (killed or still running)"
+    partial_ok = run.status != "finished"
+    try:
+        if run.status == "finished":
+            run.summary = read_summary(path / "summary.csv")
+        for attr, columns in (
+            ("metrics", METRICS),
+            ("spectra", SPECTRA),
+            ("diagnostics", DIAGNOSTICS),
+        ):
+            file = path / f"{attr}.csv"
+            if file.is_file():
+                setattr(run, attr, read_table(file, columns, partial_ok=partial_ok))
+    except (CorruptFile, OSError) as e:
+        if run.status == "finished":
+            run.status, run.reason, run.summary = "corrupt", _one_line(e), None
+        else:
+            run.reason += f"; {_one_line(e)}"
+        run.metrics = run.spectra = run.diagnostics = None
+    return run
