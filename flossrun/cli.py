@@ -83,14 +83,20 @@ def discard_hydra_files(out: Path) -> None:
 
 
 def set_threads(cfg: DictConfig) -> None:
-    """``threads`` if set; one thread per joblib worker so parallel jobs don't oversubscribe."""
+    """``threads`` if set; otherwise one thread per joblib worker and ``cpus_per_task`` per
+    submitit job, so that parallel jobs do not oversubscribe the cores."""
     import torch
 
     n = cfg.threads
-    if n == 0 and "joblib" in str(HydraConfig.get().launcher.get("_target_", "")):
+    launcher = HydraConfig.get().launcher
+    target = str(launcher.get("_target_", ""))
+    if n == 0 and "joblib" in target:
         n = 1
+    elif n == 0 and "submitit" in target:
+        n = launcher.get("cpus_per_task") or 0
     if n > 0:
         torch.set_num_threads(n)
+    log.info("torch threads: %d", torch.get_num_threads())
 
 
 def human_summary(out: Path, rows: list[tuple], cfg: DictConfig) -> str:
