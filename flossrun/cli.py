@@ -1,15 +1,14 @@
 """The ``flossrun`` command (a Hydra app): validate, run or resume one job, summarise.
 
-    flossrun task=delayed_xor floss.k=75
-    flossrun -m seed=0,1,2,3 task.delay=20,40
-    flossrun experiment=preflossing scale=quick -m
+flossrun task=delayed_xor floss.k=75
+flossrun -m seed=0,1,2,3 task.delay=20,40
+flossrun experiment=preflossing scale=quick -m
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -59,7 +58,9 @@ def check_group_choices(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
+        overrides = OverridesParser.create().parse_overrides(
+            [a for a in args if "=" in a and not a.startswith("-")]
+        )
     except Exception:  # malformed overrides: Hydra's own message is clearer
         return
     for ov in overrides:
@@ -67,7 +68,11 @@ def check_group_choices(args: list[str]) -> None:
         if group not in GROUPS or ov.is_delete():
             continue
         allowed = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+        values = (
+            list(ov.sweep_string_iterator())
+            if ov.is_sweep_override()
+            else [ov.get_value_element_as_str()]
+        )
         for v in values:
             if v not in allowed and v != "null":
                 raise ConfigError(f"{group}={v}: unknown {group} (allowed: {', '.join(allowed)})")
@@ -94,8 +99,9 @@ def set_threads(cfg: DictConfig) -> None:
         n = 1
     elif n == 0 and "submitit" in target:
         n = launcher.get("cpus_per_task") or 0
-    if n > 0:
-        torch.set_num_threads(n)
+    from flossrun.fast import configure_cpu
+
+    configure_cpu(threads=n if n > 0 else None)  # keeps big buffers in the heap between epochs
     log.info("torch threads: %d", torch.get_num_threads())
 
 
@@ -106,12 +112,13 @@ def human_summary(out: Path, rows: list[tuple], cfg: DictConfig) -> str:
     acc = statistics.median(r[2] for r in rows)
     lam = statistics.median(r[7] for r in rows)
     n_ok, n_div = sum(r[4] for r in rows), sum(r[6] for r in rows)
-    t = cfg.task
+    t, f, thr = cfg.task, cfg.floss, cfg.train.success_threshold
+    diverged = f" ({n_div} diverged)" if n_div else ""
     return "\n".join([
-        f"flossrun: {t.name} d={t.delay} T={t.T}, N={cfg.model.N}, floss={cfg.floss.name} (k={cfg.floss.k})",
-        f"  success: {n_ok}/{len(rows)} realizations reached test accuracy >= {cfg.train.success_threshold}"
-        + (f" ({n_div} diverged)" if n_div else ""),
-        f"  median final test accuracy {acc:.3f}, median final λ1 {lam:+.3f} nats/step, {rows[0][8]:.0f} s",
+        f"flossrun: {t.name} d={t.delay} T={t.T}, N={cfg.model.N}, floss={f.name} (k={f.k})",
+        f"  success: {n_ok}/{len(rows)} realizations reached test accuracy >= {thr}{diverged}",
+        f"  median final test accuracy {acc:.3f}, median final λ1 {lam:+.3f} nats/step, "
+        f"{rows[0][8]:.0f} s",
         f"  results: {out}/summary.csv (metrics.csv, spectra.csv)",
         f"  plots:   {out}/plots/",
     ])  # fmt: skip
@@ -155,7 +162,10 @@ def job(cfg: DictConfig) -> None:
         rows = summary_rows(run)
         io.write_csv(out / "summary.csv", io.SUMMARY_COLUMNS, rows)
         t = cfg.task
-        title = f"{t.name} d={t.delay}, N={cfg.model.N}, floss={cfg.floss.name} k={cfg.floss.k}, R={cfg.realizations}"
+        title = (
+            f"{t.name} d={t.delay}, N={cfg.model.N}, floss={cfg.floss.name} k={cfg.floss.k}, "
+            f"R={cfg.realizations}"
+        )
         plots.plot_run(out, title)
     except ConfigError as err:
         print(f"flossrun: error: {err}", file=sys.stderr)

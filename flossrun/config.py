@@ -45,7 +45,9 @@ class ModelConfig:
 
 @dataclass
 class FlossConfig:
-    name: str = "pre_during"  # which phases run: none | pre (before training) | pre_during (also during)
+    name: str = (
+        "pre_during"  # which phases run: none | pre (before training) | pre_during (also during)
+    )
     k: int = 75  # number of flossed Lyapunov exponents (0 = no flossing)
     target: Any = 0.0  # λ* (nats/step): a number or a list of k numbers
     batch: int = 1  # sequences per flossing epoch
@@ -134,12 +136,27 @@ def validate_floss(f: DictConfig, N: int) -> None:
     """The flossing keys (only checked when flossing can run)."""
     _need(0 <= f.k <= N, "floss.k", f.k, f"must be in [0, {N}] (model.N={N})")
     if isinstance(f.target, ListConfig | list):
-        _need(len(f.target) == f.k and all(_is_number(v) for v in f.target), "floss.target", f.target, f"must be a number or a list of floss.k={f.k} numbers")
+        _need(
+            len(f.target) == f.k and all(_is_number(v) for v in f.target),
+            "floss.target",
+            f.target,
+            f"must be a number or a list of floss.k={f.k} numbers",
+        )
     else:
-        _need(_is_number(f.target), "floss.target", f.target, f"must be a number or a list of floss.k={f.k} numbers")
+        _need(
+            _is_number(f.target),
+            "floss.target",
+            f.target,
+            f"must be a number or a list of floss.k={f.k} numbers",
+        )
     _need(f.batch >= 1, "floss.batch", f.batch, "must be >= 1")
     _need(f.steps >= 2, "floss.steps", f.steps, "must be >= 2")
-    _need(0 <= f.transient < f.steps, "floss.transient", f.transient, f"must be in [0, {f.steps - 1}] (< floss.steps)")
+    _need(
+        0 <= f.transient < f.steps,
+        "floss.transient",
+        f.transient,
+        f"must be in [0, {f.steps - 1}] (< floss.steps)",
+    )
     _need(f.qr_every >= 1, "floss.qr_every", f.qr_every, "must be >= 1")
     _need(f.lr > 0, "floss.lr", f.lr, "must be > 0")
     for key in ("pre_epochs", "epochs", "times"):
@@ -155,16 +172,26 @@ def validate(cfg: DictConfig) -> None:
     _need(t.T > t.delay, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T={t.T})")
     _need(t.taps >= 1, "task.taps", t.taps, "must be >= 1")
     if t.name in TASK_TAPS:
-        _need(t.taps == TASK_TAPS[t.name], "task.taps", t.taps, f"must be {TASK_TAPS[t.name]} for {t.name}")
+        _need(
+            t.taps == TASK_TAPS[t.name],
+            "task.taps",
+            t.taps,
+            f"must be {TASK_TAPS[t.name]} for {t.name}",
+        )
     _need(t.delay % t.taps == 0, "task.delay", t.delay, f"must be a multiple of task.taps={t.taps}")
     _need(t.channels >= 1, "task.channels", t.channels, "must be >= 1")
     _need(m.name in MODEL_NAMES, "model.name", m.name, f"allowed: {', '.join(MODEL_NAMES)}")
     _need(m.N >= 1, "model.N", m.N, "must be >= 1")
     g_ok = (_is_number(m.g) and m.g >= 0) or (
-        isinstance(m.g, ListConfig | list) and len(m.g) == 2 and all(_is_number(v) for v in m.g) and 0 <= m.g[0] <= m.g[1]
+        isinstance(m.g, ListConfig | list)
+        and len(m.g) == 2
+        and all(_is_number(v) for v in m.g)
+        and 0 <= m.g[0] <= m.g[1]
     )
     _need(g_ok, "model.g", m.g, "must be a number >= 0 or [low, high] with 0 <= low <= high")
-    _need(m.init in ("gaussian", "orthogonal"), "model.init", m.init, "allowed: gaussian, orthogonal")
+    _need(
+        m.init in ("gaussian", "orthogonal"), "model.init", m.init, "allowed: gaussian, orthogonal"
+    )
     _need(f.name in FLOSS_NAMES, "floss.name", f.name, f"allowed: {', '.join(FLOSS_NAMES)}")
     if f.name != "none":  # floss=none ignores the other floss.* keys
         validate_floss(f, m.N)
@@ -173,8 +200,18 @@ def validate(cfg: DictConfig) -> None:
         _need(tr[key] >= 1, f"train.{key}", tr[key], "must be >= 1")
     _need(tr.lr > 0, "train.lr", tr.lr, "must be > 0")
     _need(tr.clip > 0, "train.clip", tr.clip, "must be > 0")
-    _need(0 <= tr.success_threshold <= 1, "train.success_threshold", tr.success_threshold, "must be in [0, 1]")
-    _need(0 <= dg.transient < dg.steps, "diag.transient", dg.transient, f"must be in [0, {dg.steps - 1}] (< diag.steps)")
+    _need(
+        0 <= tr.success_threshold <= 1,
+        "train.success_threshold",
+        tr.success_threshold,
+        "must be in [0, 1]",
+    )
+    _need(
+        0 <= dg.transient < dg.steps,
+        "diag.transient",
+        dg.transient,
+        f"must be in [0, {dg.steps - 1}] (< diag.steps)",
+    )
     if dg.jacobian:
         top = min(dg.steps - dg.transient, t.T - 1)
         _need(
@@ -185,7 +222,12 @@ def validate(cfg: DictConfig) -> None:
     _need(cfg.realizations >= 1, "realizations", cfg.realizations, "must be >= 1")
     _need(cfg.device in DEVICES, "device", cfg.device, f"allowed: {', '.join(DEVICES)}")
     if cfg.device == "cuda":
-        _need(torch.cuda.is_available(), "device", cfg.device, "CUDA is not available here (allowed: auto, cpu)")
+        _need(
+            torch.cuda.is_available(),
+            "device",
+            cfg.device,
+            "CUDA is not available here (allowed: auto, cpu)",
+        )
     _need(cfg.dtype in DTYPES, "dtype", cfg.dtype, f"allowed: {', '.join(DTYPES)}")
     _need(cfg.scale in SCALES, "scale", cfg.scale, f"allowed: {', '.join(SCALES)}")
     _need(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0 = torch default)")

@@ -20,7 +20,9 @@ def flossing_loss(exponents: torch.Tensor, target: float | Sequence[float] = 0.0
         tgt = torch.tensor(float(target), dtype=exponents.dtype, device=exponents.device)
     else:
         if len(target) != k:
-            raise ValueError(f"target must be a number or a list of k={k} numbers, got {len(target)} numbers")
+            raise ValueError(
+                f"target must be a number or a list of k={k} numbers, got {len(target)} numbers"
+            )
         tgt = torch.as_tensor(list(target), dtype=exponents.dtype, device=exponents.device)
     sq = (exponents - tgt) ** 2
     return sq.mean() if sq.dim() == 1 else sq.reshape(sq.shape[0], -1).mean(1)
@@ -37,4 +39,6 @@ def floss_exponents(
     """Exponents ``[R, B, k]`` of ``model`` along inputs ``x [T, R, B, S]`` from a detached ``h0``
     (``h0`` is trained with the task, not flossed)."""
     h = model.initial_state(x.shape[2]).detach()
-    return lyapunov_spectrum(model, h, x, k, transient=transient, qr_every=qr_every, seed=seed).exponents
+    return lyapunov_spectrum(
+        model, h, x, k, transient=transient, qr_every=qr_every, seed=seed
+    ).exponents

@@ -6,8 +6,15 @@ For a dynamics with ``step(h, x)`` and optionally ``tangent(h, x, Q)``:
     Q̃_t = J_t Q_{t-1},  h_t = step(h_{t-1}, x_t)
     every ``qr_every`` steps: Q, R = qr(Q̃);  λ_i = Σ log|R_ii| / steps covered   (nats per step)
 
-Everything is ordinary autograd, so the exponents are differentiable with respect to the
-trajectory, the parameters and every QR.
+Everything is differentiable with respect to the trajectory, the parameters and every QR.
+``orthonormalize`` picks the QR:
+
+- ``householder_qr`` / ``"householder"``: LAPACK Householder under plain autograd (the reference);
+- ``"cholesky"``: :func:`flossrun.fast.qr.cholesky_qr` (Cholesky QR, analytic backward) and, for
+  a dynamics with ``lyapunov_fused`` (the vanilla RNN), the whole pass with a hand-written adjoint;
+- ``"auto"`` (default): ``"cholesky"`` for a dynamics with ``lyapunov_fused``, else Householder.
+
+All give the same exponents and gradients to float tolerance (``tests/test_fast_paths.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from flossrun import seeding
+from flossrun.fast.qr import cholesky_qr
 from flossrun.models.base import Dynamics
 
 Orthonormalize = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -40,12 +48,37 @@ class LyapunovResult:
 
 
 def householder_qr(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Thin QR ``A = Q R`` (LAPACK Householder); returns ``Q [..., D, k]`` and ``diag(R) [..., k]``."""
+    """Thin QR ``A = Q R`` (LAPACK Householder): ``Q [..., D, k]`` and ``diag(R) [..., k]``."""
     Q, R = torch.linalg.qr(A)
     return Q, torch.diagonal(R, dim1=-2, dim2=-1)
 
 
-def autograd_tangent(dynamics: Dynamics, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+ORTHONORMALIZERS: dict[str, Orthonormalize] = {
+    "householder": householder_qr,
+    "cholesky": cholesky_qr,
+}
+
+
+def resolve_orthonormalize(
+    orthonormalize: Orthonormalize | str, dynamics: object = None
+) -> Orthonormalize:
+    """A QR function from itself or its name: a key of ``ORTHONORMALIZERS`` or ``"auto"``
+    (Cholesky QR for a dynamics with a fused fast path, Householder otherwise)."""
+    if callable(orthonormalize):
+        return orthonormalize
+    if orthonormalize == "auto":
+        return cholesky_qr if hasattr(dynamics, "lyapunov_fused") else householder_qr
+    if orthonormalize not in ORTHONORMALIZERS:
+        names = ", ".join([*ORTHONORMALIZERS, "auto"])
+        raise ValueError(
+            f"orthonormalize must be one of {names} or a function, got {orthonormalize!r}"
+        )
+    return ORTHONORMALIZERS[orthonormalize]
+
+
+def autograd_tangent(
+    dynamics: Dynamics, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor
+) -> torch.Tensor:
     """``J Q`` by autograd (slow but exact) for a dynamics without ``tangent``.
 
     Uses the double-vjp trick ``J v = ∂/∂u ⟨Jᵀu, v⟩``; assumes the leading dims of ``h`` are
@@ -64,7 +97,9 @@ def autograd_tangent(dynamics: Dynamics, h: torch.Tensor, x: torch.Tensor, Q: to
     return torch.stack(cols, dim=-1)
 
 
-def initial_frame(shape: Sequence[int], seed: SeedLike, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def initial_frame(
+    shape: Sequence[int], seed: SeedLike, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """Orthonormal ``[..., D, k]`` from a seeded Gaussian (drawn on the CPU in float64).
 
     ``seed``: one int for the whole tensor, or one int / generator per index of the first axis.
@@ -73,8 +108,12 @@ def initial_frame(shape: Sequence[int], seed: SeedLike, dtype: torch.dtype, devi
         G = torch.randn(*shape, generator=seeding.generator(seed, "frame"), dtype=torch.float64)
     else:
         if len(seed) != shape[0]:
-            raise ValueError(f"seed must have one entry per realization ({shape[0]}), got {len(seed)}")
-        gens = [s if isinstance(s, torch.Generator) else seeding.generator(s, "frame") for s in seed]
+            raise ValueError(
+                f"seed must have one entry per realization ({shape[0]}), got {len(seed)}"
+            )
+        gens = [
+            s if isinstance(s, torch.Generator) else seeding.generator(s, "frame") for s in seed
+        ]
         G = torch.stack([torch.randn(*shape[1:], generator=g, dtype=torch.float64) for g in gens])
     return torch.linalg.qr(G)[0].to(device=device, dtype=dtype)
 
@@ -86,7 +125,7 @@ def qr_times(T: int, transient: int, qr_every: int) -> list[int]:
     if transient > 0 and (not times or times[-1] != transient):
         times.append(transient)
     times += list(range(transient + qr_every, T + 1, qr_every))
-    if times[-1] != T:
+    if not times or times[-1] != T:
         times.append(T)
     return times
 
@@ -99,12 +138,14 @@ def lyapunov_spectrum(
     transient: int = 0,
     qr_every: int = 1,
     seed: SeedLike = 0,
-    orthonormalize: Orthonormalize = householder_qr,
+    orthonormalize: Orthonormalize | str = "auto",
 ) -> LyapunovResult:
     """First ``k`` Lyapunov exponents (nats per step) along the trajectory from ``h0``.
 
     ``h0 [..., D]``; ``inputs [T, ..., S]`` (whatever ``dynamics.step`` accepts per step, e.g.
     ``[T, B, S]`` shared by all realizations). Exponents average over steps ``transient+1..T``.
+    ``orthonormalize``: a function ``A -> (Q, diag R)``, or ``"householder"``, ``"cholesky"``
+    or ``"auto"`` (see the module docstring).
     Returns a :class:`LyapunovResult` with ``exponents [..., k]``.
     """
     D, T = h0.shape[-1], inputs.shape[0]
@@ -114,14 +155,26 @@ def lyapunov_spectrum(
         raise ValueError(f"transient must be in [0, {T - 1}] (T={T} steps), got {transient}")
     if qr_every < 1:
         raise ValueError(f"qr_every must be >= 1, got {qr_every}")
+    orthonormalize = resolve_orthonormalize(orthonormalize, dynamics)
+    Q = initial_frame((*h0.shape, k), seed, h0.dtype, h0.device)  # [..., D, k]
+    due = set(qr_times(T, transient, qr_every))
+    fused = getattr(dynamics, "lyapunov_fused", None) if orthonormalize is cholesky_qr else None
+    if fused is not None:
+        qr_at = [t in due for t in range(1, T + 1)]
+        keep = [t in due and t > transient for t in range(1, T + 1)]
+        out = fused(h0, inputs, Q, qr_at, keep)
+        if out is not None:
+            block_logs, h = out  # [n_blocks, ..., k], [..., D]
+            kept = [t for t in sorted(due) if t > transient]
+            steps = [b - a for a, b in zip([transient, *kept[:-1]], kept, strict=True)]
+            return LyapunovResult(block_logs.sum(0) / sum(steps), block_logs, steps, h)
     tangent = getattr(dynamics, "tangent", None)
     if tangent is None:
+
         def tangent(h, x, Q):
             return autograd_tangent(dynamics, h, x, Q)
 
-    Q = initial_frame((*h0.shape, k), seed, h0.dtype, h0.device)  # [..., D, k]
     h, logs, steps, last = h0, [], [], 0
-    due = set(qr_times(T, transient, qr_every))
     for t in range(1, T + 1):
         x = inputs[t - 1]
         Q = tangent(h, x, Q)

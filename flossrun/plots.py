@@ -7,8 +7,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
 STAGE_COLORS = {"initial": "#7f7f7f", "preflossed": "#1f77b4", "final": "#d62728"}
 
@@ -24,7 +24,9 @@ def learning_curve(metrics: pd.DataFrame, title: str, path: Path) -> None:
     med = ev.groupby("epoch").value.median()
     ax1.plot(med.index, med.values, color="#1f77b4", lw=2.2, label="median")
     ax1.axhline(0.5, color="k", ls=":", lw=0.8)
-    ax1.set(xlabel="training epoch", ylabel="test accuracy", ylim=(0.4, 1.02), title="test accuracy")
+    ax1.set(
+        xlabel="training epoch", ylabel="test accuracy", ylim=(0.4, 1.02), title="test accuracy"
+    )
     ax1.legend(loc="lower right")
     if len(tr):
         q = tr.groupby("epoch").value.quantile([0.25, 0.5, 0.75]).unstack()

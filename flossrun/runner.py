@@ -52,7 +52,9 @@ class Run:
         self.device, self.dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
         self.seeds = seeding.realization_seeds(cfg.seed, cfg.realizations)
         t = cfg.task
-        self.task = make_task(t.name, t.delay, T=t.T, channels=t.channels, amplitude=t.amplitude, taps=t.taps)
+        self.task = make_task(
+            t.name, t.delay, T=t.T, channels=t.channels, amplitude=t.amplitude, taps=t.taps
+        )
         m = cfg.model
         self.model = VanillaRNN(
             m.N, t.channels, t.channels, self.seeds,
@@ -64,9 +66,14 @@ class Run:
         self.floss_opt = make_adam(self.model.floss_parameters(), cfg.floss.lr)
         self.gens = {s: seeding.generators(self.seeds, s) for s in STREAMS}
         self.x_test, self.y_test = self.task.sample(
-            seeding.generators(self.seeds, "test"), cfg.train.test_size, dtype=self.dtype, device=self.device
+            seeding.generators(self.seeds, "test"),
+            cfg.train.test_size,
+            dtype=self.dtype,
+            device=self.device,
         )
-        bits = random_bits(seeding.generators(self.seeds, "diag"), cfg.diag.steps, 1, t.channels, dtype=self.dtype)
+        bits = random_bits(
+            seeding.generators(self.seeds, "diag"), cfg.diag.steps, 1, t.channels, dtype=self.dtype
+        )
         self.x_diag = (bits * t.amplitude).to(self.device)  # [T_diag, R, 1, S]
         target = cfg.floss.target
         self.target = OmegaConf.to_object(target) if OmegaConf.is_config(target) else float(target)
@@ -136,7 +143,9 @@ class Run:
         io.write_csv(self.out / "metrics.csv", io.METRICS_COLUMNS, self.logs["metrics"])
         io.write_csv(self.out / "spectra.csv", io.SPECTRA_COLUMNS, self.logs["spectra"])
         if self.logs["diagnostics"]:
-            io.write_csv(self.out / "diagnostics.csv", io.DIAGNOSTICS_COLUMNS, self.logs["diagnostics"])
+            io.write_csv(
+                self.out / "diagnostics.csv", io.DIAGNOSTICS_COLUMNS, self.logs["diagnostics"]
+            )
 
     # --- logging helpers ------------------------------------------------------------------
     def record(self, phase: str, epoch: int, values: dict[str, torch.Tensor]) -> None:
@@ -201,7 +210,11 @@ class Run:
         out = train_epoch(self.model, self.task, x, y, self.train_opt, cfg.clip, self.alive)
         if epoch % cfg.log_every == 0 or epoch == 1:
             self.record("train", epoch, out)
-            bar.set_postfix(loss=f"{out['loss'].median():.3f}", acc=f"{out['accuracy'].median():.3f}", **self._lam_postfix())
+            bar.set_postfix(
+                loss=f"{out['loss'].median():.3f}",
+                acc=f"{out['accuracy'].median():.3f}",
+                **self._lam_postfix(),
+            )
 
     def floss_phase(self, epochs: int, desc: str) -> None:
         f, S, amp = self.cfg.floss, self.cfg.task.channels, self.cfg.task.amplitude
@@ -214,7 +227,9 @@ class Run:
             )  # fmt: skip
             self.state["floss_done"] += 1
             lam1 = out["exponents"][..., 0].mean(1)  # [R]
-            self.record("floss", self.state["floss_done"], {"floss_loss": out["loss"], "lambda_1": lam1})
+            self.record(
+                "floss", self.state["floss_done"], {"floss_loss": out["loss"], "lambda_1": lam1}
+            )
         log.info("%s done: median λ1 %.3f nats/step", desc, self._median_lambda1())
 
     def eval_point(self, epoch: int) -> None:
@@ -251,7 +266,11 @@ class Run:
         lags = sorted(cfg.diag.lags)
         with torch.no_grad():
             jac = long_term_jacobian(
-                model, model.initial_state(1), self.x_diag.double(), lags, transient=cfg.diag.transient
+                model,
+                model.initial_state(1),
+                self.x_diag.double(),
+                lags,
+                transient=cfg.diag.transient,
             )
         log_sv = jac.log_sv[:, :, 0]  # [L, R, N]
         n_err = min(64, cfg.train.test_size)

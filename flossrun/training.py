@@ -48,7 +48,9 @@ def finite_grads(params: Sequence[torch.nn.Parameter]) -> torch.Tensor:
     return ok
 
 
-def guarded_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], alive: torch.Tensor) -> None:
+def guarded_step(
+    optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], alive: torch.Tensor
+) -> None:
     """Adam step that leaves realizations with ``alive == False`` exactly unchanged."""
     dead = ~alive
     if not dead.any():
@@ -88,7 +90,11 @@ def train_epoch(
     alive &= torch.isfinite(loss) & finite_grads(params)
     clip_per_realization(params, clip)
     guarded_step(optimizer, params, alive)
-    return {"loss": loss.detach(), "accuracy": task.accuracy(z.detach(), y), "grad_h0_norm": grad_h0}
+    return {
+        "loss": loss.detach(),
+        "accuracy": task.accuracy(z.detach(), y),
+        "grad_h0_norm": grad_h0,
+    }
 
 
 def floss_epoch(
@@ -115,7 +121,9 @@ def floss_epoch(
 
 
 @torch.no_grad()
-def evaluate(model, task: DelayedParity, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+def evaluate(
+    model, task: DelayedParity, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Test loss and accuracy ``[R]`` on a fixed set ``x, y [T, R, n, S]`` (chunked)."""
     n = x.shape[2]
     loss = torch.zeros(model.R, dtype=x.dtype, device=x.device)

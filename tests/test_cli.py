@@ -53,7 +53,9 @@ def test_run_writes_well_formed_outputs(tmp_path):
         assert len(s) == 2 * 12
     summary = pd.read_csv(run / "summary.csv")
     assert list(summary.seed) == [0, 1] and summary.test_accuracy.between(0, 1).all()
-    assert {"success", "epochs_to_success", "diverged", "lambda_1", "wall_seconds"} <= set(summary.columns)
+    assert {"success", "epochs_to_success", "diverged", "lambda_1", "wall_seconds"} <= set(
+        summary.columns
+    )
     assert (run / "plots" / "learning_curve.png").stat().st_size > 1000
     assert (run / "plots" / "spectrum.png").stat().st_size > 1000
     ck = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -70,7 +72,15 @@ def test_finished_run_is_skipped(tmp_path):
 
 
 def test_preflossing_moves_lambda1_toward_target(tmp_path):
-    flossrun(tmp_path, *TINY, "floss.pre_epochs=150", "train.epochs=1", "realizations=3", "model.N=16", "floss.k=2")
+    flossrun(
+        tmp_path,
+        *TINY,
+        "floss.pre_epochs=150",
+        "train.epochs=1",
+        "realizations=3",
+        "model.N=16",
+        "floss.k=2",
+    )
     spectra = pd.read_csv(only_run_dir(tmp_path) / "spectra.csv")
     full = spectra[spectra.stage.isin(["initial", "preflossed"]) & (spectra["index"] == 1)]
     lam1 = full.pivot(index="realization", columns="stage", values="value")
@@ -86,7 +96,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    proc = subprocess.Popen([FLOSSRUN, *args], cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [FLOSSRUN, *args], cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while not list(killed.glob("outputs/**/checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.02)
@@ -112,10 +124,10 @@ def test_multirun_seeds_equal_one_ensemble(tmp_path):
     flossrun(tmp_path, "-m", *args, "seed=0,1,2")
     runs = sorted(tmp_path.glob("outputs/default/*/summary.csv"))
     assert len(runs) == 3
-    multi = pd.concat(pd.read_csv(p) for p in runs).set_index("seed")
+    multi = pd.concat(pd.read_csv(p) for p in runs).set_index("seed").sort_index()
     flossrun(tmp_path, *args, "realizations=3")
     (ens_file,) = set(tmp_path.glob("outputs/default/*/summary.csv")) - set(runs)
-    ens = pd.read_csv(ens_file).set_index("seed")
+    ens = pd.read_csv(ens_file).set_index("seed").sort_index()
     cols = ["test_accuracy", "test_loss", "lambda_1"]
     pd.testing.assert_frame_equal(multi[cols], ens[cols], rtol=1e-4, atol=1e-5)
 
@@ -138,4 +150,6 @@ def test_bad_config_fails_in_one_line_before_compute(tmp_path, override, key):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"flossrun: error: {key}"), lines[0]
     assert not list(tmp_path.glob("**/summary.csv"))
-    assert not list(tmp_path.glob("**/.hydra/config.yaml"))  # nothing a report could mistake for a run
+    assert not list(
+        tmp_path.glob("**/.hydra/config.yaml")
+    )  # nothing a report could mistake for a run

@@ -14,14 +14,14 @@ import torch
 from torch import nn
 
 from flossrun import seeding
+from flossrun.fast.bptt import vanilla_bptt
+from flossrun.fast.floss import vanilla_lyapunov
+from flossrun.fast.ops import dtanh
 from flossrun.models.base import bmm_columns, bmv, with_realization_axis
 
+__all__ = ["H0_BURN_IN", "VanillaRNN", "draw_gains", "dtanh", "haar_orthogonal"]
+
 H0_BURN_IN = 100  # input-free steps used to place h0 near the autonomous attractor
-
-
-def dtanh(u: torch.Tensor) -> torch.Tensor:
-    """φ'(u) = 1/cosh(u)², which stays exact where 1 − tanh(u)² rounds to 0."""
-    return torch.cosh(u).pow(-2)
 
 
 def draw_gains(g: float | Sequence[float], seeds: Sequence[int]) -> list[float]:
@@ -30,10 +30,19 @@ def draw_gains(g: float | Sequence[float], seeds: Sequence[int]) -> list[float]:
         if g < 0:
             raise ValueError(f"g must be >= 0, got {g}")
         return [float(g)] * len(seeds)
+    if len(g) != 2:
+        raise ValueError(f"g must be a number >= 0 or a pair [low, high], got {list(g)}")
     low, high = (float(v) for v in g)
     if not 0 <= low <= high:
-        raise ValueError(f"g must be a number >= 0 or a pair [low, high] with 0 <= low <= high, got {list(g)}")
-    return [low + (high - low) * torch.rand(1, generator=seeding.generator(s, "g"), dtype=torch.float64).item() for s in seeds]
+        raise ValueError(
+            f"g must be a number >= 0 or a pair [low, high] with 0 <= low <= high, got {list(g)}"
+        )
+    return [
+        low
+        + (high - low)
+        * torch.rand(1, generator=seeding.generator(s, "g"), dtype=torch.float64).item()
+        for s in seeds
+    ]
 
 
 def haar_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -46,7 +55,9 @@ class VanillaRNN(nn.Module):
     """An ensemble of ``R`` vanilla RNNs with hidden size ``N``, ``S`` inputs, ``O`` outputs.
 
     Parameters (public): ``W [R, N, N]``, ``V [R, N, S]``, ``b [R, N]``, ``w_out [R, O, N]``,
-    ``b_out [R, O]``, ``h0 [R, N]``.
+    ``b_out [R, O]``, ``h0 [R, N]``. ``fast`` (attribute, default True): run :meth:`forward`
+    through the hand-written BPTT kernel (:mod:`flossrun.fast.bptt`); False runs the plain
+    autograd loop (the reference the kernel is tested against).
     """
 
     def __init__(
@@ -62,8 +73,10 @@ class VanillaRNN(nn.Module):
         readout_std: float = 1.0,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        fast: bool = True,
     ) -> None:
         super().__init__()
+        self.fast = fast
         for name, value in (("N", N), ("S", S), ("O", O)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -74,12 +87,17 @@ class VanillaRNN(nn.Module):
         self.N, self.S, self.O = N, S, O
         self.seeds = [int(s) for s in seeds]
         self.gains = draw_gains(g, self.seeds)
-        tensors = [self._init_one(s, gain, init, input_std, readout_std) for s, gain in zip(self.seeds, self.gains, strict=True)]
+        tensors = [
+            self._init_one(s, gain, init, input_std, readout_std)
+            for s, gain in zip(self.seeds, self.gains, strict=True)
+        ]
         stacked = {k: torch.stack([t[k] for t in tensors]) for k in tensors[0]}
         for name, value in stacked.items():
             self.register_parameter(name, nn.Parameter(value.to(device=device, dtype=dtype)))
 
-    def _init_one(self, seed: int, gain: float, init: str, input_std: float, readout_std: float) -> dict[str, torch.Tensor]:
+    def _init_one(
+        self, seed: int, gain: float, init: str, input_std: float, readout_std: float
+    ) -> dict[str, torch.Tensor]:
         """Float64 CPU draws for one realization, so every device and dtype starts equal."""
         gen = seeding.generator(seed, "init")
         N, S, O = self.N, self.S, self.O
@@ -126,21 +144,52 @@ class VanillaRNN(nn.Module):
         """``D Q = W (φ'(h) ⊙ Q)`` at the pre-step state; ``Q [R, *B, N, k]`` -> same shape."""
         return bmm_columns(self.W, dtanh(h).unsqueeze(-1) * Q)
 
+    def lyapunov_fused(
+        self,
+        h0: torch.Tensor,
+        inputs: torch.Tensor,
+        Q0: torch.Tensor,
+        qr_at: Sequence[bool],
+        keep: Sequence[bool],
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The whole Benettin pass with Cholesky QR and a hand-written adjoint.
+
+        Called by :func:`flossrun.lyapunov.lyapunov_spectrum` with ``orthonormalize="cholesky"``;
+        ``h0 [R, B, N]``, ``inputs [T, R, B, S]`` or ``[T, B, S]``, frame ``Q0 [R, B, N, k]``.
+        Returns ``(block_logs [n_kept, R, B, k], h_T [R, B, N])``, or None where it does not
+        apply (other state shapes, or a subclass with its own ``step``/``tangent``).
+        """
+        own = type(self).step is VanillaRNN.step and type(self).tangent is VanillaRNN.tangent
+        if not own or h0.dim() != 3 or inputs.dim() not in (3, 4):
+            return None
+        return vanilla_lyapunov(self.W, self.drive(inputs), h0, Q0, qr_at, keep)
+
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``z = w_out h + b_out``: ``[R, *B, N]`` -> ``[R, *B, O]``."""
         bias = self.b_out.reshape(self.R, *([1] * (h.dim() - 2)), self.O)
         return bmv(self.w_out, h) + bias
 
     def logits(self, hs: torch.Tensor) -> torch.Tensor:
-        """Logits of a whole sequence: ``[T, R, B, N]`` -> ``[T, R, B, O]``."""
-        return self.readout(hs.transpose(0, 1)).transpose(0, 1)
+        """Logits of a whole sequence: ``[T, R, *B, N]`` -> ``[T, R, *B, O]``.
+
+        One matmul broadcast over time, so a time-major ``hs`` is read in place (no copy).
+        """
+        T, R = hs.shape[:2]
+        rows = hs.reshape(T, R, -1, self.N)  # [T, R, n, N]
+        z = torch.matmul(rows, self.w_out.transpose(1, 2)) + self.b_out[:, None, :]
+        return z.reshape(*hs.shape[:-1], self.O)
 
     def drive(self, x: torch.Tensor) -> torch.Tensor:
-        """Input drive ``V x_t + b`` for a whole sequence: ``[T, R, B, S]`` -> ``[T, R, B, N]``."""
+        """Input drive ``V x_t + b`` for a whole sequence: ``[T, R, B, S]`` -> ``[T, R, B, N]``.
+
+        One ``baddbmm`` over all ``T·B`` rows of each realization (the bias folded in).
+        """
         if x.dim() == 3:  # shared input [T, B, S]
             x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
-        u = bmv(self.V, x.transpose(0, 1)) + self.b[:, None, None, :]  # [R, T, B, N]
-        return u.transpose(0, 1)
+        T, R, B, S = x.shape
+        rows = x.transpose(0, 1).reshape(R, T * B, S)  # [R, T·B, S]
+        u = torch.baddbmm(self.b.unsqueeze(1), rows, self.V.transpose(1, 2))  # [R, T·B, N]
+        return u.reshape(R, T, B, self.N).transpose(0, 1)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states ``h_1..h_T`` for inputs ``x [T, R, B, S]`` (or ``[T, B, S]``).
@@ -150,6 +199,8 @@ class VanillaRNN(nn.Module):
         u = self.drive(x)  # [T, R, B, N]
         if h is None:
             h = self.initial_state(u.shape[2])
+        if self.fast:
+            return vanilla_bptt(u, self.W, h)
         WT = self.W.transpose(1, 2)
         hs = []
         for t in range(u.shape[0]):

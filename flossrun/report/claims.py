@@ -21,15 +21,27 @@ class Claim:
 
 
 CLAIMS: dict[str, Claim] = {
-    "lyapunov_control": Claim("1", "Flossing drives λ1 to a chosen target within ~100 flossing steps."),
-    "spectrum_k": Claim("1, 2", "Flossing k exponents moves λ1..λk to 0 and leaves the rest negative."),
+    "lyapunov_control": Claim(
+        "1", "Flossing drives λ1 to a chosen target within ~100 flossing steps."
+    ),
+    "spectrum_k": Claim(
+        "1, 2", "Flossing k exponents moves λ1..λk to 0 and leaves the rest negative."
+    ),
     "jacobian": Claim(
-        "2", "Flossing keeps the long-term Jacobian better conditioned and error signals alive over long lags."
+        "2",
+        "Flossing keeps the long-term Jacobian better conditioned and error signals alive "
+        "over long lags.",
     ),
     "preflossing": Claim("3", "Preflossing raises the success rate of training at long delays."),
-    "during_training": Claim("4", "Flossing during training further extends the delay that can be bridged."),
-    "k_sweep": Claim("5", "Tasks that need more dimensions of memory profit from flossing more exponents k."),
-    "temporal_complexity": Claim("5", "Preflossing helps across tasks of varying temporal complexity."),
+    "during_training": Claim(
+        "4", "Flossing during training further extends the delay that can be bridged."
+    ),
+    "k_sweep": Claim(
+        "5", "Tasks that need more dimensions of memory profit from flossing more exponents k."
+    ),
+    "temporal_complexity": Claim(
+        "5", "Preflossing helps across tasks of varying temporal complexity."
+    ),
 }
 
 
@@ -79,7 +91,8 @@ def _spectrum_k(col: Collection) -> str:
         before = g[(g["stage"] == "initial") & (g["index"] == 1)]["value"].median()
         after = g[g["stage"] == "preflossed"].groupby("index")["value"].median()
         rest = f", λ{k + 1} {after.get(k + 1, float('nan')):+.2f}" if k + 1 in after.index else ""
-        parts.append(f"k={k}: λ1 {before:+.2f} → {after.get(1, float('nan')):+.2f}, λ{k} {after.get(k, float('nan')):+.2f}{rest}")
+        lam1, lamk = after.get(1, float("nan")), after.get(k, float("nan"))
+        parts.append(f"k={k}: λ1 {before:+.2f} → {lam1:+.2f}, λ{k} {lamk:+.2f}{rest}")
     return "Median exponents before → after flossing: " + "; ".join(parts) + " (nats/step)."
 
 
@@ -95,13 +108,19 @@ def _jacobian(col: Collection) -> str:
     parts = []
     for (name, stage), g in cond.groupby(["floss.name", "stage"], sort=False):
         e = err[(err["floss.name"] == name) & (err["stage"] == stage)]["value"].median()
-        parts.append(f"{name}/{stage}: log10 σ1/σk {g['value'].median():.1f}, ‖∂L/∂h‖ at τ={err_lag} {e:.2g}")
-    return f"At lag τ={lag} (k={int(cond['floss.k'].iloc[0]) if len(cond) else '?'}): " + "; ".join(parts) + "."
+        parts.append(
+            f"{name}/{stage}: log10 σ1/σk {g['value'].median():.1f}, ‖∂L/∂h‖ at τ={err_lag} {e:.2g}"
+        )
+    return (
+        f"At lag τ={lag} (k={int(cond['floss.k'].iloc[0]) if len(cond) else '?'}): "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def _preflossing(col: Collection) -> str:
     parts = []
-    for task, sub in col.results.groupby("task.name"):
+    for task in sorted(col.results["task.name"].dropna().unique()):
         keep = col.results["task.name"] == task
         sub_col = Collection(col.runs, col.results[keep], col.curves, col.spectra, col.diagnostics)
         parts.append(f"{task}: " + _rates(sub_col, "task.delay", "floss.name"))
@@ -116,7 +135,9 @@ def _k_sweep(col: Collection) -> str:
     res = col.results[col.results["status"] == "finished"]
     parts = []
     for k, g in res.groupby("floss.k"):
-        parts.append(f"k={int(k)}: {int(g['success'].sum())}/{len(g)}, acc {g['test_accuracy'].median():.3f}")
+        parts.append(
+            f"k={int(k)}: {int(g['success'].sum())}/{len(g)}, acc {g['test_accuracy'].median():.3f}"
+        )
     return "Successes and median final test accuracy per k — " + "; ".join(parts) + "."
 
 
