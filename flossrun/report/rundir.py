@@ -23,24 +23,15 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from flossrun.io import DIAGNOSTICS_COLUMNS, METRICS_COLUMNS, SPECTRA_COLUMNS, SUMMARY_COLUMNS
+
 CONFIG = Path(".hydra") / "config.yaml"
 OVERRIDES = Path(".hydra") / "overrides.yaml"
 STATUSES = ("finished", "failed", "unfinished", "corrupt")
 
-METRICS = ("realization", "seed", "phase", "epoch", "name", "value")
-SPECTRA = ("realization", "seed", "stage", "epoch", "index", "value")
-DIAGNOSTICS = ("realization", "seed", "stage", "lag", "index", "name", "value")
-SUMMARY = (
-    "realization",
-    "seed",
-    "test_accuracy",
-    "test_loss",
-    "success",
-    "epochs_to_success",
-    "diverged",
-    "lambda_1",
-    "wall_seconds",
-)
+# The run-folder contract, from the one writer of results.
+METRICS, SPECTRA, DIAGNOSTICS = METRICS_COLUMNS, SPECTRA_COLUMNS, DIAGNOSTICS_COLUMNS
+SUMMARY = SUMMARY_COLUMNS
 SUMMARY_REQUIRED = ("realization", "test_accuracy", "success")
 INTEGER_COLUMNS = ("realization", "seed", "epoch", "index", "lag")
 SKIP_DIRS = {"plots", "figures", "__pycache__"}
