@@ -158,6 +158,8 @@ def lyapunov_spectrum(
     orthonormalize = resolve_orthonormalize(orthonormalize, dynamics)
     Q = initial_frame((*h0.shape, k), seed, h0.dtype, h0.device)  # [..., D, k]
     due = set(qr_times(T, transient, qr_every))
+    kept = [t for t in sorted(due) if t > transient]  # QRs whose logs accumulate
+    steps = [b - a for a, b in zip([transient, *kept[:-1]], kept, strict=True)]  # block lengths
     fused = getattr(dynamics, "lyapunov_fused", None) if orthonormalize is cholesky_qr else None
     if fused is not None:
         qr_at = [t in due for t in range(1, T + 1)]
@@ -165,8 +167,6 @@ def lyapunov_spectrum(
         out = fused(h0, inputs, Q, qr_at, keep)
         if out is not None:
             block_logs, h = out  # [n_blocks, ..., k], [..., D]
-            kept = [t for t in sorted(due) if t > transient]
-            steps = [b - a for a, b in zip([transient, *kept[:-1]], kept, strict=True)]
             return LyapunovResult(block_logs.sum(0) / sum(steps), block_logs, steps, h)
     tangent = getattr(dynamics, "tangent", None)
     if tangent is None:
@@ -174,7 +174,7 @@ def lyapunov_spectrum(
         def tangent(h, x, Q):
             return autograd_tangent(dynamics, h, x, Q)
 
-    h, logs, steps, last = h0, [], [], 0
+    h, logs = h0, []
     for t in range(1, T + 1):
         x = inputs[t - 1]
         Q = tangent(h, x, Q)
@@ -183,7 +183,5 @@ def lyapunov_spectrum(
             Q, r = orthonormalize(Q)
             if t > transient:
                 logs.append(torch.log(torch.abs(r)))
-                steps.append(t - last)
-            last = t
     block_logs = torch.stack(logs)  # [n_blocks, ..., k]
     return LyapunovResult(block_logs.sum(0) / sum(steps), block_logs, steps, h)

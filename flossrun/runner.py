@@ -192,11 +192,12 @@ class Run:
             if epoch % cfg.train.eval_every == 0 or epoch == E:
                 self.eval_point(epoch)
             phase_due = epoch % cfg.floss.every == 0 and st["phases_done"] < cfg.floss.times
-            if self.interflossing and phase_due and epoch < E:
+            phase = self.interflossing and phase_due and epoch < E
+            if phase:
                 self.floss_phase(cfg.floss.epochs, f"flossing phase {st['phases_done'] + 1}")
                 st["phases_done"] += 1
-            if epoch % cfg.train.checkpoint_every == 0 and epoch < E:
-                self.save()
+            if (phase or epoch % cfg.train.checkpoint_every == 0) and epoch < E:
+                self.save()  # every checkpoint_every epochs and after each flossing phase
             bar.update(1)
         bar.close()
         self.full_spectrum("final", st["train_done"])
@@ -218,7 +219,7 @@ class Run:
 
     def floss_phase(self, epochs: int, desc: str) -> None:
         f, S, amp = self.cfg.floss, self.cfg.task.channels, self.cfg.task.amplitude
-        for _ in tqdm(range(epochs), desc=desc, disable=None, leave=False) if epochs else ():
+        for _ in tqdm(range(epochs), desc=desc, disable=None, leave=False):
             bits = random_bits(self.gens["floss"], f.steps, f.batch, S, dtype=self.dtype)
             x = (bits * amp).to(self.device)
             out = floss_epoch(
@@ -230,7 +231,7 @@ class Run:
             self.record(
                 "floss", self.state["floss_done"], {"floss_loss": out["loss"], "lambda_1": lam1}
             )
-        log.info("%s done: median λ1 %.3f nats/step", desc, self._median_lambda1())
+        log.info("%s done: median λ1 %.3f nats/step", desc, lam1.median())
 
     def eval_point(self, epoch: int) -> None:
         cfg = self.cfg
@@ -286,11 +287,6 @@ class Run:
                     cond = condition_number(log_sv[li, r], k).item()
                     rows.append((r, seed, stage, lag, k, "log10_condition", cond))
                 rows.append((r, seed, stage, lag, 0, "error_signal_norm", err[li, r].item()))
-
-    def _median_lambda1(self) -> float:
-        rows = [r for r in self.logs["metrics"] if r[4] == "lambda_1"]
-        vals = torch.tensor([r[5] for r in rows[-self.cfg.realizations :]])
-        return float(vals.median()) if len(vals) else math.nan
 
     def _lam_postfix(self) -> dict[str, str]:
         lam = self.state["last_eval"].get("lambda_1")
