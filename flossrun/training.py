@@ -83,7 +83,7 @@ def train_epoch(
     """
     params = list(model.parameters())
     optimizer.zero_grad(set_to_none=False)
-    z = model.logits(model(x))  # [T, R, B, O]
+    z = model.predict(x)  # [T, R, B, O]
     loss = task.loss(z, y)  # [R]
     loss.sum().backward()
     grad_h0 = model.h0.grad.reshape(model.R, -1).norm(dim=1)
@@ -130,7 +130,7 @@ def evaluate(
     acc = torch.zeros_like(loss)
     for start in range(0, n, EVAL_CHUNK):
         xb, yb = x[:, :, start : start + EVAL_CHUNK], y[:, :, start : start + EVAL_CHUNK]
-        z = model.logits(model(xb))
+        z = model.predict(xb)
         w = xb.shape[2] / n
         loss += w * task.loss(z, yb)
         acc += w * task.accuracy(z, yb)

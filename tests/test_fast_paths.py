@@ -1,6 +1,7 @@
 """Every fast path equals the plain autograd computation it replaces (flossrun.fast).
 
-- BPTT kernel (VanillaRNN.forward with ``fast=True``) vs the plain loop: states and gradients;
+- BPTT kernel (VanillaRNN.forward/predict with ``fast=True``) vs the plain loop: states, logits
+  and gradients, gradcheck, and the no-grad path;
 - Cholesky QR vs LAPACK Householder: Q up to column signs, |diag R|, gradients through
   log|R_ii| and Q, the float64 two-pass and the Householder fallback;
 - the fused Benettin pass (``orthonormalize="cholesky"``) vs Householder under autograd:
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from flossrun import seeding
-from flossrun.fast import cholesky_qr, cholesky_qr_factor, configure_cpu, vanilla_bptt
+from flossrun.fast import cholesky_qr, cholesky_qr_factor, configure_cpu, vanilla_rnn
 from flossrun.fast import qr as fast_qr
 from flossrun.fast.floss import vanilla_lyapunov
 from flossrun.lyapunov import householder_qr, lyapunov_spectrum, resolve_orthonormalize
@@ -36,8 +37,11 @@ def _grads(model):
 
 
 # --- training: hand-written BPTT -------------------------------------------------------------
+@pytest.mark.parametrize("through", ["predict", "states"])
 @pytest.mark.parametrize(("dtype", "rtol"), [(torch.float64, 1e-12), (torch.float32, 2e-5)])
-def test_bptt_kernel_matches_plain_autograd_loop(dtype, rtol):
+def test_bptt_kernel_matches_plain_autograd_loop(dtype, rtol, through):
+    # "predict": the loss reaches the states through the kernel's own readout (training);
+    # "states": through forward() and model.logits (the gradient arrives at h_t directly)
     model = _model(dtype=dtype)
     task = make_task("delayed_xor", 4, T=30, channels=2)
     x, y = task.sample(seeding.generators(model.seeds, "train"), 5, dtype=dtype)
@@ -45,9 +49,9 @@ def test_bptt_kernel_matches_plain_autograd_loop(dtype, rtol):
     for fast in (False, True):
         model.fast = fast
         model.zero_grad()
-        hs = model(x)
-        task.loss(model.logits(hs), y).sum().backward()
-        out[fast] = (hs.detach(), _grads(model))
+        z = model.predict(x) if through == "predict" else model.logits(model(x))
+        task.loss(z, y).sum().backward()
+        out[fast] = (z.detach(), _grads(model))
     torch.testing.assert_close(out[True][0], out[False][0], rtol=rtol, atol=rtol)
     assert out[True][1].keys() == {"W", "V", "b", "w_out", "b_out", "h0"}
     for name, g in out[False][1].items():
@@ -55,22 +59,26 @@ def test_bptt_kernel_matches_plain_autograd_loop(dtype, rtol):
         torch.testing.assert_close(out[True][1][name], g, rtol=0, atol=rtol * scale, msg=name)
 
 
-def test_bptt_kernel_gradcheck(float64):
+def test_bptt_kernel_gradcheck_through_states_and_logits(float64):
     gen = torch.Generator().manual_seed(1)
-    u = torch.randn(6, 2, 3, 4, generator=gen, requires_grad=True)
-    W = (torch.randn(2, 4, 4, generator=gen) * 0.8).requires_grad_(True)
-    h0 = torch.randn(2, 3, 4, generator=gen, requires_grad=True)
-    assert torch.autograd.gradcheck(vanilla_bptt, (u, W, h0))
+    T, R, B, N, S, O = 6, 2, 3, 4, 2, 3
+    x = torch.randn(T, R, B, S, generator=gen)
+    shapes = {"W": (R, N, N), "V": (R, N, S), "b": (R, N), "h0": (R, B, N)}
+    shapes |= {"w_out": (R, O, N), "b_out": (R, O)}
+    p = {n: (torch.randn(*s, generator=gen) * 0.8).requires_grad_(True) for n, s in shapes.items()}
+    args = (p["W"], p["V"], p["b"], p["h0"], p["w_out"], p["b_out"])
+    assert torch.autograd.gradcheck(lambda *a: vanilla_rnn(x, *a), args)
+    assert torch.autograd.gradcheck(lambda *a: vanilla_rnn(x, *a)[1], args)  # logits only
 
 
-def test_bptt_kernel_uses_sech_squared_for_saturated_units(float64):
-    # |h| ≈ 30: 1 − tanh² rounds to 0 in float64, 1/cosh² ≈ 3.5e-26 does not
-    u = torch.full((2, 1, 1, 1), 30.0, requires_grad=True)
-    W = torch.ones(1, 1, 1, requires_grad=True)
-    h0 = torch.zeros(1, 1, 1)
-    hs = vanilla_bptt(u, W, h0)
-    (gu,) = torch.autograd.grad(hs[1].sum(), u)
-    assert 0 < gu[0].item() < 1e-20
+def test_bptt_kernel_without_autograd_gives_the_same_numbers(float64):
+    model = _model()
+    x = _bits(9, 3, 4, 2)
+    hs, z = model(x), model.predict(x)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hs.detach(), rtol=0, atol=0)
+        torch.testing.assert_close(model.predict(x), z.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(z, model.logits(hs), rtol=1e-12, atol=1e-12)
 
 
 def test_drive_and_logits_equal_their_definitions(float64):

@@ -11,9 +11,9 @@
 Every kernel is checked against the plain autograd computation in ``tests/test_fast_paths.py``.
 """
 
-from flossrun.fast.bptt import vanilla_bptt
+from flossrun.fast.bptt import vanilla_rnn
 from flossrun.fast.floss import vanilla_lyapunov
 from flossrun.fast.qr import cholesky_qr, cholesky_qr_factor
 from flossrun.fast.runtime import configure_cpu
 
-__all__ = ["cholesky_qr", "cholesky_qr_factor", "configure_cpu", "vanilla_bptt", "vanilla_lyapunov"]
+__all__ = ["cholesky_qr", "cholesky_qr_factor", "configure_cpu", "vanilla_lyapunov", "vanilla_rnn"]

@@ -1,15 +1,24 @@
-"""The vanilla recurrence over a whole sequence with a hand-written backward (SPEC §2).
+"""The vanilla RNN over a whole sequence, readout included, with a hand-written backward (SPEC §2).
 
-    h_t = W φ(h_{t-1}) + u_t,   t = 1..T,   φ = tanh,   u_t = V x_t + b (precomputed)
+    h_t = W φ(h_{t-1}) + V x_t + b,   z_t = w_out h_t + b_out,   t = 1..T,   φ = tanh
 
-Forward: one ``baddbmm`` per step into a preallocated ``[T, R, B, N]`` buffer. Backward
-(δ_t = ∂L/∂h_t, g_t the gradient arriving at h_t from the readout):
+Forward: the drive ``V x_t + b`` is written into the state buffer in one op, then one in-place
+``baddbmm`` (``h_t += W φ(h_{t-1})``) and one ``tanh`` per step; ``φ(h_0..h_T)`` is kept for the
+backward pass and the logits are one op over the whole sequence.
 
-    δ_T = g_T,   δ_t = g_t + φ'(h_t) ⊙ (Wᵀ δ_{t+1}),   ∂L/∂u_t = δ_t
-    ∂L/∂W = Σ_t δ_t φ(h_{t-1})ᵀ        (one bmm over all T·B rows)
+Backward, with g_t = w_outᵀ ∂L/∂z_t (+ ∂L/∂h_t when the states themselves are used):
+
+    δ_T = g_T,   δ_t = g_t + φ'(h_t) ⊙ (Wᵀ δ_{t+1}),   φ'(h_t) = 1 − φ(h_t)²
+    ∂L/∂W = Σ_t δ_t φ(h_{t-1})ᵀ  (accumulated per step, while δ_t and φ(h_{t-1}) are in cache)
+    [∂L/∂V | ∂L/∂b] = Σ_t δ_t [x_t, 1]ᵀ,  ∂L/∂w_out = Σ_t ∂L/∂z_t h_tᵀ,  ∂L/∂b_out = Σ_t ∂L/∂z_t
     ∂L/∂h_0 = φ'(h_0) ⊙ (Wᵀ δ_1)
 
-with φ' = 1/cosh² (not 1 − tanh², which rounds to 0 for saturated units).
+Four ops per step backward (the δ recursion in place in the buffer that held g, and two
+``bmm``). φ' = 1 − φ² is what autograd's tanh backward computes, so the kernel reproduces the
+plain autograd loop; it rounds to 0 only where |h| ≳ 9 (float32), where the true φ' < 1e-7.
+(The Lyapunov engine's Jacobian uses 1/cosh² instead, SPEC §4, as its exponents need it.)
+
+Time-major ``[T, R, B, N]`` buffers throughout: each step reads and writes contiguous blocks.
 """
 
 from __future__ import annotations
@@ -17,56 +26,127 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from flossrun.fast.ops import dtanh
+
+def small_matmul(
+    a: torch.Tensor, m: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``a [T, R, n, k] @ m [R, k, p] (+ bias [R, p])`` -> ``[T, R, n, p]`` (shared over time).
+
+    For the few input/output channels of the tasks (small ``k``) a sum of ``k`` broadcast
+    products, the bias folded into the first: far cheaper than a batched matmul over ``T·R``
+    tiny matrices.
+    """
+    k = a.shape[-1]
+    if k > 4:
+        out = torch.matmul(a, m)
+        return out if bias is None else out.add_(bias[:, None, :])
+    if bias is None:
+        out = a[..., 0:1] * m[:, 0:1]
+    else:
+        out = torch.addcmul(bias[:, None, :], a[..., 0:1], m[:, 0:1])
+    for i in range(1, k):
+        out.addcmul_(a[..., i : i + 1], m[:, i : i + 1])
+    return out
 
 
-class _VanillaBPTT(torch.autograd.Function):
-    # Layouts: hs is time-major [T, R, B, N] (each step writes one contiguous block); δ_t and
-    # φ(h_{t-1}) are realization-major [R, T, B, N], so that ∂L/∂W is one bmm over [R, T·B, N]
-    # rows and ∂L/∂u reaches VanillaRNN.drive without a transposing copy. Only hs is saved:
-    # φ(h_{t-1}) is recomputed after the backward loop, in the memory φ'(h_t) used.
+def sum_outer(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``Σ_{t,b} a[t,r,b] c[t,r,b]ᵀ`` for ``a [T, R, B, m]``, ``c [T, R, B, n]`` -> ``[R, m, n]``.
+
+    One ``bmm`` over the ``T·R`` blocks (time-major rows cannot be merged per realization
+    without a copy), then a sum over time.
+    """
+    T, R, B = a.shape[:3]
+    blocks = torch.bmm(a.reshape(T * R, B, -1).transpose(1, 2), c.reshape(T * R, B, -1))
+    return blocks.view(T, R, *blocks.shape[1:]).sum(0)
+
+
+def _unroll(
+    x: torch.Tensor, W: torch.Tensor, V: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, keep: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """States ``hs [T, R, B, N]`` and ``φ(h_0..h_T) [T+1, R, B, N]`` (only the last two steps
+    kept, as ``[2, R, B, N]``, when ``keep`` is False)."""
+    T, R, B, _ = x.shape
+    N = W.shape[1]
+    hs = small_matmul(x, V.transpose(1, 2), b)  # [T, R, B, N]: V x_t + b
+    phis = torch.empty((T + 1 if keep else 2, R, B, N), dtype=W.dtype, device=W.device)
+    WT = W.transpose(1, 2).contiguous()  # a contiguous operand makes each bmm ~30% faster
+    h_t, phi_t = hs.unbind(0), phis.unbind(0)
+    torch.tanh(h0, out=phi_t[0])
+    for t in range(T):
+        prev, nxt = (t, t + 1) if keep else (t % 2, (t + 1) % 2)
+        h_t[t].baddbmm_(phi_t[prev], WT)
+        torch.tanh(h_t[t], out=phi_t[nxt])
+    return hs, phis
+
+
+def _readout(hs: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor) -> torch.Tensor:
+    """Logits ``z [T, R, B, O]`` of states ``hs [T, R, B, N]``."""
+    return small_matmul(hs, w_out.transpose(1, 2), b_out)
+
+
+class _VanillaRNN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: torch.Tensor, W: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        T, R, B, N = u.shape
-        hs = torch.empty((T, R, B, N), dtype=u.dtype, device=u.device)  # h_1..h_T
-        WT = W.transpose(1, 2).contiguous()  # a contiguous operand makes each bmm ~30% faster
-        h = h0
-        for t in range(T):
-            h = torch.baddbmm(u[t], torch.tanh(h), WT, out=hs[t])
-        ctx.save_for_backward(W, h0, hs)
-        return hs
+    def forward(ctx, x, W, V, b, h0, w_out, b_out):
+        ctx.set_materialize_grads(False)  # unused outputs (states or logits) get no gradient
+        hs, phis = _unroll(x, W, V, b, h0, keep=True)
+        z = _readout(hs, w_out, b_out)
+        ctx.save_for_backward(x, W, w_out, hs, phis)
+        return hs, z
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g: torch.Tensor):
-        W, h0, hs = ctx.saved_tensors
+    def backward(ctx, g_hs, g_z):
+        x, W, w_out, hs, phis = ctx.saved_tensors
         T, R, B, N = hs.shape
-        dphi = dtanh(hs)  # [T, R, B, N]: φ'(h_1..h_T)
-        delta = torch.empty((R, T, B, N), dtype=hs.dtype, device=hs.device)  # δ_1..δ_T
-        delta[:, T - 1] = g[T - 1]
-        back = torch.empty_like(hs[0])  # [R, B, N]: Wᵀ δ_{t+1} as rows
-        for t in range(T - 2, -1, -1):
-            torch.bmm(delta[:, t + 1], W, out=back)
-            torch.addcmul(g[t], dphi[t], back, out=delta[:, t])
-        grad_u = grad_W = grad_h0 = None
-        if ctx.needs_input_grad[0]:
-            grad_u = delta.transpose(0, 1)
-        if ctx.needs_input_grad[1]:
-            phis = dphi.view(R, T, B, N)  # φ(h_0)..φ(h_{T-1}), realization-major
-            torch.tanh(h0, out=phis[:, 0])
-            torch.tanh(hs[:-1].transpose(0, 1), out=phis[:, 1:])
-            rows = delta.view(R, T * B, N)
-            grad_W = torch.bmm(rows.transpose(1, 2), phis.view(R, T * B, N))  # [R, N, N]
-        if ctx.needs_input_grad[2]:
-            grad_h0 = torch.bmm(delta[:, 0], W) * dtanh(h0)
-        return grad_u, grad_W, grad_h0
+        S = x.shape[-1]
+        grad_w_out = grad_b_out = None
+        if g_z is None and g_hs is None:
+            return (None,) * 7
+        if g_z is not None:
+            grad_w_out = sum_outer(g_z, hs)
+            grad_b_out = g_z.sum(0).sum(1)
+            delta = small_matmul(g_z, w_out)  # [T, R, B, N]: g_t, becomes δ_t in place
+            if g_hs is not None:
+                delta += g_hs
+        else:
+            delta = g_hs.clone()
+        grad_W = torch.zeros_like(W)
+        back = torch.empty((R, B, N), dtype=W.dtype, device=W.device)  # Wᵀ δ_{t+1}, as rows
+        dphi = torch.empty_like(back)
+        one = torch.ones((), dtype=W.dtype, device=W.device)
+        d_t, phi_t = delta.unbind(0), phis.unbind(0)
+        for t in range(T - 1, -1, -1):  # d_t[t] is δ_{t+1} (h_{t+1} = hs[t])
+            if t < T - 1:
+                torch.addcmul(one, phi_t[t + 1], phi_t[t + 1], value=-1, out=dphi)
+                d_t[t].addcmul_(dphi, back)
+            grad_W.baddbmm_(d_t[t].transpose(1, 2), phi_t[t])
+            torch.bmm(d_t[t], W, out=back)
+        torch.addcmul(one, phi_t[0], phi_t[0], value=-1, out=dphi)
+        grad_h0 = dphi.mul_(back)
+        ones = torch.ones_like(x[..., :1])
+        grad_V, grad_b = sum_outer(delta, torch.cat([x, ones], dim=-1)).split([S, 1], dim=-1)
+        return None, grad_W, grad_V, grad_b.squeeze(-1), grad_h0, grad_w_out, grad_b_out
 
 
-def vanilla_bptt(u: torch.Tensor, W: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """Hidden states ``h_1..h_T`` of ``h_t = W φ(h_{t-1}) + u_t``, differentiable.
+def vanilla_rnn(
+    x: torch.Tensor,
+    W: torch.Tensor,
+    V: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor,
+    w_out: torch.Tensor,
+    b_out: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """States and logits of ``R`` vanilla RNNs over a sequence, differentiable.
 
-    ``u [T, R, B, N]`` (drive ``V x_t + b``), ``W [R, N, N]``, ``h0 [R, B, N]`` ->
-    ``[T, R, B, N]``. Equal to the plain autograd loop (same ops forward; exact adjoint
-    backward), at one ``baddbmm`` per step forward and one ``bmm`` + one ``addcmul`` backward.
+    ``x [T, R, B, S]`` (inputs; not differentiated), ``W [R, N, N]``, ``V [R, N, S]``,
+    ``b [R, N]``, ``h0 [R, B, N]``, ``w_out [R, O, N]``, ``b_out [R, O]`` -> ``hs [T, R, B, N]``
+    (``h_1..h_T``) and ``z [T, R, B, O]``. Equal to the plain autograd loop to float rounding.
+    Without autograd (``torch.no_grad`` or no input requiring grad) nothing is kept for a
+    backward pass.
     """
-    return _VanillaBPTT.apply(u, W, h0)
+    params = (W, V, b, h0, w_out, b_out)
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return _VanillaRNN.apply(x, *params)
+    hs, _ = _unroll(x, W, V, b, h0, keep=False)
+    return hs, _readout(hs, w_out, b_out)

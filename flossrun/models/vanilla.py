@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from flossrun import seeding
-from flossrun.fast.bptt import vanilla_bptt
+from flossrun.fast.bptt import vanilla_rnn
 from flossrun.fast.floss import vanilla_lyapunov
 from flossrun.fast.ops import dtanh
 from flossrun.models.base import bmm_columns, bmv, with_realization_axis
@@ -56,8 +56,8 @@ class VanillaRNN(nn.Module):
 
     Parameters (public): ``W [R, N, N]``, ``V [R, N, S]``, ``b [R, N]``, ``w_out [R, O, N]``,
     ``b_out [R, O]``, ``h0 [R, N]``. ``fast`` (attribute, default True): run :meth:`forward`
-    through the hand-written BPTT kernel (:mod:`flossrun.fast.bptt`); False runs the plain
-    autograd loop (the reference the kernel is tested against).
+    and :meth:`predict` through the hand-written BPTT kernel (:mod:`flossrun.fast.bptt`);
+    False runs the plain autograd loop (the reference the kernel is tested against).
     """
 
     def __init__(
@@ -196,14 +196,26 @@ class VanillaRNN(nn.Module):
 
         Starts from ``h`` ``[R, B, N]`` (default: ``h0``); returns ``[T, R, B, N]``.
         """
-        u = self.drive(x)  # [T, R, B, N]
+        return self._run(x, h)[0]
+
+    def predict(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[T, R, B, O]`` for inputs ``x`` (as :meth:`forward`): ``logits(forward(x))``,
+        in one pass of the fast kernel when ``fast``."""
+        return self._run(x, h)[1]
+
+    def _run(self, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """States ``[T, R, B, N]`` and logits ``[T, R, B, O]``."""
+        if x.dim() == 3:  # shared input [T, B, S]
+            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
         if h is None:
-            h = self.initial_state(u.shape[2])
+            h = self.initial_state(x.shape[2])
         if self.fast:
-            return vanilla_bptt(u, self.W, h)
+            return vanilla_rnn(x, self.W, self.V, self.b, h, self.w_out, self.b_out)
+        u = self.drive(x)  # [T, R, B, N]
         WT = self.W.transpose(1, 2)
         hs = []
         for t in range(u.shape[0]):
             h = torch.baddbmm(u[t], torch.tanh(h), WT)
             hs.append(h)
-        return torch.stack(hs)
+        hs = torch.stack(hs)
+        return hs, self.logits(hs)
