@@ -46,13 +46,15 @@ class _VanillaLyapunov(torch.autograd.Function):
         T, B = u.shape[0], h0.shape[1]
         WT = W.transpose(1, 2)
         h, Q = h0, Q0
-        frames, dphis, phis, qrs, logs = [], [], [], [], []
+        frames, Ps, dphis, phis, qrs, logs = [], [], [], [], [], []
         for t in range(T):
             d, p = dtanh(h), torch.tanh(h)  # [R, B, N]
+            P = d.unsqueeze(-1) * Q  # φ'(h_{t-1}) ⊙ Q_{t-1} [R, B, N, k], kept for W̄
             frames.append(Q)  # Q_{t-1} [R, B, N, k]
+            Ps.append(P)
             dphis.append(d)
             phis.append(p)
-            A = _uncols(torch.bmm(W, _cols(d.unsqueeze(-1) * Q)), B)  # [R, B, N, k]
+            A = _uncols(torch.bmm(W, _cols(P)), B)  # [R, B, N, k]
             h = torch.baddbmm(u[t], p, WT)
             if qr_at[t]:
                 Q, R, logr = cholesky_qr_factor(A)
@@ -63,7 +65,7 @@ class _VanillaLyapunov(torch.autograd.Function):
                 Q = A
                 qrs.append(None)
         ctx.save_for_backward(W)
-        ctx.trace = (frames, dphis, phis, qrs)
+        ctx.trace = (frames, Ps, dphis, phis, qrs)
         ctx.plan = (qr_at, keep)
         return torch.stack(logs), h
 
@@ -71,7 +73,7 @@ class _VanillaLyapunov(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_logs, g_h):
         (W,) = ctx.saved_tensors
-        frames, dphis, phis, qrs = ctx.trace
+        frames, Ps, dphis, phis, qrs = ctx.trace
         qr_at, keep = ctx.plan
         T, B = len(frames), g_h.shape[1]
         WT = W.transpose(1, 2)
@@ -91,10 +93,10 @@ class _VanillaLyapunov(torch.autograd.Function):
             back = torch.bmm(gh, W).mul_(d)  # φ'(h_{t-1}) ⊙ Wᵀδ_t, as rows [R, B, N]
             if gA is not None:
                 gAc = _cols(gA)
-                gW.baddbmm_(gAc, _cols(d.unsqueeze(-1) * Qprev).transpose(1, 2))
+                gW.baddbmm_(gAc, _cols(Ps[t]).transpose(1, 2))
                 gP = _uncols(torch.bmm(WT, gAc), B)  # Wᵀ Ā [R, B, N, k]
                 gQ = d.unsqueeze(-1) * gP
-                back.addcmul_((gP * Qprev).sum(-1), p * d, value=-2.0)  # via dφ'/dh
+                back.addcmul_(torch.linalg.vecdot(gP, Qprev), p * d, value=-2.0)  # dφ'/dh
             gu[t] = gh
             gW.baddbmm_(gh.transpose(1, 2), p)
             gh = back

@@ -66,7 +66,8 @@ def cholesky_qr_factor(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     A64 = A.to(torch.float64)
     R64, ok = _gram_cholesky(A64)
     d = torch.diagonal(R64, dim1=-2, dim2=-1)
-    cond = torch.where(ok, d.amax(-1) / d.amin(-1), torch.inf)  # NaN stays NaN
+    lo, hi = torch.aminmax(d, dim=-1)
+    cond = torch.where(ok, hi / lo, torch.inf)  # NaN stays NaN
     worst = cond.amax().item()  # one host sync per QR
     single = A.dtype != torch.float64
     if single and worst <= F32_SOLVE_COND:  # the common case in flossing
