@@ -1,7 +1,7 @@
 """Exact fast paths: hand-written adjoints and a Cholesky QR (same math, fewer, bigger ops).
 
-- :mod:`flossrun.fast.bptt` — the vanilla recurrence over a whole sequence with a hand-written
-  backward (training).
+- :mod:`flossrun.fast.bptt` — the vanilla RNN over a whole sequence, readout included, with a
+  hand-written backward (training).
 - :mod:`flossrun.fast.qr` — Cholesky QR with a Householder fallback and the analytic thin-QR
   backward (any dynamics, via ``lyapunov_spectrum(..., orthonormalize="cholesky")``).
 - :mod:`flossrun.fast.floss` — the whole Benettin pass of the vanilla RNN with a hand-written
