@@ -123,49 +123,48 @@ def jacobian(exp: Collection) -> Figure | None:
     return finish(fig, cond, what)
 
 
-def preflossing(exp: Collection) -> Figure | None:
-    """Per task: success rate vs d, test accuracy vs epoch at the longest d, epochs to success."""
+def _delay_rows(exp: Collection, ncols: int, phase: str, metric: str):
+    """The rows shared by the delay presets, one per task: success rate vs the swept delay
+    (column 0) and ``metric`` vs epoch at the longest delay (column 1), titled.
+
+    Returns ``fig, cond, x`` and ``[(row axes, that task's results, its panel title)]``.
+    """
     x = preset_settings(exp).get("x") or "task.delay"
     cond = Conditions.of(exp, fixed=(x, "task.name"))
     tasks = panel_values(cond, "task.name")
-    fig, axes = new_figure(3, nrows=len(tasks))
-    acc = select_metric(exp.curves, "eval", "test_accuracy")
+    fig, axes = new_figure(ncols, nrows=len(tasks))
+    curves_all = select_metric(exp.curves, phase, metric)
+    rows = []
     for row, task in zip(axes, tasks, strict=True):
         results = on_panel(cond, exp.results, "task.name", task)
         success_vs(row[0], cond, results, x)
         longest = results[x].max() if len(results) else None
-        curves = acc[cond.column(acc, x) == longest] if len(acc) else acc
-        curve_vs_epoch(
-            row[1], cond, on_panel(cond, curves, "task.name", task), label("test_accuracy")
+        curves = (
+            curves_all[cond.column(curves_all, x) == longest] if len(curves_all) else curves_all
         )
-        epochs_to_success_vs(row[2], cond, results, x)
+        curve_vs_epoch(row[1], cond, on_panel(cond, curves, "task.name", task), label(metric))
         name = panel_title("task.name", task)
         row[0].set_title(f"{name} success".strip())
         row[1].set_title(f"{name} {short_names([x])[x]}={format_value(longest)}".strip())
+        rows.append((row, results, name))
+    return fig, cond, x, rows
+
+
+def preflossing(exp: Collection) -> Figure | None:
+    """Per task: success rate vs d, test accuracy vs epoch at the longest d, epochs to success."""
+    fig, cond, x, rows = _delay_rows(exp, 3, "eval", "test_accuracy")
+    for row, results, name in rows:
+        epochs_to_success_vs(row[2], cond, results, x)
         row[2].set_title(f"{name} speed".strip())
     return finish(fig, cond, "Preflossing: success and speed of training vs delay", skip=(x,))
 
 
 def during_training(exp: Collection) -> Figure | None:
     """Success rate vs d (none / pre / pre_during) and ‖∂L/∂h0‖ vs epoch at the longest d."""
-    x = preset_settings(exp).get("x") or "task.delay"
-    cond = Conditions.of(exp, fixed=(x, "task.name"))
-    tasks = panel_values(cond, "task.name")
-    fig, axes = new_figure(2, nrows=len(tasks))
-    grad = select_metric(exp.curves, "train", "grad_h0_norm")
-    for row, task in zip(axes, tasks, strict=True):
-        results = on_panel(cond, exp.results, "task.name", task)
-        success_vs(row[0], cond, results, x)
-        longest = results[x].max() if len(results) else None
-        curves = grad[cond.column(grad, x) == longest] if len(grad) else grad
-        curve_vs_epoch(
-            row[1], cond, on_panel(cond, curves, "task.name", task), label("grad_h0_norm")
-        )
+    fig, cond, x, rows = _delay_rows(exp, 2, "train", "grad_h0_norm")
+    for row, _, _ in rows:
         if row[1].lines:
             row[1].set_yscale("log")
-        name = panel_title("task.name", task)
-        row[0].set_title(f"{name} success".strip())
-        row[1].set_title(f"{name} {short_names([x])[x]}={format_value(longest)}".strip())
     return finish(fig, cond, "Flossing during training extends the delay bridged", skip=(x,))
 
 
