@@ -271,3 +271,134 @@ def test_configure_cpu_reports_what_it_applied():
     assert set(applied) == {"mallopt", "threads"}
     assert applied["threads"] == torch.get_num_threads()
     assert fast_qr.F32_SOLVE_COND < fast_qr.SINGLE_PASS_COND < fast_qr.FALLBACK_COND
+
+
+# --- ensemble slices in threads, TorchScript ---------------------------------------------------
+def _fused_inputs(R=5, N=9, k=6, T=12, B=2, seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    W = (torch.randn(R, N, N, generator=gen) / N**0.5).requires_grad_(True)
+    u = (0.5 * torch.randn(T, R, B, N, generator=gen)).requires_grad_(True)
+    h0 = torch.randn(R, B, N, generator=gen, requires_grad=True)
+    Q0 = torch.linalg.qr(torch.randn(R, B, N, k, generator=gen))[0]
+    qr_at = [t % 2 == 1 or t == T - 1 for t in range(T)]
+    keep = [q and t >= 4 for t, q in enumerate(qr_at)]
+    return W, u, h0, Q0, qr_at, keep
+
+
+def _fused_with_grads(W, u, h0, Q0, qr_at, keep):
+    logs, h = vanilla_lyapunov(W, u, h0, Q0, qr_at, keep)
+    W.grad = u.grad = h0.grad = None
+    (logs.square().sum() + h.sum()).backward()
+    return logs.detach(), h.detach(), W.grad.clone(), u.grad.clone(), h0.grad.clone()
+
+
+def test_fused_pass_in_slices_equals_one_pass(float64, monkeypatch):
+    from flossrun.fast import floss
+
+    args = _fused_inputs()
+    assert len(floss.ensemble_slices(5, torch.device("cpu"))) == min(torch.get_num_threads(), 5)
+    monkeypatch.setattr(floss, "ensemble_slices", lambda R, device: [slice(0, 2), slice(2, 5)])
+    sliced = _fused_with_grads(*args)
+    monkeypatch.setattr(floss, "ensemble_slices", lambda R, device: [slice(0, R)])
+    whole = _fused_with_grads(*args)
+    for a, b in zip(sliced, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)  # float64 rounding
+
+
+def test_fused_pass_kernels_compile_with_torchscript_and_equal_python(float64):
+    from flossrun.fast import floss
+
+    fwd, bwd = floss.forward_jit.compiled(), floss.backward_jit.compiled()
+    assert isinstance(fwd, torch.jit.ScriptFunction) and isinstance(bwd, torch.jit.ScriptFunction)
+    W, u, h0, Q0, qr_at, keep = (a.detach() if torch.is_tensor(a) else a for a in _fused_inputs())
+    out_py = floss._forward(W, u, h0, Q0, qr_at, keep, True)
+    out_ts = fwd(W, u, h0, Q0, qr_at, keep, True)
+    torch.testing.assert_close(out_ts[:2], out_py[:2], rtol=1e-13, atol=1e-15)
+    g_logs = torch.randn_like(out_py[0])
+    g_h = torch.randn_like(out_py[1])
+    grads_py = floss._backward(W, out_py[2], keep, g_logs, g_h)
+    grads_ts = bwd(W, out_ts[2], keep, g_logs, g_h)
+    torch.testing.assert_close(grads_ts, grads_py, rtol=1e-13, atol=1e-15)
+
+
+def test_fused_pass_without_autograd_keeps_no_trace_and_gives_the_same_numbers(float64):
+    W, u, h0, Q0, qr_at, keep = _fused_inputs()
+    logs, h = vanilla_lyapunov(W, u, h0, Q0, qr_at, keep)
+    assert logs.grad_fn is not None
+    with torch.no_grad():
+        logs_ng, h_ng = vanilla_lyapunov(W, u, h0, Q0, qr_at, keep)
+    assert logs_ng.grad_fn is None
+    torch.testing.assert_close(logs_ng, logs.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(h_ng, h.detach(), rtol=0, atol=0)
+
+
+def test_jit_can_be_turned_off(monkeypatch):
+    from flossrun.fast.jit import script
+
+    def twice(x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+    monkeypatch.setenv("FLOSSRUN_JIT", "0")
+    plain = script(twice)
+    assert plain.compiled() is twice and plain(torch.ones(2)).tolist() == [2.0, 2.0]
+    monkeypatch.setenv("FLOSSRUN_JIT", "1")
+    assert isinstance(script(twice).compiled(), torch.jit.ScriptFunction)
+
+
+def test_slices_cover_the_ensemble_and_pool_threads_use_one_intra_op_thread():
+    from flossrun.fast.parallel import ensemble_slices, map_slices
+
+    for R in (1, 2, 3, 16, 17):
+        parts = ensemble_slices(R, torch.device("cpu"))
+        covered = [i for s in parts for i in range(R)[s]]
+        assert covered == list(range(R)) and len(parts) == min(R, torch.get_num_threads())
+    assert ensemble_slices(16, torch.device("meta")) == [slice(0, 16)]
+    caller = torch.get_num_threads()
+    threads = map_slices(torch.get_num_threads, [(), ()])
+    assert threads == [1, 1] and torch.get_num_threads() == caller
+
+
+def test_an_error_in_one_slice_is_raised_after_all_slices_ended():
+    from flossrun.fast.parallel import map_slices
+
+    done = []
+
+    def work(i):
+        if i == 0:
+            raise ValueError("slice 0 failed")
+        done.append(i)
+        return i
+
+    with pytest.raises(ValueError, match="slice 0 failed"):
+        map_slices(work, [(0,), (1,)])
+    assert done == [1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cholesky_qr_rows_in_place_equals_a_fresh_result(dtype):
+    gen = torch.Generator().manual_seed(2)
+    At = torch.randn(4, 6, 11, generator=gen, dtype=dtype)
+    At[1, -1] = At[1, 0] * (1 + 1e-9)  # ill-conditioned: the two-pass / fallback route
+    Qt, R, logr = fast_qr.cholesky_qr_rows(At.clone())
+    buf = At.clone()
+    Qt_in, R_in, logr_in = fast_qr.cholesky_qr_rows(buf, True)
+    torch.testing.assert_close(R_in, R, rtol=0, atol=0)
+    assert Qt_in.data_ptr() == buf.data_ptr()
+    torch.testing.assert_close(Qt_in, Qt, rtol=0, atol=0)
+    torch.testing.assert_close(logr_in, logr, rtol=0, atol=0)
+    torch.testing.assert_close(R.transpose(1, 2) @ Qt, At, rtol=1e-4, atol=1e-5)
+
+
+def test_caller_on_one_thread_keeps_the_slices_and_restores_the_threads():
+    from flossrun.fast.parallel import caller_on_one_thread, ensemble_slices
+
+    cpu = torch.device("cpu")
+    cores = torch.get_num_threads()
+    before = ensemble_slices(16, cpu)
+    with caller_on_one_thread(16, cpu):
+        assert torch.get_num_threads() == 1 or cores == 1
+        assert ensemble_slices(16, cpu) == before
+    assert torch.get_num_threads() == cores
+    with pytest.raises(RuntimeError), caller_on_one_thread(16, cpu):
+        raise RuntimeError("a failed epoch")
+    assert torch.get_num_threads() == cores

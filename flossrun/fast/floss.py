@@ -14,7 +14,8 @@ frame's dependence on φ'(h) (dφ'/dh = −2 tanh(h) φ'(h)):
     P̄_t = Wᵀ Ā_t;   Q̄_{t-1} = φ'(h_{t-1}) ⊙ P̄_t;   d̄_{t-1} = Σ_j P̄_t ⊙ Q_{t-1}
     δ_{t-1} = φ'(h_{t-1}) ⊙ (Wᵀ δ_t) − 2 tanh(h_{t-1}) φ'(h_{t-1}) ⊙ d̄_{t-1};   ū_t = δ_t
 
-About a dozen plain tensor ops per step each way, no autograd graph.
+About a dozen plain tensor ops per step each way, no autograd graph. On CPU the ensemble is cut
+into one slice per core, run side by side (:mod:`flossrun.fast.parallel`).
 """
 
 from __future__ import annotations
@@ -24,83 +25,129 @@ from collections.abc import Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
+from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh
-from flossrun.fast.qr import cholesky_qr_factor, qr_backward
+from flossrun.fast.parallel import ensemble_slices, map_slices
+from flossrun.fast.qr import cholesky_qr_rows, qr_backward_rows
+
+# The frame is kept transposed, ``Qt = Qᵀ [R, B·k, N]`` (the B trajectories' frames stacked as
+# rows), so that every product and the QR's triangular solves read and write row-major blocks
+# (see flossrun.fast.qr). _forward and _backward are TorchScript-compatible: flossrun.fast.jit
+# compiles them so that the ensemble's slices run side by side without the GIL.
 
 
-def _cols(Q: torch.Tensor) -> torch.Tensor:
-    """``[R, B, N, k]`` -> ``[R, N, B·k]``: every column of every trajectory (a view when B = 1)."""
-    R, B, N, k = Q.shape
-    return Q.movedim(-2, 1).reshape(R, N, B * k)
+def _forward(
+    W: torch.Tensor,
+    u: torch.Tensor,
+    h0: torch.Tensor,
+    Q0: torch.Tensor,
+    qr_at: list[bool],
+    keep: list[bool],
+    trace: bool,
+) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
+    """The Benettin pass of one slice of the ensemble: ``(block_logs, h_T, trace)``.
+
+    ``trace`` (when asked for): per step ``[Q_{t-1}ᵀ, φ'(h_{t-1}), φ(h_{t-1})]``, plus
+    ``[Q_tᵀ, R_t]`` at QR steps: all that :func:`_backward` needs. (``P_t`` is recomputed there:
+    not keeping it saves a third of the trace's memory traffic, which bounds these ops on CPU.)
+    """
+    R, B, N, k = Q0.shape[0], Q0.shape[1], Q0.shape[2], Q0.shape[3]
+    WT = W.transpose(1, 2).contiguous()
+    h = h0
+    Qt = Q0.transpose(-1, -2).reshape(R, B * k, N)  # Q_0ᵀ, trajectories stacked [R, B·k, N]
+    steps: list[list[torch.Tensor]] = []
+    logs: list[torch.Tensor] = []
+    for t in range(u.shape[0]):
+        d, p = dtanh(h), torch.tanh(h)  # [R, B, N]
+        Pt = (Qt.view(R, B, k, N) * d.unsqueeze(-2)).view(R, B * k, N)  # (φ'(h_{t-1}) ⊙ Q)ᵀ
+        At = torch.bmm(Pt, WT)  # A_tᵀ = P_tᵀ Wᵀ [R, B·k, N]
+        h = torch.baddbmm(u[t], p, WT)
+        record = [Qt, d, p]
+        if qr_at[t]:
+            Qt, Rt, logr = cholesky_qr_rows(At.view(R * B, k, N), True)  # Qᵀ written into At
+            Qt = Qt.view(R, B * k, N)
+            record += [Qt, Rt]
+            if keep[t]:
+                logs.append(logr.view(R, B, k))
+        else:
+            Qt = At
+        if trace:
+            steps.append(record)
+    return torch.stack(logs), h, steps
 
 
-def _uncols(X: torch.Tensor, B: int) -> torch.Tensor:
-    """Inverse of :func:`_cols`: ``[R, N, B·k]`` -> ``[R, B, N, k]``."""
-    R, N, Bk = X.shape
-    return X.reshape(R, N, B, Bk // B).movedim(1, -2)
+def _backward(
+    W: torch.Tensor,
+    steps: list[list[torch.Tensor]],
+    keep: list[bool],
+    g_logs: torch.Tensor,
+    g_h: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The adjoint of :func:`_forward` for one slice: ``(W̄, ū [T, R, B, N], h̄_0)``."""
+    T = len(steps)
+    R, B, N = g_h.shape[0], g_h.shape[1], g_h.shape[2]
+    k = g_logs.shape[-1]
+    gW = torch.zeros_like(W)
+    gu = torch.empty([T] + list(g_h.shape), dtype=g_h.dtype, device=g_h.device)  # noqa: RUF005
+    gQt: torch.Tensor | None = None  # Q̄ᵀ [R, B·k, N]
+    gh = g_h
+    j = g_logs.shape[0]
+    for t in range(T - 1, -1, -1):
+        record = steps[t]
+        Qt_prev, d, p = record[0], record[1], record[2]
+        gAt = gQt
+        if len(record) == 5:  # a QR step
+            Qt, Rt = record[3], record[4]
+            gr: torch.Tensor | None = None
+            if keep[t]:
+                j -= 1
+                gr = (g_logs[j] / torch.diagonal(Rt, 0, -2, -1).view(R, B, k)).view(R * B, k)
+            if gQt is not None or gr is not None:
+                gQ_ = None if gQt is None else gQt.view(R * B, k, N)
+                gAt = qr_backward_rows(gQ_, gr, Qt.view(R * B, k, N), Rt).view(R, B * k, N)
+        back = torch.bmm(gh, W).mul_(d)  # φ'(h_{t-1}) ⊙ Wᵀδ_t, as rows [R, B, N]
+        if gAt is not None:
+            Pt = (Qt_prev.view(R, B, k, N) * d.unsqueeze(-2)).view(R, B * k, N)
+            gW.baddbmm_(gAt.transpose(1, 2), Pt)  # Ā Pᵀ
+            gPt = torch.bmm(gAt, W)  # (Wᵀ Ā)ᵀ [R, B·k, N]
+            gQt = (gPt.view(R, B, k, N) * d.unsqueeze(-2)).view(R, B * k, N)
+            dbar = torch.linalg.vecdot(gPt.view(R, B, k, N), Qt_prev.view(R, B, k, N), dim=-2)
+            back.addcmul_(dbar, p * d, value=-2.0)  # dφ'/dh
+        gu[t].copy_(gh)
+        gW.baddbmm_(gh.transpose(1, 2), p)
+        gh = back
+    return gW, gu, gh
+
+
+def _cat(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
+
+
+forward_jit = script(_forward)
+backward_jit = script(_backward)
 
 
 class _VanillaLyapunov(torch.autograd.Function):
     @staticmethod
     def forward(ctx, W, u, h0, Q0, qr_at, keep):
-        T, B = u.shape[0], h0.shape[1]
-        WT = W.transpose(1, 2)
-        h, Q = h0, Q0
-        frames, Ps, dphis, phis, qrs, logs = [], [], [], [], [], []
-        for t in range(T):
-            d, p = dtanh(h), torch.tanh(h)  # [R, B, N]
-            P = d.unsqueeze(-1) * Q  # φ'(h_{t-1}) ⊙ Q_{t-1} [R, B, N, k], kept for W̄
-            frames.append(Q)  # Q_{t-1} [R, B, N, k]
-            Ps.append(P)
-            dphis.append(d)
-            phis.append(p)
-            A = _uncols(torch.bmm(W, _cols(P)), B)  # [R, B, N, k]
-            h = torch.baddbmm(u[t], p, WT)
-            if qr_at[t]:
-                Q, R, logr = cholesky_qr_factor(A)
-                qrs.append((Q, R))
-                if keep[t]:
-                    logs.append(logr)
-            else:
-                Q = A
-                qrs.append(None)
+        slices = ensemble_slices(W.shape[0], W.device)
+        calls = [(W[s], u[:, s], h0[s], Q0[s], qr_at, keep, True) for s in slices]
+        logs, h, traces = zip(*map_slices(forward_jit, calls), strict=True)
         ctx.save_for_backward(W)
-        ctx.trace = (frames, Ps, dphis, phis, qrs)
-        ctx.plan = (qr_at, keep)
-        return torch.stack(logs), h
+        ctx.trace = (slices, traces, keep)
+        return _cat(logs, 1), _cat(h, 0)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_logs, g_h):
         (W,) = ctx.saved_tensors
-        frames, Ps, dphis, phis, qrs = ctx.trace
-        qr_at, keep = ctx.plan
-        T, B = len(frames), g_h.shape[1]
-        WT = W.transpose(1, 2)
-        gW = torch.zeros_like(W)
-        gu = torch.empty((T, *g_h.shape), dtype=g_h.dtype, device=g_h.device)
-        gQ, gh, j = None, g_h, g_logs.shape[0]
-        for t in range(T - 1, -1, -1):
-            d, p, Qprev = dphis[t], phis[t], frames[t]
-            gA = gQ
-            if qr_at[t]:
-                Q, R = qrs[t]
-                gr = None
-                if keep[t]:
-                    j -= 1
-                    gr = g_logs[j] / torch.diagonal(R, dim1=-2, dim2=-1)  # ∂L/∂R_ii
-                gA = None if gQ is None and gr is None else qr_backward(gQ, gr, Q, R)
-            back = torch.bmm(gh, W).mul_(d)  # φ'(h_{t-1}) ⊙ Wᵀδ_t, as rows [R, B, N]
-            if gA is not None:
-                gAc = _cols(gA)
-                gW.baddbmm_(gAc, _cols(Ps[t]).transpose(1, 2))
-                gP = _uncols(torch.bmm(WT, gAc), B)  # Wᵀ Ā [R, B, N, k]
-                gQ = d.unsqueeze(-1) * gP
-                back.addcmul_(torch.linalg.vecdot(gP, Qprev), p * d, value=-2.0)  # dφ'/dh
-            gu[t] = gh
-            gW.baddbmm_(gh.transpose(1, 2), p)
-            gh = back
-        return gW, gu, gh, None, None, None
+        slices, traces, keep = ctx.trace
+        calls = [
+            (W[s], steps, keep, g_logs[:, s], g_h[s])
+            for s, steps in zip(slices, traces, strict=True)
+        ]
+        gW, gu, gh = zip(*map_slices(backward_jit, calls), strict=True)
+        return _cat(gW, 0), _cat(gu, 1), _cat(gh, 0), None, None, None
 
 
 def vanilla_lyapunov(
@@ -122,4 +169,10 @@ def vanilla_lyapunov(
         raise ValueError(f"qr_at and keep need one flag per step ({u.shape[0]})")
     if not any(keep):
         raise ValueError("keep must mark at least one QR step")
-    return _VanillaLyapunov.apply(W, u, h0, Q0, tuple(qr_at), tuple(keep))
+    qr_at, keep = [bool(f) for f in qr_at], [bool(f) for f in keep]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (W, u, h0)):
+        return _VanillaLyapunov.apply(W, u, h0, Q0, qr_at, keep)
+    slices = ensemble_slices(W.shape[0], W.device)  # no trace kept without autograd
+    calls = [(W[s], u[:, s], h0[s], Q0[s], qr_at, keep, False) for s in slices]
+    logs, h, _ = zip(*map_slices(forward_jit, calls), strict=True)
+    return _cat(logs, 1), _cat(h, 0)

@@ -24,8 +24,6 @@ and ``copyltu(R diag(r̄)) = diag(r ⊙ r̄)`` since R is upper triangular, so
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -34,24 +32,118 @@ SINGLE_PASS_COND = 4e3  # one pass with a float64 solve while ε₆₄κ² ≤ 4
 FALLBACK_COND = 1e6  # Householder beyond this (CholQR2 needs κ ≪ ε₆₄^{-1/2} ≈ 7e7)
 
 
-def _gram_cholesky(A64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``R [n, k, k]`` upper triangular with ``RᵀR = AᵀA`` (float64) and ``ok [n]``."""
-    G = torch.matmul(A64.transpose(-2, -1), A64)
+# The cores work on transposes, ``At = Aᵀ [n, k, D]`` (each column of A a contiguous row), so
+# that every triangular solve is a left solve on a row-major right-hand side, done in place:
+# with A itself (row-major) ``solve_triangular(..., left=False)`` first copies A into column-major
+# order, which cost more than the solve. Everything down to _lower_mask is TorchScript-compatible
+# (flossrun.fast.jit compiles the flossing kernel, which calls these, to run without the GIL).
+
+
+def _gram_cholesky_rows(At64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``R [n, k, k]`` upper triangular with ``RᵀR = At Atᵀ`` (float64) and ``ok [n]``."""
+    G = torch.bmm(At64, At64.transpose(1, 2))
     R, info = torch.linalg.cholesky_ex(G, upper=True)
     return R, info == 0
 
 
-def _right_solve(A: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """``A R⁻¹`` for upper triangular ``R``."""
-    return torch.linalg.solve_triangular(R, A, upper=True, left=False)
+def _solve_rows(R: torch.Tensor, At: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``R⁻ᵀ At`` (= ``(A R⁻¹)ᵀ``) for upper triangular ``R``; overwrites ``At`` if ``inplace``."""
+    if inplace:
+        return torch.linalg.solve_triangular(R.transpose(1, 2), At, upper=False, out=At)
+    return torch.linalg.solve_triangular(R.transpose(1, 2), At, upper=False)
 
 
 def _householder_positive(A64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """LAPACK thin QR with the sign convention ``diag R ≥ 0``."""
     Q, R = torch.linalg.qr(A64)
-    s = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))
+    s = torch.sign(torch.diagonal(R, 0, -2, -1))
     s = torch.where(s == 0, torch.ones_like(s), s)
     return Q * s.unsqueeze(-2), R * s.unsqueeze(-1)
+
+
+def _two_pass_rows(
+    At64: torch.Tensor, R: torch.Tensor, cond: torch.Tensor, fallback_cond: float, inplace: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CholQR2 in float64 (``Qᵀ [n, k, D]``, ``R``), with LAPACK Householder for matrices it
+    cannot handle."""
+    bad = ~(cond < fallback_cond)  # also NaN and failed Cholesky (inf)
+    Q1t = _solve_rows(R, At64, False)
+    R2, ok2 = _gram_cholesky_rows(Q1t)
+    Qt, R = _solve_rows(R2, Q1t, True), torch.bmm(R2, R)
+    bad = bad | ~ok2
+    if bool(bad.any()):
+        idx = bad.nonzero().squeeze(1)
+        Qh, Rh = _householder_positive(At64[idx].transpose(1, 2))
+        Qt, R = Qt.index_copy(0, idx, Qh.transpose(1, 2)), R.index_copy(0, idx, Rh)
+    if inplace:
+        return At64.copy_(Qt), R
+    return Qt, R
+
+
+def cholesky_qr_rows(
+    At: torch.Tensor,
+    inplace: bool = False,
+    f32_solve_cond: float = F32_SOLVE_COND,
+    single_pass_cond: float = SINGLE_PASS_COND,
+    fallback_cond: float = FALLBACK_COND,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin QR of ``A = Atᵀ``, given ``At [n, k, D]`` (k ≤ D): ``Qᵀ [n, k, D]``, ``R [n, k, k]``
+    (upper triangular, positive diagonal) and ``log diag R [n, k]`` (taken in float64), in the
+    dtype of ``At``, with ``A = Q R``.
+
+    ``inplace``: write ``Qᵀ`` into ``At`` (which the caller no longer needs). The condition
+    thresholds are arguments only because TorchScript cannot read module globals.
+    """
+    single = At.dtype != torch.float64
+    At64 = At.to(torch.float64)  # At itself when already float64
+    R64, ok = _gram_cholesky_rows(At64)
+    d = torch.diagonal(R64, 0, -2, -1)
+    lo, hi = torch.aminmax(d, dim=-1)
+    cond = torch.where(ok, hi / lo, torch.full_like(hi, float("inf")))  # NaN stays NaN
+    worst = float(cond.amax().item())  # one host sync per QR
+    if single and worst <= f32_solve_cond:  # the common case in flossing
+        R = R64.to(At.dtype)
+        Qt = _solve_rows(R, At, inplace)
+    elif single and worst <= single_pass_cond:  # At64 is a private copy here
+        Qt, R = _solve_rows(R64, At64, True).to(At.dtype), R64.to(At.dtype)
+        if inplace:
+            Qt = At.copy_(Qt)
+    else:
+        Qt, R64 = _two_pass_rows(At64, R64, cond, fallback_cond, inplace or single)
+        Qt, R = Qt.to(At.dtype), R64.to(At.dtype)
+        if inplace and single:
+            Qt = At.copy_(Qt)
+    logr = torch.log(torch.diagonal(R64, 0, -2, -1)).to(At.dtype)
+    return Qt, R, logr
+
+
+def qr_backward_rows(
+    gQt: torch.Tensor | None, gr: torch.Tensor | None, Qt: torch.Tensor, R: torch.Tensor
+) -> torch.Tensor:
+    """``Āᵀ [n, k, D]`` from ``Q̄ᵀ [n, k, D]`` and ``r̄ [n, k]`` (grad of ``diag R``; either may
+    be None), given the forward ``Qᵀ`` and upper triangular ``R`` (both in Q's dtype).
+
+    Transposed, the module's formula reads ``Āᵀ = R⁻¹ [Q̄ᵀ − S Qᵀ]`` with the symmetric
+    ``S = copyltu(Q̄ᵀQ) − diag(r ⊙ r̄)``: one solve in place on a row-major right-hand side.
+    """
+    k = Qt.shape[1]
+    if gQt is not None:
+        M = torch.bmm(gQt, Qt.transpose(1, 2))  # Q̄ᵀQ [n, k, k]
+        S = torch.where(_lower_mask(k, Qt.device), M, M.transpose(1, 2))  # copyltu(Q̄ᵀQ)
+        if gr is not None:
+            S.diagonal(0, 1, 2).sub_(torch.diagonal(R, 0, 1, 2) * gr)
+        Y = torch.baddbmm(gQt, S, Qt, alpha=-1)
+    else:
+        S = torch.zeros_like(R)
+        if gr is not None:
+            S.diagonal(0, 1, 2).sub_(torch.diagonal(R, 0, 1, 2) * gr)
+        Y = torch.bmm(S, Qt).neg_()
+    return torch.linalg.solve_triangular(R, Y, upper=True, out=Y)
+
+
+def _lower_mask(k: int, device: torch.device) -> torch.Tensor:
+    """``[k, k]`` boolean, True on and below the diagonal."""
+    return torch.ones(k, k, dtype=torch.bool, device=device).tril()
 
 
 def cholesky_qr_factor(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,43 +154,9 @@ def cholesky_qr_factor(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
     if D < k:
         raise ValueError(f"cholesky_qr needs a tall matrix (D >= k), got D={D}, k={k}")
     lead = A.shape[:-2]
-    A = A.detach().reshape(-1, D, k)
-    A64 = A.to(torch.float64)
-    R64, ok = _gram_cholesky(A64)
-    d = torch.diagonal(R64, dim1=-2, dim2=-1)
-    lo, hi = torch.aminmax(d, dim=-1)
-    cond = torch.where(ok, hi / lo, torch.inf)  # NaN stays NaN
-    worst = cond.amax().item()  # one host sync per QR
-    single = A.dtype != torch.float64
-    if single and worst <= F32_SOLVE_COND:  # the common case in flossing
-        R = R64.to(A.dtype)
-        Q = _right_solve(A, R)
-    elif single and worst <= SINGLE_PASS_COND:
-        Q, R = _right_solve(A64, R64).to(A.dtype), R64.to(A.dtype)
-    else:
-        Q, R64 = _two_pass(A64, R64, cond)
-        Q, R = Q.to(A.dtype), R64.to(A.dtype)
-    logr = torch.log(torch.diagonal(R64, dim1=-2, dim2=-1)).to(A.dtype)
-    return Q.reshape(*lead, D, k), R.reshape(*lead, k, k), logr.reshape(*lead, k)
-
-
-def _two_pass(A64: torch.Tensor, R: torch.Tensor, cond: torch.Tensor):
-    """CholQR2 in float64, with LAPACK Householder for matrices it cannot handle."""
-    bad = ~(cond < FALLBACK_COND)  # also NaN and failed Cholesky (inf)
-    Q1 = _right_solve(A64, R)
-    R2, ok2 = _gram_cholesky(Q1)
-    Q, R = _right_solve(Q1, R2), torch.matmul(R2, R)
-    bad = bad | ~ok2
-    if bad.any():
-        idx = bad.nonzero().squeeze(1)
-        Qh, Rh = _householder_positive(A64[idx])
-        Q, R = Q.index_copy(0, idx, Qh), R.index_copy(0, idx, Rh)
-    return Q, R
-
-
-@functools.lru_cache(maxsize=16)
-def _lower_mask(k: int, device: torch.device) -> torch.Tensor:
-    return torch.ones(k, k, dtype=torch.bool, device=device).tril()
+    Qt, R, logr = cholesky_qr_rows(A.detach().reshape(-1, D, k).transpose(1, 2))
+    Q = Qt.transpose(1, 2).reshape(*lead, D, k)
+    return Q, R.reshape(*lead, k, k), logr.reshape(*lead, k)
 
 
 def qr_backward(
@@ -106,19 +164,12 @@ def qr_backward(
 ) -> torch.Tensor:
     """``Ā [..., D, k]`` from ``Q̄ [..., D, k]`` and ``r̄ [..., k]`` (grad of ``diag R``; either
     may be None), given the forward ``Q`` and upper triangular ``R`` (both in Q's dtype)."""
-    shape, (D, k) = Q.shape, Q.shape[-2:]
-    Q, R = Q.reshape(-1, D, k), R.reshape(-1, k, k)
-    if gQ is not None:
-        gQ = gQ.reshape(-1, D, k)
-        M = torch.bmm(gQ.transpose(1, 2), Q)  # Q̄ᵀQ [n, k, k]
-        S = torch.where(_lower_mask(k, Q.device), M, M.transpose(1, 2))  # copyltu(Q̄ᵀQ)
-    else:
-        S = torch.zeros_like(R)
-    if gr is not None:
-        S.diagonal(dim1=1, dim2=2).sub_(torch.diagonal(R, dim1=1, dim2=2) * gr.reshape(-1, k))
-    Y = torch.bmm(Q, S).neg_() if gQ is None else torch.baddbmm(gQ, Q, S, alpha=-1)
-    gA = torch.linalg.solve_triangular(R.transpose(1, 2), Y, upper=False, left=False)
-    return gA.reshape(shape)
+    D, k = Q.shape[-2:]
+    Qt = Q.reshape(-1, D, k).transpose(1, 2)
+    gQt = None if gQ is None else gQ.reshape(-1, D, k).transpose(1, 2).contiguous()
+    gr = None if gr is None else gr.reshape(-1, k)
+    gAt = qr_backward_rows(gQt, gr, Qt, R.reshape(-1, k, k))
+    return gAt.transpose(1, 2).reshape(Q.shape)
 
 
 class _CholeskyQR(torch.autograd.Function):
