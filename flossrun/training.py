@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from flossrun.fast.parallel import caller_on_one_thread
 from flossrun.flossing import floss_exponents, flossing_loss
 from flossrun.lyapunov import SeedLike
 from flossrun.tasks import DelayedParity
@@ -111,12 +112,13 @@ def floss_epoch(
     """One flossing step: exponents 1..k along ``x [T, R, B, S]`` from h0, one Adam step on
     ``W, V, b`` toward λ*. Returns ``loss [R]`` and ``exponents [R, B, k]`` (nats/step)."""
     params = model.floss_parameters()
-    optimizer.zero_grad(set_to_none=False)
-    lam = floss_exponents(model, x, k, transient, frames, qr_every=qr_every)  # [R, B, k]
-    loss = flossing_loss(lam, target)  # [R]
-    loss.sum().backward()
-    alive &= torch.isfinite(loss) & finite_grads(params)
-    guarded_step(optimizer, params, alive)
+    with caller_on_one_thread(model.R, x.device):  # the Lyapunov kernel takes every core
+        optimizer.zero_grad(set_to_none=False)
+        lam = floss_exponents(model, x, k, transient, frames, qr_every=qr_every)  # [R, B, k]
+        loss = flossing_loss(lam, target)  # [R]
+        loss.sum().backward()
+        alive &= torch.isfinite(loss) & finite_grads(params)
+        guarded_step(optimizer, params, alive)
     return {"loss": loss.detach(), "exponents": lam.detach()}
 
 
