@@ -6,6 +6,10 @@
   backward (any dynamics, via ``lyapunov_spectrum(..., orthonormalize="cholesky")``).
 - :mod:`flossrun.fast.floss` — the whole Benettin pass of the vanilla RNN with a hand-written
   adjoint (flossing).
+- :mod:`flossrun.fast.parallel` — slices of the ensemble side by side in threads, one per core
+  (CPU).
+- :mod:`flossrun.fast.jit` — TorchScript for the kernels' step loops (no GIL), with a Python
+  fallback.
 - :mod:`flossrun.fast.runtime` — :func:`configure_cpu`, process settings for CPU runs.
 
 Every kernel is checked against the plain autograd computation in ``tests/test_fast_paths.py``.

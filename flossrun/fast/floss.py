@@ -14,8 +14,9 @@ frame's dependence on φ'(h) (dφ'/dh = −2 tanh(h) φ'(h)):
     P̄_t = Wᵀ Ā_t;   Q̄_{t-1} = φ'(h_{t-1}) ⊙ P̄_t;   d̄_{t-1} = Σ_j P̄_t ⊙ Q_{t-1}
     δ_{t-1} = φ'(h_{t-1}) ⊙ (Wᵀ δ_t) − 2 tanh(h_{t-1}) φ'(h_{t-1}) ⊙ d̄_{t-1};   ū_t = δ_t
 
-About a dozen plain tensor ops per step each way, no autograd graph. On CPU the ensemble is cut
-into one slice per core, run side by side (:mod:`flossrun.fast.parallel`).
+About a dozen plain tensor ops per step each way, no autograd graph; the step loops are compiled
+by TorchScript (:mod:`flossrun.fast.jit`). On CPU the ensemble is cut into one slice per core,
+run side by side (:mod:`flossrun.fast.parallel`). Without autograd no trace is kept.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def _backward(
 
 
 def _cat(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    """The slices' results joined along the realization axis ``dim``."""
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 

@@ -5,8 +5,10 @@ side by side. On CPU that beats one intra-op-parallel pass when the work per op 
 LAPACK factorises a batch of small matrices one at a time on one core (batched ``cholesky_ex``
 and ``solve_triangular`` use no threads), and ops of a few tens of microseconds barely gain from
 an OpenMP team. :func:`map_slices` runs one slice per core in a pool of threads that each use
-one intra-op thread (the ops release the GIL). On GPUs, with a single intra-op thread, or for
-one realization it calls the function once, on the whole ensemble.
+one intra-op thread; the slice functions are compiled by TorchScript (:mod:`flossrun.fast.jit`)
+so that they run without the GIL (a Python loop of small ops would keep handing it back and
+forth). On GPUs, with a single intra-op thread, or for one realization it calls the function
+once, on the whole ensemble.
 
 Results are the same as one pass up to float rounding: every realization sees the same ops.
 """
