@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from flossrun import seeding
+from flossrun.fast.parallel import ensemble_slices, map_slices
 from flossrun.fast.qr import cholesky_qr
 from flossrun.models.base import Dynamics
 
@@ -106,16 +107,20 @@ def initial_frame(
     """
     if isinstance(seed, int):
         G = torch.randn(*shape, generator=seeding.generator(seed, "frame"), dtype=torch.float64)
-    else:
-        if len(seed) != shape[0]:
-            raise ValueError(
-                f"seed must have one entry per realization ({shape[0]}), got {len(seed)}"
-            )
-        gens = [
-            s if isinstance(s, torch.Generator) else seeding.generator(s, "frame") for s in seed
-        ]
-        G = torch.stack([torch.randn(*shape[1:], generator=g, dtype=torch.float64) for g in gens])
-    return torch.linalg.qr(G)[0].to(device=device, dtype=dtype)
+        return torch.linalg.qr(G)[0].to(device=device, dtype=dtype)
+    if len(seed) != shape[0]:
+        raise ValueError(f"seed must have one entry per realization ({shape[0]}), got {len(seed)}")
+    gens = [s if isinstance(s, torch.Generator) else seeding.generator(s, "frame") for s in seed]
+
+    def frames(part: Sequence[torch.Generator]) -> torch.Tensor:
+        """The frames of one slice of realizations (a new frame is drawn every flossing epoch,
+        so the slices are drawn side by side, one per core)."""
+        G = torch.stack([torch.randn(*shape[1:], generator=g, dtype=torch.float64) for g in part])
+        return torch.linalg.qr(G)[0]
+
+    slices = ensemble_slices(len(gens), torch.device("cpu"))
+    Q = torch.cat(map_slices(frames, [(gens[s],) for s in slices]))
+    return Q.to(device=device, dtype=dtype)
 
 
 def qr_times(T: int, transient: int, qr_every: int) -> list[int]:
