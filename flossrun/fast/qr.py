@@ -133,6 +133,7 @@ def qr_backward_rows(
 
     Transposed, the module's formula reads ``Āᵀ = R⁻¹ [Q̄ᵀ − S Qᵀ]`` with the symmetric
     ``S = copyltu(Q̄ᵀQ) − diag(r ⊙ r̄)``: one solve in place on a row-major right-hand side.
+    ``Q̄ᵀ`` (contiguous) is overwritten by ``Āᵀ``: pass a tensor nothing else reads.
     """
     k = Qt.shape[1]
     if gQt is not None:
@@ -140,7 +141,7 @@ def qr_backward_rows(
         S = torch.where(_lower_mask(k, Qt.device), M, M.transpose(1, 2))  # copyltu(Q̄ᵀQ)
         if gr is not None:
             S.diagonal(0, 1, 2).sub_(torch.diagonal(R, 0, 1, 2) * gr)
-        Y = torch.baddbmm(gQt, S, Qt, alpha=-1)
+        Y = gQt.baddbmm_(S, Qt, alpha=-1)
     else:
         S = torch.zeros_like(R)
         if gr is not None:
@@ -174,7 +175,11 @@ def qr_backward(
     may be None), given the forward ``Q`` and upper triangular ``R`` (both in Q's dtype)."""
     D, k = Q.shape[-2:]
     Qt = Q.reshape(-1, D, k).transpose(1, 2)
-    gQt = None if gQ is None else gQ.reshape(-1, D, k).transpose(1, 2).contiguous()
+    gQt = (
+        None
+        if gQ is None
+        else gQ.reshape(-1, D, k).transpose(1, 2).clone(memory_format=torch.contiguous_format)
+    )  # overwritten
     gr = None if gr is None else gr.reshape(-1, k)
     gAt = qr_backward_rows(gQt, gr, Qt, R.reshape(-1, k, k))
     return gAt.transpose(1, 2).reshape(Q.shape)
