@@ -175,11 +175,9 @@ def qr_backward(
     may be None), given the forward ``Q`` and upper triangular ``R`` (both in Q's dtype)."""
     D, k = Q.shape[-2:]
     Qt = Q.reshape(-1, D, k).transpose(1, 2)
-    gQt = (
-        None
-        if gQ is None
-        else gQ.reshape(-1, D, k).transpose(1, 2).clone(memory_format=torch.contiguous_format)
-    )  # overwritten
+    gQt = None  # a private contiguous copy: qr_backward_rows overwrites it
+    if gQ is not None:
+        gQt = gQ.reshape(-1, D, k).transpose(1, 2).clone(memory_format=torch.contiguous_format)
     gr = None if gr is None else gr.reshape(-1, k)
     gAt = qr_backward_rows(gQt, gr, Qt, R.reshape(-1, k, k))
     return gAt.transpose(1, 2).reshape(Q.shape)
