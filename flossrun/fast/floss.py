@@ -129,15 +129,21 @@ forward_jit = script(_forward)
 backward_jit = script(_backward)
 
 
+def _sliced_forward(W, u, h0, Q0, qr_at, keep, trace):
+    """:func:`_forward` over the ensemble's slices: ``(block_logs, h_T, slices, traces)``."""
+    slices = ensemble_slices(W.shape[0], W.device)
+    calls = [(W[s], u[:, s], h0[s], Q0[s], qr_at, keep, trace) for s in slices]
+    logs, h, traces = zip(*map_slices(forward_jit, calls), strict=True)
+    return _cat(logs, 1), _cat(h, 0), slices, traces
+
+
 class _VanillaLyapunov(torch.autograd.Function):
     @staticmethod
     def forward(ctx, W, u, h0, Q0, qr_at, keep):
-        slices = ensemble_slices(W.shape[0], W.device)
-        calls = [(W[s], u[:, s], h0[s], Q0[s], qr_at, keep, True) for s in slices]
-        logs, h, traces = zip(*map_slices(forward_jit, calls), strict=True)
+        logs, h, slices, traces = _sliced_forward(W, u, h0, Q0, qr_at, keep, True)
         ctx.save_for_backward(W)
         ctx.trace = (slices, traces, keep)
-        return _cat(logs, 1), _cat(h, 0)
+        return logs, h
 
     @staticmethod
     @once_differentiable
@@ -174,7 +180,5 @@ def vanilla_lyapunov(
     qr_at, keep = [bool(f) for f in qr_at], [bool(f) for f in keep]
     if torch.is_grad_enabled() and any(t.requires_grad for t in (W, u, h0)):
         return _VanillaLyapunov.apply(W, u, h0, Q0, qr_at, keep)
-    slices = ensemble_slices(W.shape[0], W.device)  # no trace kept without autograd
-    calls = [(W[s], u[:, s], h0[s], Q0[s], qr_at, keep, False) for s in slices]
-    logs, h, _ = zip(*map_slices(forward_jit, calls), strict=True)
-    return _cat(logs, 1), _cat(h, 0)
+    logs, h, _, _ = _sliced_forward(W, u, h0, Q0, qr_at, keep, False)  # no trace kept
+    return logs, h
