@@ -73,7 +73,7 @@ def _two_pass_rows(
     At64: torch.Tensor, R: torch.Tensor, cond: torch.Tensor, fallback_cond: float, inplace: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CholQR2 in float64 (``Qᵀ [n, k, D]``, ``R``), with LAPACK Householder for matrices it
-    cannot handle."""
+    cannot handle; ``inplace``: ``Qᵀ`` is written into ``At64``."""
     bad = ~(cond < fallback_cond)  # also NaN and failed Cholesky (inf)
     Q1t = _solve_rows(R, At64, False)
     R2, ok2 = _gram_cholesky_rows(Q1t)
@@ -117,7 +117,7 @@ def cholesky_qr_rows(
         if inplace:
             Qt = At.copy_(Qt)
     else:
-        Qt, R64 = _two_pass_rows(At64, R64, cond, fallback_cond, inplace or single)
+        Qt, R64 = _two_pass_rows(At64, R64, cond, fallback_cond, inplace and not single)
         Qt, R = Qt.to(At.dtype), R64.to(At.dtype)
         if inplace and single:
             Qt = At.copy_(Qt)
