@@ -3,7 +3,8 @@
 A loop of small tensor ops in Python holds the GIL between ops, so two threads running slices of
 an ensemble (:mod:`flossrun.fast.parallel`) keep handing it back and forth (on a 2-core VM that
 made them slower than one thread). Compiled by TorchScript the same loop runs in C++ without
-the GIL. :func:`script` compiles a function on its first call and falls back to the Python
+the GIL. :func:`script` compiles a function on its first call (and runs it without TorchScript's
+optimising executor, so that it computes exactly the ops written) and falls back to the Python
 function where TorchScript is missing or fails (it is deprecated in recent PyTorch, and a
 missing TorchScript must not break a run): both compute the same ops in the same order, and
 ``tests/test_fast_paths.py`` checks that they agree. ``FLOSSRUN_JIT=0`` turns it off.
@@ -59,4 +60,11 @@ class script:
             return self.python
 
     def __call__(self, *args: Any) -> Any:
-        return self.compiled()(*args)
+        fn = self.compiled()
+        if fn is self.python:
+            return fn(*args)
+        # The graph as written, without the optimising executor: it re-specialises the graph
+        # for the shapes it has seen, so the ops run (and their rounding) would depend on the
+        # ensemble's slicing and on how often the function ran before in this process.
+        with torch.jit.optimized_execution(False):
+            return fn(*args)

@@ -1,0 +1,111 @@
+"""Batched matrix products whose every matrix comes out the same whatever its batch-mates.
+
+On CPU, ``torch.bmm`` hands a batch to MKL's batched GEMM, whose result for one matrix depends on
+where that matrix sits in memory (its 64-byte alignment) and, for a batch of one, takes a
+different route again (a single GEMM, which switches to matrix-vector kernels for thin
+shapes). An ensemble's realization would then compute different numbers alone and inside an
+ensemble, and flossing amplifies any rounding difference into a different network. The
+products here take one of two routes, chosen from the shapes of one matrix only:
+
+- every per-matrix block (``M·K``, ``K·N``, ``M·N`` elements) a multiple of 64 bytes: MKL's
+  batched GEMM (every matrix then sits at an equally aligned address), with a lone matrix
+  presented as a batch of two (the same matrix twice);
+- otherwise: one GEMM per matrix into a buffer whose matrices start at 64-byte boundaries
+  (ATen loops over the batch when the output is not contiguous).
+
+Elsewhere (GPU) they are the plain ops. Every function is TorchScript-compatible (the flossing
+kernel's step loops call them). ``tests/test_determinism.py`` checks the guarantee.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ALIGN = 64  # bytes: MKL's result for a matrix depends on its address modulo this
+# (written out as 64 below: TorchScript cannot read module globals)
+
+
+def _block_aligned(n_elems: int, itemsize: int) -> bool:
+    return (n_elems * itemsize) % 64 == 0
+
+
+def _offset_aligned(x: torch.Tensor) -> bool:
+    """The view starts 64 bytes into its storage times an integer (PyTorch's CPU allocator
+    aligns every storage to 64 bytes)."""
+    return (x.storage_offset() * x.element_size()) % 64 == 0
+
+
+def batched_route(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True where MKL's batched GEMM gives every matrix the same result whatever the batch:
+    CPU, all three per-matrix blocks 64-byte multiples and both operands at aligned addresses
+    (decided from one matrix's shape, so alone and in an ensemble alike)."""
+    M, K, N = a.shape[1], a.shape[2], b.shape[2]
+    e = a.element_size()
+    return (
+        _block_aligned(M * K, e)
+        and _block_aligned(K * N, e)
+        and _block_aligned(M * N, e)
+        and _offset_aligned(a)
+        and _offset_aligned(b)
+    )
+
+
+def aligned_empty(n: int, M: int, N: int, like: torch.Tensor) -> torch.Tensor:
+    """Zeros ``[n, M, N]`` whose matrices start 64 bytes apart at least and never contiguously
+    (the batch stride is padded), so that ATen runs one GEMM per matrix into it."""
+    unit = 64 // like.element_size()
+    stride = ((M * N + unit - 1) // unit) * unit + unit
+    flat = torch.zeros(n * stride, dtype=like.dtype, device=like.device)
+    return flat.as_strided([n, M, N], [stride, N, 1])
+
+
+def _pair(x: torch.Tensor) -> torch.Tensor:
+    """A lone matrix as a batch of two, itself twice, laid out as it was (row- or column-major:
+    MKL computes a transposed operand with other kernels) and with a real batch stride (a
+    stride of 0 can take another route inside MKL)."""
+    if x.stride(2) == 1:
+        return torch.cat([x, x])
+    xt = x.transpose(1, 2)
+    return torch.cat([xt, xt]).transpose(1, 2)
+
+
+def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for ``a [n, M, K]``, ``b [n, K, N]`` -> ``[n, M, N]`` (contiguous)."""
+    if a.device.type != "cpu":
+        return torch.bmm(a, b)
+    if batched_route(a, b):
+        if a.shape[0] == 1:
+            return torch.bmm(_pair(a), _pair(b))[:1]
+        return torch.bmm(a, b)
+    out = aligned_empty(a.shape[0], a.shape[1], b.shape[2], a)
+    return out.baddbmm_(a, b, beta=0.0).contiguous()
+
+
+def bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``out = a @ b`` in place (``out [n, M, N]`` contiguous); returns ``out``."""
+    if a.device.type != "cpu" or (batched_route(a, b) and a.shape[0] > 1):
+        if _offset_aligned(out) or a.device.type != "cpu":
+            return torch.bmm(a, b, out=out)
+    return out.copy_(bmm(a, b))
+
+
+def baddbmm_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """``c += alpha · a @ b`` in place (``c [n, M, N]``); returns ``c``.
+
+    On the batched route (and on GPUs) the product is accumulated inside the GEMM; otherwise it
+    is formed per matrix and added (a different rounding, but the same for every batch).
+    """
+    if a.device.type != "cpu":
+        return c.baddbmm_(a, b, alpha=alpha)
+    if batched_route(a, b) and _offset_aligned(c):
+        if a.shape[0] > 1:
+            return c.baddbmm_(a, b, alpha=alpha)
+        pair = _pair(c).baddbmm_(_pair(a), _pair(b), alpha=alpha)
+        return c.copy_(pair[:1])
+    return c.add_(bmm(a, b), alpha=alpha)
+
+
+def baddbmm(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``c + a @ b`` (a new tensor; ``c`` broadcasts to ``[n, M, N]``)."""
+    out = torch.empty([a.shape[0], a.shape[1], b.shape[2]], dtype=c.dtype, device=c.device)
+    return baddbmm_(out.copy_(c), a, b)
