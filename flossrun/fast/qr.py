@@ -3,7 +3,8 @@
 For a tall ``A [..., D, k]`` (D ≥ k): ``G = AᵀA`` in float64, ``G = RᵀR`` (Cholesky, positive
 diagonal), ``Q = A R⁻¹``. The Gram matrix squares the condition number κ of A, so it is always
 formed and factorised in float64; the triangular solve then picks its precision from κ (estimated
-by ``max_i R_ii / min_i R_ii``, a lower bound):
+by ``max_i R_ii / min_i R_ii``, a lower bound), for each matrix of a batch from its own κ, so that
+a matrix's factors never depend on its batch-mates:
 
 - float32 ``A`` with ``κ ≤ F32_SOLVE_COND``: solve in float32 (orthogonality ``≈ ε₃₂κ``, the same
   order as LAPACK Householder in float32);
@@ -27,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from flossrun.fast import blas
+
 F32_SOLVE_COND = 100.0  # float32 A: solve in float32 while ε₃₂κ ≤ 6e-6
 SINGLE_PASS_COND = 4e3  # one pass with a float64 solve while ε₆₄κ² ≤ 4e-9 (≪ ε₃₂ = 6e-8)
 FALLBACK_COND = 1e6  # Householder beyond this (CholQR2 needs κ ≪ ε₆₄^{-1/2} ≈ 7e7)
@@ -48,7 +51,7 @@ def _gram_cholesky_rows(At64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     strided loop, took about half of the call's time). The ``.L`` overload with ``L=``/``info=``
     is the spelling both Python and TorchScript accept.
     """
-    L = torch.bmm(At64, At64.transpose(1, 2)).transpose(1, 2)
+    L = blas.bmm(At64, At64.transpose(1, 2)).transpose(1, 2)
     info = torch.empty(L.shape[0], dtype=torch.int32, device=L.device)
     R, info = torch.ops.aten.linalg_cholesky_ex(L, upper=True, L=L, info=info)
     return R, info == 0
@@ -56,9 +59,10 @@ def _gram_cholesky_rows(At64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 def _solve_rows(R: torch.Tensor, At: torch.Tensor, inplace: bool) -> torch.Tensor:
     """``R⁻ᵀ At`` (= ``(A R⁻¹)ᵀ``) for upper triangular ``R``; overwrites ``At`` if ``inplace``."""
-    if inplace:
-        return torch.linalg.solve_triangular(R.transpose(1, 2), At, upper=False, out=At)
-    return torch.linalg.solve_triangular(R.transpose(1, 2), At, upper=False)
+    # Always the in-place route (on a private copy when not ``inplace``): LAPACK's solve on a
+    # row-major right-hand side rounds differently from one on a fresh column-major result.
+    B = At if inplace else At.clone()
+    return torch.linalg.solve_triangular(R.transpose(1, 2), B, upper=False, out=B)
 
 
 def _householder_positive(A64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,22 +74,42 @@ def _householder_positive(A64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _two_pass_rows(
-    At64: torch.Tensor, R: torch.Tensor, cond: torch.Tensor, fallback_cond: float, inplace: bool
+    At64: torch.Tensor, R: torch.Tensor, cond: torch.Tensor, fallback_cond: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CholQR2 in float64 (``Qᵀ [n, k, D]``, ``R``), with LAPACK Householder for matrices it
-    cannot handle; ``inplace``: ``Qᵀ`` is written into ``At64``."""
+    """CholQR2 in float64 (``Qᵀ [n, k, D]``, ``R``), with LAPACK Householder for the matrices it
+    cannot handle (``cond ≥ fallback_cond``, NaN, or a failed Cholesky in either pass).
+    ``At64`` is left unchanged."""
     bad = ~(cond < fallback_cond)  # also NaN and failed Cholesky (inf)
     Q1t = _solve_rows(R, At64, False)
     R2, ok2 = _gram_cholesky_rows(Q1t)
-    Qt, R = _solve_rows(R2, Q1t, True), torch.bmm(R2, R)
+    Qt, R = _solve_rows(R2, Q1t, True), blas.bmm(R2, R)
     bad = bad | ~ok2
     if bool(bad.any()):
         idx = bad.nonzero().squeeze(1)
         Qh, Rh = _householder_positive(At64[idx].transpose(1, 2))
         Qt, R = Qt.index_copy(0, idx, Qh.transpose(1, 2)), R.index_copy(0, idx, Rh)
-    if inplace:
-        return At64.copy_(Qt), R
     return Qt, R
+
+
+def _float64_rows(
+    At64: torch.Tensor,
+    R: torch.Tensor,
+    cond: torch.Tensor,
+    single_pass_cond: float,
+    fallback_cond: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float64 routes for float32 matrices the float32 solve cannot take, chosen per
+    matrix: one pass with a float64 solve while ``cond ≤ single_pass_cond``, else CholQR2
+    (with its Householder fallback). Returns float64 ``Qᵀ`` and ``R``; ``At64`` is overwritten."""
+    one = cond <= single_pass_cond
+    if bool(one.all()):
+        return _solve_rows(R, At64, True), R
+    Qt, R2 = _two_pass_rows(At64, R, cond, fallback_cond)
+    if bool(one.any()):
+        idx = one.nonzero().squeeze(1)
+        Qt = Qt.index_copy(0, idx, _solve_rows(R[idx], At64[idx], False))
+        R2 = R2.index_copy(0, idx, R[idx])
+    return Qt, R2
 
 
 def cholesky_qr_rows(
@@ -99,28 +123,33 @@ def cholesky_qr_rows(
     (upper triangular, positive diagonal) and ``log diag R [n, k]`` (taken in float64), in the
     dtype of ``At``, with ``A = Q R``.
 
+    Every route is chosen per matrix from that matrix's own condition estimate, so a matrix's
+    result does not depend on the others in the batch (an ensemble's realizations give the same
+    numbers alone or together). For float32 ``At`` all matrices take the float32 solve (the
+    common case); only those whose estimate exceeds ``f32_solve_cond`` are redone in float64.
+
     ``inplace``: write ``Qᵀ`` into ``At`` (which the caller no longer needs). The condition
     thresholds are arguments only because TorchScript cannot read module globals.
     """
-    single = At.dtype != torch.float64
     At64 = At.to(torch.float64)  # At itself when already float64
     R64, ok = _gram_cholesky_rows(At64)
     d = torch.diagonal(R64, 0, -2, -1)
     lo, hi = torch.aminmax(d, dim=-1)
     cond = torch.where(ok, hi / lo, torch.full_like(hi, float("inf")))  # NaN stays NaN
-    worst = float(cond.amax().item())  # one host sync per QR
-    if single and worst <= f32_solve_cond:  # the common case in flossing
-        R = R64.to(At.dtype)
-        Qt = _solve_rows(R, At, inplace)
-    elif single and worst <= single_pass_cond:  # At64 is a private copy here
-        Qt, R = _solve_rows(R64, At64, True).to(At.dtype), R64.to(At.dtype)
+    if At.dtype == torch.float64:
+        Qt, R64 = _two_pass_rows(At64, R64, cond, fallback_cond)
         if inplace:
             Qt = At.copy_(Qt)
-    else:
-        Qt, R64 = _two_pass_rows(At64, R64, cond, fallback_cond, inplace and not single)
-        Qt, R = Qt.to(At.dtype), R64.to(At.dtype)
-        if inplace and single:
-            Qt = At.copy_(Qt)
+        return Qt, R64, torch.log(torch.diagonal(R64, 0, -2, -1))
+    R = R64.to(At.dtype)
+    Qt = _solve_rows(R, At, inplace)  # float32 solve for all (ε₃₂κ ≤ 6e-6 where it is kept)
+    hard = ~(cond <= f32_solve_cond)  # also NaN and failed Cholesky (inf)
+    if bool(hard.any()):  # one host sync per QR
+        idx = hard.nonzero().squeeze(1)
+        Qh, Rh = _float64_rows(At64[idx], R64[idx], cond[idx], single_pass_cond, fallback_cond)
+        R64 = R64.index_copy(0, idx, Rh)
+        Qt[idx] = Qh.to(At.dtype)  # in place: Qt may be the caller's buffer
+        R = R64.to(At.dtype)
     logr = torch.log(torch.diagonal(R64, 0, -2, -1)).to(At.dtype)
     return Qt, R, logr
 
@@ -137,16 +166,16 @@ def qr_backward_rows(
     """
     k = Qt.shape[1]
     if gQt is not None:
-        M = torch.bmm(gQt, Qt.transpose(1, 2))  # Q̄ᵀQ [n, k, k]
+        M = blas.bmm(gQt, Qt.transpose(1, 2))  # Q̄ᵀQ [n, k, k]
         S = torch.where(_lower_mask(k, Qt.device), M, M.transpose(1, 2))  # copyltu(Q̄ᵀQ)
         if gr is not None:
             S.diagonal(0, 1, 2).sub_(torch.diagonal(R, 0, 1, 2) * gr)
-        Y = gQt.baddbmm_(S, Qt, alpha=-1)
+        Y = blas.baddbmm_(gQt, S, Qt, alpha=-1.0)
     else:
         S = torch.zeros_like(R)
         if gr is not None:
             S.diagonal(0, 1, 2).sub_(torch.diagonal(R, 0, 1, 2) * gr)
-        Y = torch.bmm(S, Qt).neg_()
+        Y = blas.bmm(S, Qt).neg_()
     return torch.linalg.solve_triangular(R, Y, upper=True, out=Y)
 
 
