@@ -1,4 +1,4 @@
-"""Jacobian diagnostics built on the dynamics protocol (SPEC §4): long-term Jacobians and
+"""Jacobian diagnostics built on the dynamics protocol (docs/design.md §4): long-term Jacobians and
 error-signal norms as functions of the time lag τ.
 
 - :func:`long_term_jacobian`: singular values of ``∂h_{t0+τ}/∂h_{t0}`` for a grid of τ, by
@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from flossrun.fast.ops import pairwise_sum
 from flossrun.lyapunov import autograd_tangent
 from flossrun.models.base import Dynamics
-from flossrun.tasks import DelayedParity
+from flossrun.tasks import DelayedParity, bce_with_logits
 
 
 @dataclass
@@ -148,7 +148,8 @@ def error_signal_norms(
             h = model.step(h, x[t])
             hs.append(h)
         z = model.readout(h)  # [R, B, O]
-        loss = F.binary_cross_entropy_with_logits(z, y[-1], reduction="none").mean(-1)  # [R, B]
+        loss = bce_with_logits(z, y[-1]).mean(-1)  # [R, B]
         # Trajectories are independent, so the gradient of the sum holds each one's own.
         grads = torch.autograd.grad(loss.sum(), [hs[T - tau] for tau in lags])
-    return torch.stack([g.norm(dim=-1).mean(-1) for g in grads])  # [L, R]
+    norms = [pairwise_sum(g.square(), -1).sqrt() for g in grads]  # [R, B] each
+    return torch.stack([pairwise_sum(n, -1) / B for n in norms])  # [L, R]

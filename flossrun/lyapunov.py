@@ -1,4 +1,4 @@
-"""Differentiable Lyapunov spectrum by the QR (Benettin) algorithm (SPEC §4).
+"""Differentiable Lyapunov spectrum by the QR (Benettin) algorithm (docs/design.md §4).
 
 For a dynamics with ``step(h, x)`` and optionally ``tangent(h, x, Q)``:
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from flossrun import seeding
+from flossrun.fast.ops import pairwise_sum
 from flossrun.fast.parallel import ensemble_slices, map_slices
 from flossrun.fast.qr import cholesky_qr
 from flossrun.models.base import Dynamics
@@ -172,7 +173,7 @@ def lyapunov_spectrum(
         out = fused(h0, inputs, Q, qr_at, keep)
         if out is not None:
             block_logs, h = out  # [n_blocks, ..., k], [..., D]
-            return LyapunovResult(block_logs.sum(0) / sum(steps), block_logs, steps, h)
+            return LyapunovResult(pairwise_sum(block_logs) / sum(steps), block_logs, steps, h)
     tangent = getattr(dynamics, "tangent", None)
     if tangent is None:
 
@@ -189,4 +190,4 @@ def lyapunov_spectrum(
             if t > transient:
                 logs.append(torch.log(torch.abs(r)))
     block_logs = torch.stack(logs)  # [n_blocks, ..., k]
-    return LyapunovResult(block_logs.sum(0) / sum(steps), block_logs, steps, h)
+    return LyapunovResult(pairwise_sum(block_logs) / sum(steps), block_logs, steps, h)

@@ -1,4 +1,4 @@
-"""One ``flossrun`` job from a validated config: the schedule of SPEC §5, resumable.
+"""One ``flossrun`` job from a validated config: the schedule of docs/design.md §5, resumable.
 
     floss.name selects the phases (none | pre | pre_during); floss.k = 0 means no flossing.
     preflossing (floss.pre_epochs) → evaluate at epoch 0
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from flossrun import io, seeding
 from flossrun.config import ConfigError, resolve_device
 from flossrun.diagnostics import condition_number, error_signal_norms, long_term_jacobian
+from flossrun.fast.ops import realization_mean
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import VanillaRNN
 from flossrun.tasks import make_task, random_bits
@@ -227,7 +228,7 @@ class Run:
                 qr_every=f.qr_every, frames=self.gens["frame"],
             )  # fmt: skip
             self.state["floss_done"] += 1
-            lam1 = out["exponents"][..., 0].mean(1)  # [R]
+            lam1 = realization_mean(out["exponents"][..., 0])  # [R]
             self.record(
                 "floss", self.state["floss_done"], {"floss_loss": out["loss"], "lambda_1": lam1}
             )

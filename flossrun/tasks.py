@@ -1,4 +1,4 @@
-"""Delayed-parity tasks (SPEC §3): delayed copy, delayed XOR and temporal XOR.
+"""Delayed-parity tasks (docs/design.md §3): delayed copy, delayed XOR and temporal XOR.
 
 Inputs are ``S`` independent streams of i.i.d. fair bits times ``amplitude``. Channel ``s`` has
 its own target: the parity of ``m`` taps of its own stream spread evenly over the delay ``d``,
@@ -16,10 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from flossrun.fast.ops import realization_mean, softplus
 
 TASK_TAPS = {"delayed_copy": 1, "delayed_xor": 2}
 TASK_NAMES = ("delayed_copy", "delayed_xor", "temporal_xor")
+
+
+def bce_with_logits(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Elementwise binary cross-entropy of logits ``z`` against bits ``y`` (nats):
+    ``softplus(z) − y z``, with :func:`flossrun.fast.ops.softplus` (whose value and gradient
+    ``σ(z) − y`` do not depend on where an element sits in its tensor, unlike PyTorch's own)."""
+    return softplus(z) - y * z
 
 
 @dataclass(frozen=True)
@@ -83,15 +91,13 @@ class DelayedParity:
 
         ``z``, ``y``: ``[T, R, B, O]``.
         """
-        d = self.delay
-        bce = F.binary_cross_entropy_with_logits(z[d:], y[d:], reduction="none")
-        return bce.mean(dim=(0, 2, 3))
+        return realization_mean(bce_with_logits(z[self.delay :], y[self.delay :]), dim=1)
 
     def accuracy(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Fraction of counted bits with ``(z > 0) == y``, per realization: ``[R]``."""
         d = self.delay
         hit = ((z[d:] > 0).to(y.dtype) == y[d:]).to(z.dtype)
-        return hit.mean(dim=(0, 2, 3))
+        return realization_mean(hit, dim=1)
 
 
 def random_bits(

@@ -1,4 +1,4 @@
-"""One training epoch, one flossing epoch and one evaluation (SPEC §5), for an ensemble.
+"""One training epoch, one flossing epoch and one evaluation (docs/design.md §5), for an ensemble.
 
 Losses are summed over realizations so every realization's gradient is its own; Adam is
 elementwise, so one optimiser over ``[R, ...]`` tensors is ``R`` independent optimisers.
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from flossrun.fast.ops import realization_norm
 from flossrun.fast.parallel import caller_on_one_thread
 from flossrun.flossing import floss_exponents, flossing_loss
 from flossrun.lyapunov import SeedLike
@@ -34,7 +35,7 @@ def clip_per_realization(params: Sequence[torch.nn.Parameter], max_norm: float) 
     for p in params:
         if p.grad is None:
             continue
-        norms = p.grad.reshape(p.shape[0], -1).norm(dim=1)  # [R]
+        norms = realization_norm(p.grad)  # [R]
         scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         p.grad.mul_(per_realization(scale, p.grad))
 
@@ -87,7 +88,7 @@ def train_epoch(
     z = model.predict(x)  # [T, R, B, O]
     loss = task.loss(z, y)  # [R]
     loss.sum().backward()
-    grad_h0 = model.h0.grad.reshape(model.R, -1).norm(dim=1)
+    grad_h0 = realization_norm(model.h0.grad)
     alive &= torch.isfinite(loss) & finite_grads(params)
     clip_per_realization(params, clip)
     guarded_step(optimizer, params, alive)

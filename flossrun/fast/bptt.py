@@ -1,4 +1,5 @@
-"""The vanilla RNN over a whole sequence, readout included, with a hand-written backward (SPEC §2).
+"""The vanilla RNN over a whole sequence, readout included, with a hand-written backward
+(docs/design.md §2).
 
     h_t = W φ(h_{t-1}) + V x_t + b,   z_t = w_out h_t + b_out,   t = 1..T,   φ = tanh
 
@@ -16,7 +17,7 @@ Backward, with g_t = w_outᵀ ∂L/∂z_t (+ ∂L/∂h_t when the states themsel
 Four ops per step backward (the δ recursion in place in the buffer that held g, and two
 ``bmm``). φ' = 1 − φ² is what autograd's tanh backward computes, so the kernel reproduces the
 plain autograd loop; it rounds to 0 only where |h| ≳ 9 (float32), where the true φ' < 1e-7.
-(The Lyapunov engine's Jacobian uses 1/cosh² instead, SPEC §4, as its exponents need it.)
+(The Lyapunov engine's Jacobian uses 1/cosh² instead, docs/design.md §2, as its exponents need it.)
 
 Time-major ``[T, R, B, N]`` buffers throughout: each step reads and writes contiguous blocks.
 """
@@ -25,6 +26,9 @@ from __future__ import annotations
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from flossrun.fast import blas
+from flossrun.fast.ops import pairwise_sum
 
 
 def small_matmul(
@@ -38,7 +42,9 @@ def small_matmul(
     """
     k = a.shape[-1]
     if k > 4:
-        out = torch.matmul(a, m)
+        T, R, B, n = a.shape[0], a.shape[1], a.shape[2], m.shape[-1]
+        ms = m.expand(T, R, k, n).contiguous().view(T * R, k, n)  # a copy of m per step
+        out = blas.bmm(a.reshape(T * R, B, k), ms).view(T, R, B, n)
         return out if bias is None else out.add_(bias[:, None, :])
     if bias is None:
         out = a[..., 0:1] * m[:, 0:1]
@@ -53,11 +59,12 @@ def sum_outer(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``Σ_{t,b} a[t,r,b] c[t,r,b]ᵀ`` for ``a [T, R, B, m]``, ``c [T, R, B, n]`` -> ``[R, m, n]``.
 
     One ``bmm`` over the ``T·R`` blocks (time-major rows cannot be merged per realization
-    without a copy), then a sum over time.
+    without a copy), then a pairwise sum over time (:func:`flossrun.fast.ops.pairwise_sum`: the
+    same rounding for a realization alone or in an ensemble).
     """
     T, R, B = a.shape[:3]
-    blocks = torch.bmm(a.reshape(T * R, B, -1).transpose(1, 2), c.reshape(T * R, B, -1))
-    return blocks.view(T, R, *blocks.shape[1:]).sum(0)
+    blocks = blas.bmm(a.reshape(T * R, B, -1).transpose(1, 2), c.reshape(T * R, B, -1))
+    return pairwise_sum(blocks.view(T, R, *blocks.shape[1:]))
 
 
 def _unroll(
@@ -74,7 +81,7 @@ def _unroll(
     torch.tanh(h0, out=phi_t[0])
     for t in range(T):
         prev, nxt = (t, t + 1) if keep else (t % 2, (t + 1) % 2)
-        h_t[t].baddbmm_(phi_t[prev], WT)
+        blas.baddbmm_(h_t[t], phi_t[prev], WT)
         torch.tanh(h_t[t], out=phi_t[nxt])
     return hs, phis
 
@@ -104,7 +111,7 @@ class _VanillaRNN(torch.autograd.Function):
             return (None,) * 7
         if g_z is not None:
             grad_w_out = sum_outer(g_z, hs)
-            grad_b_out = g_z.sum(0).sum(1)
+            grad_b_out = pairwise_sum(pairwise_sum(g_z), 1)  # [R, O]
             delta = small_matmul(g_z, w_out)  # [T, R, B, N]: g_t, becomes δ_t in place
             if g_hs is not None:
                 delta += g_hs
@@ -119,8 +126,8 @@ class _VanillaRNN(torch.autograd.Function):
             if t < T - 1:
                 torch.addcmul(one, phi_t[t + 1], phi_t[t + 1], value=-1, out=dphi)
                 d_t[t].addcmul_(dphi, back)
-            grad_W.baddbmm_(d_t[t].transpose(1, 2), phi_t[t])
-            torch.bmm(d_t[t], W, out=back)
+            blas.baddbmm_(grad_W, d_t[t].transpose(1, 2), phi_t[t])
+            blas.bmm_into(back, d_t[t], W)
         torch.addcmul(one, phi_t[0], phi_t[0], value=-1, out=dphi)
         grad_h0 = dphi.mul_(back)
         ones = torch.ones_like(x[..., :1])

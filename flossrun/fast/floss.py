@@ -1,4 +1,4 @@
-"""The Benettin pass of the vanilla RNN with a hand-written adjoint (flossing, SPEC §4–5).
+"""The Benettin pass of the vanilla RNN with a hand-written adjoint (flossing, docs/design.md §4–5).
 
 Forward, for t = 1..T (``h [R, B, N]``, frame ``Q [R, B, N, k]``):
 
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
+from flossrun.fast import blas
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh
 from flossrun.fast.parallel import ensemble_slices, map_slices
@@ -61,8 +62,8 @@ def _forward(
     for t in range(u.shape[0]):
         d, p = dtanh(h), torch.tanh(h)  # [R, B, N]
         Pt = (Qt.view(R, B, k, N) * d.unsqueeze(-2)).view(R, B * k, N)  # (φ'(h_{t-1}) ⊙ Q)ᵀ
-        At = torch.bmm(Pt, WT)  # A_tᵀ = P_tᵀ Wᵀ [R, B·k, N]
-        h = torch.baddbmm(u[t], p, WT)
+        At = blas.bmm(Pt, WT)  # A_tᵀ = P_tᵀ Wᵀ [R, B·k, N]
+        h = blas.baddbmm(u[t], p, WT)
         record = [Qt, d, p]
         if qr_at[t]:
             Qt, Rt, logr = cholesky_qr_rows(At.view(R * B, k, N), True)  # Qᵀ written into At
@@ -106,16 +107,16 @@ def _backward(
             if gQt is not None or gr is not None:
                 gQ_ = None if gQt is None else gQt.view(R * B, k, N)
                 gAt = qr_backward_rows(gQ_, gr, Qt.view(R * B, k, N), Rt).view(R, B * k, N)
-        back = torch.bmm(gh, W).mul_(d)  # φ'(h_{t-1}) ⊙ Wᵀδ_t, as rows [R, B, N]
+        back = blas.bmm(gh, W).mul_(d)  # φ'(h_{t-1}) ⊙ Wᵀδ_t, as rows [R, B, N]
         if gAt is not None:
             Pt = (Qt_prev.view(R, B, k, N) * d.unsqueeze(-2)).view(R, B * k, N)
-            gW.baddbmm_(gAt.transpose(1, 2), Pt)  # Ā Pᵀ
-            gPt = torch.bmm(gAt, W)  # (Wᵀ Ā)ᵀ [R, B·k, N]
+            blas.baddbmm_(gW, gAt.transpose(1, 2), Pt)  # Ā Pᵀ
+            gPt = blas.bmm(gAt, W)  # (Wᵀ Ā)ᵀ [R, B·k, N]
             gQt = (gPt.view(R, B, k, N) * d.unsqueeze(-2)).view(R, B * k, N)
             dbar = torch.linalg.vecdot(gPt.view(R, B, k, N), Qt_prev.view(R, B, k, N), dim=-2)
             back.addcmul_(dbar, p * d, value=-2.0)  # dφ'/dh
         gu[t].copy_(gh)
-        gW.baddbmm_(gh.transpose(1, 2), p)
+        blas.baddbmm_(gW, gh.transpose(1, 2), p)
         gh = back
     return gW, gu, gh
 

@@ -1,10 +1,12 @@
-"""The dynamics protocol shared by every model and the Lyapunov engine (SPEC §4)."""
+"""The dynamics protocol shared by every model and the Lyapunov engine (docs/design.md §4)."""
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
 import torch
+
+from flossrun.fast import blas
 
 
 @runtime_checkable
@@ -26,7 +28,7 @@ def bmv(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """
     R = M.shape[0]
     flat = v.reshape(R, -1, v.shape[-1])  # [R, n, Q]
-    return torch.bmm(flat, M.transpose(1, 2)).reshape(*v.shape[:-1], M.shape[1])
+    return blas.bmm(flat, M.transpose(1, 2)).reshape(*v.shape[:-1], M.shape[1])
 
 
 def bmm_columns(M: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
@@ -34,7 +36,7 @@ def bmm_columns(M: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     R, D, k = Q.shape[0], Q.shape[-2], Q.shape[-1]
     batch = Q.shape[1:-2]
     cols = Q.movedim(-2, 1).reshape(R, D, -1)  # [R, D, n*k]
-    out = torch.bmm(M, cols)  # [R, P, n*k]
+    out = blas.bmm(M, cols)  # [R, P, n*k]
     return out.reshape(R, M.shape[1], *batch, k).movedim(1, -2)
 
 

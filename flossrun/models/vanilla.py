@@ -1,4 +1,4 @@
-"""The vanilla tanh RNN ensemble of the paper (SPEC §2).
+"""The vanilla tanh RNN ensemble of the paper (docs/design.md §2).
 
     h_t = W φ(h_{t-1}) + V x_t + b,     z_t = w_out h_t + b_out,     φ = tanh
 
@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from flossrun import seeding
-from flossrun.fast.bptt import vanilla_rnn
+from flossrun.fast import blas
+from flossrun.fast.bptt import small_matmul, vanilla_rnn
 from flossrun.fast.floss import vanilla_lyapunov
-from flossrun.fast.ops import dtanh
+from flossrun.fast.ops import dtanh, repeat_along
 from flossrun.models.base import bmm_columns, bmv, with_realization_axis
 
 __all__ = ["H0_BURN_IN", "VanillaRNN", "draw_gains", "dtanh", "haar_orthogonal"]
@@ -132,7 +133,7 @@ class VanillaRNN(nn.Module):
 
     def initial_state(self, batch: int) -> torch.Tensor:
         """``h0`` repeated over a batch: ``[R, B, N]``."""
-        return self.h0.unsqueeze(1).expand(self.R, batch, self.N)
+        return repeat_along(self.h0, 1, batch)
 
     def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """One step ``W φ(h) + V x + b``; ``h [R, *B, N]``, ``x [R, *B, S]`` or ``[*B, S]``."""
@@ -172,23 +173,26 @@ class VanillaRNN(nn.Module):
     def logits(self, hs: torch.Tensor) -> torch.Tensor:
         """Logits of a whole sequence: ``[T, R, *B, N]`` -> ``[T, R, *B, O]``.
 
-        One matmul broadcast over time, so a time-major ``hs`` is read in place (no copy).
+        One batched product over time and realizations (:func:`flossrun.fast.bptt.small_matmul`).
         """
         T, R = hs.shape[:2]
         rows = hs.reshape(T, R, -1, self.N)  # [T, R, n, N]
-        z = torch.matmul(rows, self.w_out.transpose(1, 2)) + self.b_out[:, None, :]
+        z = small_matmul(rows, self.w_out.transpose(1, 2), self.b_out)
         return z.reshape(*hs.shape[:-1], self.O)
 
     def drive(self, x: torch.Tensor) -> torch.Tensor:
         """Input drive ``V x_t + b`` for a whole sequence: ``[T, R, B, S]`` -> ``[T, R, B, N]``.
 
-        One ``baddbmm`` over all ``T·B`` rows of each realization (the bias folded in).
+        One ``bmm`` of ``[x, 1]`` against ``[V, b]`` over all ``T·B`` rows of each realization,
+        so that the gradients of ``V`` and ``b`` are one ``bmm`` too (a broadcast bias would be
+        reduced by ``torch.sum``, whose rounding depends on the ensemble's size).
         """
         if x.dim() == 3:  # shared input [T, B, S]
             x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
         T, R, B, S = x.shape
-        rows = x.transpose(0, 1).reshape(R, T * B, S)  # [R, T·B, S]
-        u = torch.baddbmm(self.b.unsqueeze(1), rows, self.V.transpose(1, 2))  # [R, T·B, N]
+        rows = torch.cat([x, torch.ones_like(x[..., :1])], -1).transpose(0, 1)  # [R, T, B, S+1]
+        Vb = torch.cat([self.V, self.b.unsqueeze(-1)], -1)  # [R, N, S+1]
+        u = blas.bmm(rows.reshape(R, T * B, S + 1), Vb.transpose(1, 2))  # [R, T·B, N]
         return u.reshape(R, T, B, self.N).transpose(0, 1)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
@@ -215,7 +219,7 @@ class VanillaRNN(nn.Module):
         WT = self.W.transpose(1, 2)
         hs = []
         for t in range(u.shape[0]):
-            h = torch.baddbmm(u[t], torch.tanh(h), WT)
+            h = blas.baddbmm(u[t], torch.tanh(h), WT)
             hs.append(h)
         hs = torch.stack(hs)
         return hs, self.logits(hs)
