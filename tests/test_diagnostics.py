@@ -1,4 +1,5 @@
-"""Jacobian diagnostics (SPEC §4): long-term Jacobian singular values and error-signal norms."""
+"""Jacobian diagnostics (docs/design.md §4): long-term Jacobian singular values and error-signal
+norms."""
 
 from __future__ import annotations
 

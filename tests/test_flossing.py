@@ -1,4 +1,5 @@
-"""Gradient flossing (SPEC §5, claim 1): the loss, and that flossing moves λ_1 to a target."""
+"""Gradient flossing (docs/design.md §5, claim 1): the loss, and that flossing moves λ_1 to a
+target."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Lyapunov engine (SPEC §4) against exact identities and known values."""
+"""The Lyapunov engine (docs/design.md §4) against exact identities and known values."""
 
 from __future__ import annotations
 

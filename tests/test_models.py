@@ -1,4 +1,5 @@
-"""The vanilla RNN ensemble (SPEC §2, §6): tangent, parameters, initialisation, independence."""
+"""The vanilla RNN ensemble (docs/design.md §2, §6): tangent, parameters, initialisation,
+independence."""
 
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def test_forward_equals_step_loop_and_readout(float64):
             torch.testing.assert_close(model.logits(hs)[t], z, rtol=1e-12, atol=1e-12)
 
 
-# --- ensemble independence (SPEC §6) ------------------------------------------------------
+# --- ensemble independence (docs/design.md §6) ----------------------------------------------------
 SEED, R_ENS = 11, 4
 
 

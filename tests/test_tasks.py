@@ -1,4 +1,4 @@
-"""Delayed-parity tasks (SPEC §3): targets, counted steps, seeding, validation."""
+"""Delayed-parity tasks (docs/design.md §3): targets, counted steps, seeding, validation."""
 
 from __future__ import annotations
 
