@@ -48,11 +48,12 @@ K, FLOSS_STEPS, TRANSIENT, FLOSS_BATCH = 75, 55, 16, 1  # flossed exponents, ste
 CLIP, LR = 0.03, 1e-3  # per-tensor gradient clip (training), Adam learning rate
 
 # --- estimate of `make figures SCALE=paper`, in network-epochs ------------------------------
-# Assumed paper-scale grids (SPEC §8; the paper does not publish every grid): 10 realizations
-# per setting, 10^4 training epochs, 500 preflossing epochs, pre_during adds 2 phases of 500;
-# 6 delays per task; flossing counted at k = 75 (smaller k is cheaper); LSTM/GRU counted at
-# vanilla cost (they are ~3-4x dearer); evaluation (512 test sequences every 100 epochs,
-# forward only) adds ~10 % to training. Orbit-diagram and loss-landscape presets are small.
+# Assumed paper-scale grids (docs/design.md §8; the paper does not publish every grid):
+# 10 realizations per setting, 10^4 training epochs, 500 preflossing epochs, pre_during adds
+# 2 phases of 500; 6 delays per task; flossing counted at k = 75 (smaller k is cheaper);
+# LSTM/GRU counted at vanilla cost (they are ~3-4x dearer); evaluation (512 test sequences every
+# 100 epochs, forward only) adds ~10 % to training. Orbit-diagram and loss-landscape presets are
+# small.
 REALIZ, EPOCHS, PRE, PHASES = 10, 10_000, 500, 2 * 500
 PAPER_NETWORK_EPOCHS = {  # preset: (training network-epochs, flossing network-epochs)
     "lyapunov_control": (0, 3 * REALIZ * 100),  # 3 targets, ~100 flossing epochs

@@ -1,7 +1,7 @@
 """flossrun-report on synthetic run directories: discovery, status, statistics, figures, CLI.
 
-Run directories are written here by hand (the contract of SPEC §7), so the report is checked
-against hand-counted success rates without running any training.
+Run directories are written here by hand (the contract of docs/design.md §7), so the report is
+checked against hand-counted success rates without running any training.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Collect every run below some paths into tidy pandas frames (SPEC §7).
+"""Collect every run below some paths into tidy pandas frames (docs/design.md §7).
 
 ``collect(paths)`` returns a :class:`Collection`:
 

@@ -1,4 +1,4 @@
-"""The preset figures of SPEC §8, one function each: ``figure(exp) -> Figure | None``.
+"""The preset figures of docs/design.md §8, one function each: ``figure(exp) -> Figure | None``.
 
 ``exp`` is :meth:`Collection.subset` of one experiment (its finished runs); a function returns
 ``None`` when the runs hold none of the data it draws. Statistics pool the realizations of every

@@ -1,4 +1,4 @@
-"""Find flossrun run directories and read one of them (SPEC §7).
+"""Find flossrun run directories and read one of them (docs/design.md §7).
 
 A run directory is any directory holding ``.hydra/config.yaml``. Below it the runner writes
 ``metrics.csv``, ``spectra.csv``, ``diagnostics.csv`` (tidy, long format), ``summary.csv`` (one
