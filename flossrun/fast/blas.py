@@ -69,6 +69,26 @@ def _pair(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([xt, xt]).transpose(1, 2)
 
 
+def direct(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the plain ops (``torch.bmm``, ``baddbmm_``) already give every matrix of
+    ``a [n, M, K] @ b [n, K, N]`` its placement-independent result: on GPUs, and on CPU for a
+    batch of two or more on the batched route. Kernels whose step loops repeat one shape decide
+    this once (every step's slice of a block-aligned buffer is aligned alike) and then call the
+    plain ops, without a check per step."""
+    return a.device.type != "cpu" or (a.shape[0] > 1 and batched_route(a, b))
+
+
+def paired(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """A lone realization (size 1 along ``dim``) as two copies of itself, so that a kernel runs
+    it through the batched products an ensemble's member gets (take index 0 of the result)."""
+    return torch.cat([x, x], dim)
+
+
+def zero_paired(g: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """The gradient of a :func:`paired` result: ``g`` for copy 0, zeros for copy 1."""
+    return torch.cat([g, torch.zeros_like(g)], dim)
+
+
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for ``a [n, M, K]``, ``b [n, K, N]`` -> ``[n, M, N]`` (contiguous)."""
     if a.device.type != "cpu":

@@ -79,9 +79,13 @@ def _unroll(
     WT = W.transpose(1, 2).contiguous()  # a contiguous operand makes each bmm ~30% faster
     h_t, phi_t = hs.unbind(0), phis.unbind(0)
     torch.tanh(h0, out=phi_t[0])
+    direct = blas.direct(phi_t[0], WT) and blas.direct(phi_t[-1], WT)  # once for every step
     for t in range(T):
         prev, nxt = (t, t + 1) if keep else (t % 2, (t + 1) % 2)
-        blas.baddbmm_(h_t[t], phi_t[prev], WT)
+        if direct:
+            h_t[t].baddbmm_(phi_t[prev], WT)
+        else:
+            blas.baddbmm_(h_t[t], phi_t[prev], WT)
         torch.tanh(h_t[t], out=phi_t[nxt])
     return hs, phis
 
@@ -122,12 +126,19 @@ class _VanillaRNN(torch.autograd.Function):
         dphi = torch.empty_like(back)
         one = torch.ones((), dtype=W.dtype, device=W.device)
         d_t, phi_t = delta.unbind(0), phis.unbind(0)
+        dT = d_t[0].transpose(1, 2)
+        direct = blas.direct(dT, phi_t[0]) and blas.direct(d_t[0], W)
+        direct = direct and blas.direct(d_t[-1], W) and blas._offset_aligned(back)
         for t in range(T - 1, -1, -1):  # d_t[t] is δ_{t+1} (h_{t+1} = hs[t])
             if t < T - 1:
                 torch.addcmul(one, phi_t[t + 1], phi_t[t + 1], value=-1, out=dphi)
                 d_t[t].addcmul_(dphi, back)
-            blas.baddbmm_(grad_W, d_t[t].transpose(1, 2), phi_t[t])
-            blas.bmm_into(back, d_t[t], W)
+            if direct:
+                grad_W.baddbmm_(d_t[t].transpose(1, 2), phi_t[t])
+                torch.bmm(d_t[t], W, out=back)
+            else:
+                blas.baddbmm_(grad_W, d_t[t].transpose(1, 2), phi_t[t])
+                blas.bmm_into(back, d_t[t], W)
         torch.addcmul(one, phi_t[0], phi_t[0], value=-1, out=dphi)
         grad_h0 = dphi.mul_(back)
         ones = torch.ones_like(x[..., :1])
@@ -152,6 +163,11 @@ def vanilla_rnn(
     Without autograd (``torch.no_grad`` or no input requiring grad) nothing is kept for a
     backward pass.
     """
+    if W.shape[0] == 1 and W.device.type == "cpu":  # alone as in an ensemble (fast.blas)
+        hs, z = vanilla_rnn(
+            blas.paired(x, 1), *(blas.paired(p) for p in (W, V, b, h0, w_out, b_out))
+        )
+        return hs[:, :1], z[:, :1]
     params = (W, V, b, h0, w_out, b_out)
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return _VanillaRNN.apply(x, *params)

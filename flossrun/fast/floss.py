@@ -130,11 +130,23 @@ forward_jit = script(_forward)
 backward_jit = script(_backward)
 
 
+def _lone(s: slice, device: torch.device) -> bool:
+    """A slice of one realization on CPU runs paired with a copy of itself (fast.blas.paired)."""
+    return s.stop - s.start == 1 and device.type == "cpu"
+
+
 def _sliced_forward(W, u, h0, Q0, qr_at, keep, trace):
     """:func:`_forward` over the ensemble's slices: ``(block_logs, h_T, slices, traces)``."""
     slices = ensemble_slices(W.shape[0], W.device)
-    calls = [(W[s], u[:, s], h0[s], Q0[s], qr_at, keep, trace) for s in slices]
+    calls = []
+    for s in slices:
+        call = (W[s], u[:, s], h0[s], Q0[s])
+        if _lone(s, W.device):
+            call = tuple(blas.paired(x, 1 if i == 1 else 0) for i, x in enumerate(call))
+        calls.append((*call, qr_at, keep, trace))
     logs, h, traces = zip(*map_slices(forward_jit, calls), strict=True)
+    logs = [x[:, :1] if _lone(s, W.device) else x for x, s in zip(logs, slices, strict=True)]
+    h = [x[:1] if _lone(s, W.device) else x for x, s in zip(h, slices, strict=True)]
     return _cat(logs, 1), _cat(h, 0), slices, traces
 
 
@@ -151,11 +163,17 @@ class _VanillaLyapunov(torch.autograd.Function):
     def backward(ctx, g_logs, g_h):
         (W,) = ctx.saved_tensors
         slices, traces, keep = ctx.trace
-        calls = [
-            (W[s], steps, keep, g_logs[:, s], g_h[s])
-            for s, steps in zip(slices, traces, strict=True)
-        ]
-        gW, gu, gh = zip(*map_slices(backward_jit, calls), strict=True)
+        calls = []
+        for s, steps in zip(slices, traces, strict=True):
+            if _lone(s, W.device):
+                gl, gh_ = blas.zero_paired(g_logs[:, s], 1), blas.zero_paired(g_h[s])
+                calls.append((blas.paired(W[s]), steps, keep, gl, gh_))
+            else:
+                calls.append((W[s], steps, keep, g_logs[:, s], g_h[s]))
+        gW, gu, gh = (list(x) for x in zip(*map_slices(backward_jit, calls), strict=True))
+        for i, s in enumerate(slices):
+            if _lone(s, W.device):
+                gW[i], gu[i], gh[i] = gW[i][:1], gu[i][:, :1], gh[i][:1]
         return _cat(gW, 0), _cat(gu, 1), _cat(gh, 0), None, None, None
 
 
