@@ -19,11 +19,34 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
-from flossrun.config import ConfigError, register_configs, validate
+from flossrun.config import ConfigError, register_configs, resolve_device, validate
+from flossrun.provenance import (
+    CONFLICT_FILE,
+    code_provenance,
+    describe_code,
+    identity_diff,
+    identity_text,
+    read_provenance,
+    run_identity,
+    same_code,
+    write_conflict,
+    write_hydra_files,
+    write_provenance,
+)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+def find_config_dir() -> Path:
+    """The config groups: ``flossrun/configs`` in an installed wheel, ``configs/`` next to the
+    package in a checkout or an editable install (both come from the repository's ``configs/``)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"flossrun: no configs/config.yaml in {here} or {here.parent}")
+
+
+CONFIG_DIR = find_config_dir()
 GROUPS = ("task", "model", "floss", "train", "experiment")
-HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "flossrun.log")
 log = logging.getLogger("flossrun")
 
 
@@ -78,13 +101,17 @@ def check_group_choices(args: list[str]) -> None:
                 raise ConfigError(f"{group}={v}: unknown {group} (allowed: {', '.join(allowed)})")
 
 
-def discard_hydra_files(out: Path) -> None:
-    """Remove what Hydra wrote for a job that never started, so no report mistakes it for a run."""
-    for rel in HYDRA_FILES:
-        (out / rel).unlink(missing_ok=True)
-    for d in (out / ".hydra", out):
-        if d.is_dir() and not any(d.iterdir()):
-            d.rmdir()
+def discard_empty_folder(out: Path) -> None:
+    """Remove what Hydra made for a refused job in a folder that holds no run (its log)."""
+    if (out / ".hydra").exists() or (out / "checkpoint.pt").exists():
+        return
+    (out / f"{HydraConfig.get().job.name}.log").unlink(missing_ok=True)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
+class FolderConflict(ConfigError):
+    """The run folder holds a run of another config or another code (``conflict.txt``)."""
 
 
 def set_threads(cfg: DictConfig) -> None:
@@ -124,41 +151,77 @@ def human_summary(out: Path, rows: list[tuple], cfg: DictConfig) -> str:
     ])  # fmt: skip
 
 
-def run_is_finished(out: Path, cfg: DictConfig) -> bool:
-    """A finished run of this very config is in ``out`` (cheap: no model is built)."""
-    from flossrun.runner import run_config_text
+def check_folder(out: Path, identity: dict, code: dict) -> str:
+    """What ``out`` holds for a job of this identity and code: ``fresh``, ``resume``,
+    ``finished`` (same code), ``finished_other_code``; raises :class:`FolderConflict` for
+    another config, or an unfinished run of other code (resuming it would mix two codes)."""
+    ck_path = out / "checkpoint.pt"
+    if not ck_path.exists():
+        return "fresh"
+    ck = io.load_checkpoint(ck_path)
+    redo = (
+        f"delete {out} to redo it, or give this job its own folder "
+        "(hydra.run.dir=..., or hydra.sweep.dir=... with -m)"
+    )
+    if ck["config"] != identity_text(identity):
+        diff = identity_diff(ck["config"], identity)
+        raise FolderConflict(f"{out} holds a run of another config ({diff}); {redo}")
+    stored = read_provenance(out)
+    finished = ck["state"]["finished"] and (out / "summary.csv").exists()
+    if finished:
+        return "finished" if same_code(stored, code) else "finished_other_code"
+    if not same_code(stored, code):
+        raise FolderConflict(
+            f"{out} holds an unfinished run of {describe_code(stored)}, this is "
+            f"{describe_code(code)}; resuming would mix two codes in one run: {redo}"
+        )
+    return "resume"
 
-    ck = out / "checkpoint.pt"
-    if not ((out / "summary.csv").exists() and ck.exists()):
-        return False
-    state = io.load_checkpoint(ck)
-    return state["state"]["finished"] and state["config"] == run_config_text(cfg)
+
+def refuse(out: Path, err: ConfigError) -> None:
+    """Leave the folder as it was and say why, in one line (``conflict.txt`` for conflicts)."""
+    print(f"flossrun: error: {err}", file=sys.stderr)
+    discard_empty_folder(out)
+    if isinstance(err, FolderConflict):
+        write_conflict(out, str(err))
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise err  # this job fails; the sweep's other jobs still run
+    sys.exit(2)
 
 
 def job(cfg: DictConfig) -> None:
-    """One Hydra job: validate, run or resume, write summary and plots."""
+    """One Hydra job: validate, check the folder, run or resume, write summary and plots."""
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate(cfg)
+        device = resolve_device(cfg.device).type
+        identity, code = run_identity(cfg, device), code_provenance(device)
+        verdict = check_folder(out, identity, code)
     except ConfigError as err:
-        print(f"flossrun: error: {err}", file=sys.stderr)
-        discard_hydra_files(out)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # this job fails; the sweep's other jobs still run
-        sys.exit(2)
+        refuse(out, err)
+        return
+    if verdict.startswith("finished"):
+        note = "" if verdict == "finished" else (
+            f" by {describe_code(read_provenance(out))}, not this {describe_code(code)}"
+        )  # fmt: skip
+        print(f"flossrun: {out} already finished{note}; skipped (delete the folder to redo it)")
+        return
+    if verdict == "resume":
+        if code["git_dirty"] is not None:  # dirty if any part of the run ran on a dirty tree
+            code["git_dirty"] = code["git_dirty"] or bool(
+                (read_provenance(out) or {}).get("git_dirty")
+            )
+    write_hydra_files(out, cfg, HydraConfig.get())
+    write_provenance(out, code)
+    for name in (io.FAILED_FILE, CONFLICT_FILE):
+        (out / name).unlink(missing_ok=True)
     set_threads(cfg)
     from flossrun import plots
     from flossrun.runner import Run, summary_rows
 
-    if run_is_finished(out, cfg):
-        print(f"flossrun: {out} already finished; skipped (delete the folder to run it again)")
-        return
-    (out / io.FAILED_FILE).unlink(missing_ok=True)
     try:
         run = Run(cfg, out)
-        if not run.execute():
-            print(f"flossrun: {out} already finished; skipped (delete the folder to run it again)")
-            return
+        run.execute()
         rows = summary_rows(run)
         io.write_csv(out / "summary.csv", io.SUMMARY_COLUMNS, rows)
         t = cfg.task

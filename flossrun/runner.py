@@ -29,6 +29,7 @@ from flossrun.diagnostics import condition_number, error_signal_norms, long_term
 from flossrun.fast.ops import realization_mean
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import VanillaRNN
+from flossrun.provenance import identity_diff, identity_text, run_identity
 from flossrun.tasks import make_task, random_bits
 from flossrun.training import evaluate, floss_epoch, make_adam, train_epoch
 
@@ -37,20 +38,13 @@ STREAMS = ("train", "floss", "frame")  # random streams that advance during a ru
 EVAL_EXPONENTS = 10  # λ_1..λ_min(k,10) at every evaluation
 
 
-def run_config_text(cfg: DictConfig) -> str:
-    """The config that determines the numbers (everything but hydra, device and threads)."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("hydra", "device", "threads"):
-        plain.pop(key, None)
-    return OmegaConf.to_yaml(plain)
-
-
 class Run:
     """Builds everything a job needs and executes the schedule, writing into ``out``."""
 
     def __init__(self, cfg: DictConfig, out: Path) -> None:
         self.cfg, self.out = cfg, Path(out)
         self.device, self.dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
+        self.identity = identity_text(run_identity(cfg, self.device.type))
         self.seeds = seeding.realization_seeds(cfg.seed, cfg.realizations)
         t = cfg.task
         self.task = make_task(
@@ -110,7 +104,7 @@ class Run:
         self._t0 = time.perf_counter()
         self.write_logs()
         io.save_checkpoint(self.checkpoint_path, {
-            "config": run_config_text(self.cfg),
+            "config": self.identity,
             "model": self.model.state_dict(),
             "train_opt": self.train_opt.state_dict(),
             "floss_opt": self.floss_opt.state_dict(),
@@ -125,10 +119,10 @@ class Run:
         if not self.checkpoint_path.exists():
             return False
         ck = io.load_checkpoint(self.checkpoint_path)
-        if ck["config"] != run_config_text(self.cfg):
+        if ck["config"] != self.identity:  # flossrun.cli refuses such folders before this
             raise ConfigError(
-                f"hydra.run.dir={self.out}: holds a run with a different config; "
-                "use another directory or delete this one"
+                f"hydra.run.dir={self.out}: holds a run of another config "
+                f"({identity_diff(ck['config'], run_identity(self.cfg, self.device.type))})"
             )
         self.model.load_state_dict(ck["model"])
         self.train_opt.load_state_dict(ck["train_opt"])

@@ -1,8 +1,9 @@
 """Seed sweeps of the real ``flossrun -m`` through Hydra's parallel launchers, at tiny sizes.
 
-Each launcher must run every job to the end, give the same numbers as the basic (serial)
-launcher, and leave a sweep folder that the report callback and :func:`flossrun.report.report`
-read back as finished runs.
+Each launcher must run every job to the end, give exactly the same numbers as the basic
+(serial) launcher (which tests/test_cli.py checks against one ensemble of the same seeds),
+and leave a sweep folder that the report callback and :func:`flossrun.report.report` read
+back as finished runs.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def assert_same_numbers(root: Path, ref: Path) -> None:
     """Same folder names, same summaries and same metric curves as the reference sweep."""
     assert [p.name for p in run_dirs(root)] == [p.name for p in run_dirs(ref)]
     for name in ("summary.csv", "metrics.csv"):
-        pd.testing.assert_frame_equal(numbers(root, name), numbers(ref, name), rtol=1e-6)
+        pd.testing.assert_frame_equal(numbers(root, name), numbers(ref, name), check_exact=True)
 
 
 def assert_reported_finished(root: Path, out: Path) -> None:

@@ -1,0 +1,144 @@
+"""What a run folder's numbers are tied to: the run's identity and the code that made them.
+
+A run folder holds one run. Its **identity** is the resolved config minus the keys that only
+name or place the run (``name``, ``scale``, ``threads``, ``hydra``, ``report``), with ``device``
+replaced by the device the run actually used (``auto`` → ``cpu`` or ``cuda``), so CPU and GPU
+results never share a folder. Its **code** is recorded in ``provenance.json``: the flossrun
+version, the git commit and whether the tree was dirty (when flossrun runs from a git checkout),
+the torch version and the device. A job whose identity or code differs from what a folder holds
+is refused (docs/design.md §7): it writes ``conflict.txt`` and leaves the results untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from flossrun import io
+
+PROVENANCE_FILE = "provenance.json"
+CONFLICT_FILE = "conflict.txt"
+NOT_IDENTITY = ("hydra", "name", "scale", "threads", "report")
+CODE_KEYS = ("flossrun_version", "git_commit")  # a resumed run must match these
+
+
+def run_identity(cfg: DictConfig, device: str) -> dict[str, Any]:
+    """The resolved config that determines a run's numbers; ``device`` is the type it runs on."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_IDENTITY:
+        plain.pop(key, None)
+    plain["device"] = device
+    return plain
+
+
+def identity_text(identity: dict[str, Any]) -> str:
+    """A run identity as stored in the checkpoint (YAML, keys in config order)."""
+    return OmegaConf.to_yaml(OmegaConf.create(identity))
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def identity_diff(old_text: str, new: dict[str, Any], limit: int = 4) -> str:
+    """``task.delay 40 → 60, floss.k 75 → 32`` (at most ``limit`` keys, then ``…``)."""
+    old = _flat(OmegaConf.to_container(OmegaConf.create(old_text)))
+    new_flat = _flat(new)
+    keys = [k for k in dict.fromkeys([*old, *new_flat]) if old.get(k, "—") != new_flat.get(k, "—")]
+    parts = [f"{k} {old.get(k, '—')} → {new_flat.get(k, '—')}" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"… ({len(keys)} keys)")
+    return ", ".join(parts) or "the stored config could not be compared"
+
+
+@cache
+def _git(root: str) -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the checkout flossrun runs from, or ``(None, None)``."""
+    if not (Path(root) / ".git").exists() or shutil.which("git") is None:
+        return None, None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return (commit or None), (bool(status.strip()) if commit else None)
+
+
+def code_provenance(device: str) -> dict[str, Any]:
+    """The ``provenance.json`` record of this process: flossrun and torch versions, git commit
+    and dirty flag (``null`` outside a git checkout), and the device type the run uses."""
+    import torch
+
+    import flossrun
+
+    commit, dirty = _git(str(Path(flossrun.__file__).resolve().parent.parent))
+    return {
+        "flossrun_version": flossrun.__version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "torch_version": torch.__version__,
+        "device": device,
+    }
+
+
+def describe_code(p: dict[str, Any] | None) -> str:
+    """``flossrun 0.1.0 @ 1a2b3c4 (dirty)``, or ``unrecorded code`` for folders without a record."""
+    if not p:
+        return "unrecorded code (a folder from before provenance.json)"
+    text = f"flossrun {p.get('flossrun_version', '?')}"
+    if p.get("git_commit"):
+        text += f" @ {str(p['git_commit'])[:7]}" + (" (dirty)" if p.get("git_dirty") else "")
+    return text
+
+
+def read_provenance(out: Path) -> dict[str, Any] | None:
+    """The folder's ``provenance.json``, or None when absent or unreadable."""
+    try:
+        return json.loads((Path(out) / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def same_code(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+    """Whether a stored record names the same code (version and commit) as ``b``."""
+    return a is not None and all(a.get(k) == b.get(k) for k in CODE_KEYS)
+
+
+def write_provenance(out: Path, record: dict[str, Any]) -> None:
+    io.write_text(Path(out) / PROVENANCE_FILE, json.dumps(record, indent=2) + "\n")
+
+
+# --- the Hydra files of the run a folder holds -------------------------------------------------
+def write_hydra_files(out: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """``.hydra/{config,hydra,overrides}.yaml`` of the job that owns the folder.
+
+    flossrun sets ``hydra.output_subdir: null`` and writes these itself, only once a job is
+    accepted, so a refused job never overwrites the record of the run a folder holds.
+    """
+    d = Path(out) / ".hydra"
+    io.write_text(d / "config.yaml", OmegaConf.to_yaml(cfg))
+    io.write_text(d / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
+    io.write_text(d / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+
+
+def write_conflict(out: Path, line: str) -> None:
+    """``conflict.txt``: the one line a refused job printed (the report lists the folder)."""
+    io.write_text(Path(out) / CONFLICT_FILE, line + "\n")

@@ -1,0 +1,135 @@
+"""A run folder holds one run of one config and one code, through the real ``flossrun`` command.
+
+A job whose config or code differs from what its folder holds fails alone with one line (and
+``conflict.txt``), other jobs of the sweep run, and the folder's results stay as they were; a
+finished run of other code is skipped visibly; ``scale`` does not change a plain run's identity;
+``provenance.json`` records the code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from test_cli import TINY, only_run_dir
+from test_cli import flossrun as run_flossrun
+
+import flossrun
+from flossrun import io
+from flossrun.provenance import CONFLICT_FILE, PROVENANCE_FILE
+
+ARGS = [*TINY, "train.epochs=10", "floss.every=5", "floss.times=1"]
+SUBDIR = "hydra.sweep.subdir=s${seed}"  # folder named by seed only: a new config lands in it
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    """Every result file of a run folder, byte for byte (not the log or conflict.txt)."""
+    names = ["summary.csv", "metrics.csv", "spectra.csv", "checkpoint.pt", PROVENANCE_FILE]
+    names += [f".hydra/{n}" for n in ("config.yaml", "overrides.yaml", "hydra.yaml")]
+    return {n: (run / n).read_bytes() for n in names if (run / n).exists()}
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith("flossrun: error:")]
+
+
+def test_provenance_records_the_code(tmp_path):
+    run_flossrun(tmp_path, *ARGS)
+    p = json.loads((only_run_dir(tmp_path) / PROVENANCE_FILE).read_text())
+    assert p["flossrun_version"] == flossrun.__version__
+    assert p["torch_version"] == torch.__version__ and p["device"] == "cpu"
+    root = Path(flossrun.__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True)
+        assert p["git_commit"] == head.stdout.decode().strip()
+        assert isinstance(p["git_dirty"], bool)
+    else:
+        assert p["git_commit"] is None
+
+
+def test_scale_does_not_change_a_plain_run(tmp_path):
+    """``flossrun scale=paper`` is the same plain run as ``flossrun``: finished, so skipped."""
+    run_flossrun(tmp_path, *ARGS)
+    run = only_run_dir(tmp_path)
+    before = snapshot(run)
+    proc = run_flossrun(tmp_path, *ARGS, "scale=paper")
+    assert "already finished; skipped" in proc.stdout
+    assert snapshot(run) == before
+
+
+def test_a_changed_config_fails_alone_and_leaves_the_old_results(tmp_path):
+    """A sweep whose config changed (here task.delay, as an edited preset would) lands in the
+    folders of an earlier sweep: those jobs fail in one line naming what differs, the new seed
+    runs, and the old results are untouched."""
+    run_flossrun(tmp_path, "-m", *ARGS, "seed=0,1", SUBDIR)
+    root = tmp_path / "outputs" / "default"
+    before = {s: snapshot(root / s) for s in ("s0", "s1")}
+    proc = run_flossrun(tmp_path, "-m", *ARGS, "task.delay=6", "seed=0,1,2", SUBDIR, check=False)
+    assert proc.returncode != 0
+    lines = error_lines(proc)
+    assert len(lines) == 2, proc.stderr
+    for s in ("s0", "s1"):
+        assert snapshot(root / s) == before[s]  # results and their .hydra record untouched
+        (line,) = (root / s / CONFLICT_FILE).read_text().splitlines()
+        assert "task.delay 4 → 6" in line and f"delete {root / s}" in line
+        assert f"flossrun: error: {line}" in lines
+    assert (root / "s2" / "summary.csv").exists()  # the other job ran
+
+
+def test_device_is_part_of_a_runs_identity(tmp_path):
+    """A folder that holds a GPU run is refused to a CPU job (and the other way round)."""
+    run_flossrun(tmp_path, *ARGS, "train.epochs=5")
+    run = only_run_dir(tmp_path)
+    ck = io.load_checkpoint(run / "checkpoint.pt")
+    ck["config"] = ck["config"].replace("device: cpu", "device: cuda")
+    io.save_checkpoint(run / "checkpoint.pt", ck)  # as if this run had been on a GPU
+    before = snapshot(run)
+    proc = run_flossrun(tmp_path, *ARGS, "train.epochs=5", check=False)
+    assert proc.returncode == 2 and len(error_lines(proc)) == 1, proc.stderr
+    assert "device cuda → cpu" in error_lines(proc)[0]
+    assert snapshot(run) == before
+
+
+def fake_other_code(run: Path) -> None:
+    p = json.loads((run / PROVENANCE_FILE).read_text())
+    p.update(git_commit="0123456789abcdef", git_dirty=False, flossrun_version="0.0.9")
+    (run / PROVENANCE_FILE).write_text(json.dumps(p))
+
+
+def test_finished_run_of_other_code_is_skipped_visibly(tmp_path):
+    run_flossrun(tmp_path, *ARGS)
+    run = only_run_dir(tmp_path)
+    fake_other_code(run)
+    before = snapshot(run)
+    proc = run_flossrun(tmp_path, *ARGS)
+    assert "already finished by flossrun 0.0.9 @ 0123456, not this flossrun" in proc.stdout
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("provenance", ["other code", "none recorded"])
+def test_unfinished_run_of_other_code_is_not_resumed(tmp_path, provenance):
+    """Resuming would mix two codes in one run: refused, with the way to redo it."""
+    run_flossrun(tmp_path, *ARGS)
+    run = only_run_dir(tmp_path)
+    ck = io.load_checkpoint(run / "checkpoint.pt")
+    ck["state"]["finished"] = False
+    io.save_checkpoint(run / "checkpoint.pt", ck)  # as if killed before the end
+    (run / "summary.csv").unlink()
+    if provenance == "other code":
+        fake_other_code(run)
+    else:
+        (run / PROVENANCE_FILE).unlink()  # a folder from before provenance.json
+    before = snapshot(run)
+    proc = run_flossrun(tmp_path, *ARGS, check=False)
+    assert proc.returncode == 2 and len(error_lines(proc)) == 1, proc.stderr
+    assert "resuming would mix two codes in one run" in error_lines(proc)[0]
+    assert snapshot(run) == before and (run / CONFLICT_FILE).exists()
+    # the way out the message gives: delete the folder, and the job runs
+    import shutil
+
+    shutil.rmtree(run)
+    run_flossrun(tmp_path, *ARGS)
+    assert (run / "summary.csv").exists() and not (run / CONFLICT_FILE).exists()
