@@ -1,4 +1,4 @@
-"""Aggregate flossrun runs into tables and figures (``flossrun-report``, SPEC §7–8).
+"""Aggregate flossrun runs into tables and figures (``flossrun-report``, docs/design.md §7–8).
 
 :func:`report` is the entry point of the CLI and of the Hydra callback
 :class:`~flossrun.report.callback.ReportCallback`; :func:`collect` reads run directories into

@@ -1,4 +1,4 @@
-"""The paper's claims (SPEC §1) and, per preset, one sentence of measured numbers.
+"""The paper's claims (docs/design.md §1) and, per preset, one sentence of measured numbers.
 
 Each summary reads the collected frames of one preset (finished runs) and states what was
 measured, whether or not it supports the claim; ``make figures`` writes them to ``index.md``.
@@ -16,7 +16,7 @@ from flossrun.report.collect import Collection
 
 @dataclass(frozen=True)
 class Claim:
-    number: str  # claim number of SPEC §1
+    number: str  # claim number of docs/design.md §1
     text: str  # the claim in one line
 
 

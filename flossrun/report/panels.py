@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import SETTING_KEYS, Conditions, format_value, short_names, sort_key
-from flossrun.report.style import band, label, no_data, success_rate
+from flossrun.report.stats import counted, success_counts
+from flossrun.report.style import band, label, no_data
 
 
 def select_metric(df: pd.DataFrame, phase: str, name: str, column: str = "phase") -> pd.DataFrame:
@@ -67,10 +68,15 @@ def finish(
 
 
 def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
-    """Success rate (fraction of realizations with final accuracy ≥ threshold) vs ``x``."""
-    for name, colour, g in cond.groups(results):
-        rate = success_rate(g, x)
-        ax.plot(rate.index, rate["rate"], "o-", color=colour, label=cond.legend(name, len(g)))
+    """Success rate (fraction of realizations with final accuracy ≥ threshold) vs ``x``, with
+    95 % Wilson intervals as error bars; n per condition in the legend."""
+    for name, colour, g in cond.groups(counted(results)):
+        rate = success_counts(g, [x])
+        err = [rate["rate"] - rate["ci_low"], rate["ci_high"] - rate["rate"]]
+        ax.errorbar(
+            rate[x], rate["rate"], yerr=err, fmt="o-", color=colour, capsize=2,
+            label=cond.legend(name, len(g)),
+        )  # fmt: skip
     ax.set(xlabel=label(x), ylabel=label("success"), ylim=(-0.04, 1.04))
     if ax.lines:
         ax.legend()
@@ -80,7 +86,8 @@ def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> Non
 
 def epochs_to_success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
     """Median (25–75 % bars) epochs to success vs ``x``, over the successful realizations."""
-    ok = results[results["success"].fillna(False).astype(bool)]
+    done = counted(results)
+    ok = done[done["success"].fillna(False).astype(bool)]
     for name, colour, g in cond.groups(ok):
         q = g.groupby(x)["epochs_to_success"].quantile([0.25, 0.5, 0.75]).unstack().dropna()
         if len(q):
