@@ -1,7 +1,7 @@
 """flossrun-report on synthetic run directories: discovery, status, statistics, figures, CLI.
 
-Run directories are written here by hand (the contract of docs/design.md §7), so the report is checked
-against hand-counted success rates without running any training.
+Run directories are written here by hand (the contract of docs/design.md §7), so the report is
+checked against hand-counted success rates without running any training.
 """
 
 from __future__ import annotations
@@ -375,11 +375,11 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     [
         ("spectrum_k", "k=12 (n=2)"),
         ("jacobian", "floss=pre, preflossed"),
-        ("preflossing", "floss=pre (n=4)"),  # n per task panel: 2 delays x 2 realizations
-        ("during_training", "floss=pre_during (n=4)"),
+        ("preflossing", "floss=pre (n=2 per point)"),  # 2 realizations per delay
+        ("during_training", "floss=pre_during (n=2 per point)"),
         ("k_sweep", "k_sweep (n=10)"),
-        ("temporal_complexity", "floss=none (n=4)"),
-        ("architectures", "floss=pre (n=4)"),
+        ("temporal_complexity", "floss=none (n=2 per point)"),
+        ("architectures", "floss=pre (n=2 per point)"),
     ],
 )
 def test_preset_figure_colours_the_conditions_left_after_axes_and_panels(built, name, legend):
@@ -392,8 +392,8 @@ def test_preset_figure_colours_the_conditions_left_after_axes_and_panels(built, 
 def test_success_panel_plots_the_pooled_rate(sweep: Path):
     fig = FIGURES["preflossing"](collect([sweep]).subset("preflossing"))
     lines = {c.get_label(): c.lines[0].get_ydata() for c in fig.axes[0].containers}
-    assert lines["floss=none (n=6)"] == pytest.approx([1 / 6])
-    assert lines["floss=pre (n=6)"] == pytest.approx([5 / 6])
+    assert lines["floss=none (n=6 per point)"] == pytest.approx([1 / 6])
+    assert lines["floss=pre (n=6 per point)"] == pytest.approx([5 / 6])
 
 
 def test_rerun_is_idempotent_and_leaves_no_temp_files(sweep: Path):

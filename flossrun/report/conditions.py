@@ -117,17 +117,19 @@ def sort_key(values: Iterable[Any]) -> tuple:
     return tuple(out)
 
 
+def setting_label(keys: Sequence[str], values: Sequence[Any]) -> str:
+    """``floss=pre, delay=40`` for config keys and their values."""
+    names = short_names(keys)
+    return ", ".join(f"{names[k]}={format_value(v)}" for k, v in zip(keys, values, strict=True))
+
+
 def label_conditions(config: pd.DataFrame, keys: Sequence[str], default: str = "all"):
     """Label per row (``floss=pre, delay=40``) and the labels in sorted condition order.
 
     Returns ``(labels: Series aligned with config, order: list[str])``.
     """
-    names = short_names(keys)
     values = [tuple(row) for row in config[list(keys)].itertuples(index=False)]
-    text = {
-        v: ", ".join(f"{names[k]}={format_value(x)}" for k, x in zip(keys, v, strict=True))
-        for v in values
-    }
+    text = {v: setting_label(keys, v) for v in values}
     if not keys:
         text = {v: default for v in values}
     order = [text[v] for v in sorted(set(values), key=sort_key)]

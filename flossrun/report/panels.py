@@ -69,15 +69,17 @@ def finish(
 
 def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
     """Success rate (fraction of realizations with final accuracy ≥ threshold) vs ``x``, with
-    95 % Wilson intervals as error bars; n per condition in the legend."""
+    95 % Wilson intervals as error bars; the legend states n per point."""
     for name, colour, g in cond.groups(counted(results)):
         rate = success_counts(g, [x])
+        lo, hi = rate["n"].min(), rate["n"].max()
+        n = f"{lo}" if lo == hi else f"{lo}–{hi}"
         err = [rate["rate"] - rate["ci_low"], rate["ci_high"] - rate["rate"]]
         ax.errorbar(
             rate[x], rate["rate"], yerr=err, fmt="o-", color=colour, capsize=2,
-            label=cond.legend(name, len(g)),
+            label=f"{name} (n={n} per point)",
         )  # fmt: skip
-    ax.set(xlabel=label(x), ylabel=label("success"), ylim=(-0.04, 1.04))
+    ax.set(xlabel=label(x), ylabel=f"{label('success')} (95 % CI)", ylim=(-0.04, 1.04))
     if ax.lines:
         ax.legend()
     else:
