@@ -9,6 +9,8 @@ Statistics are checked against values computed by hand; run folders are written 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -207,3 +209,24 @@ def test_index_md_has_one_table_of_every_comparison_and_notes_per_preset(k_sweep
     assert "3/4 (0.30–0.95)" in row and "+0.75" in row and "| 0.14 |" in row
     assert "- code: 0.1.0 @ 1a2b3c4 (8 run(s))" in lines
     assert any("floss.k=8 (conflict: floss.k differs: stored 8, new 9)" in ln for ln in lines)
+
+
+TINY = [
+    "model.N=12", "task.T=40", "task.delay=4", "train.epochs=10", "train.eval_every=5",
+    "train.test_size=32", "train.batch=4", "train.log_every=5", "floss.k=4", "floss.steps=20",
+    "floss.transient=5", "floss.pre_epochs=5", "floss.epochs=2", "floss.every=5", "device=cpu",
+]  # fmt: skip
+
+
+def test_real_multirun_with_overlapping_seeds_reports_three_networks(tmp_path: Path):
+    exe = Path(sys.executable).parent / "flossrun"
+    sweep = tmp_path / "sweep"
+    cmd = [str(exe), "-m", "seed=0,1", "realizations=2", *TINY, f"hydra.sweep.dir={sweep}"]
+    cmd.append("+hydra.callbacks.report.plots=false")  # tables are enough here
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "duplicate network(s) dropped: seed(s) 1" in done.stdout + done.stderr  # the callback
+    row = pd.read_csv(sweep / "conditions.csv").iloc[0]
+    assert (row["runs"], row["n"], row["duplicates"]) == (2, 3, 1)
+    results = pd.read_csv(sweep / "results.csv")
+    assert sorted(results.loc[results["counted"], "seed"]) == [0, 1, 2]
