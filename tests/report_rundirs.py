@@ -155,7 +155,11 @@ def make_run(
 
 
 def write_provenance(
-    path: Path, commit: str | None = "1a2b3c4d5e", dirty: bool | None = False, version="0.1.0"
+    path: Path,
+    commit: str | None = "1a2b3c4d5e",
+    dirty: bool | None = False,
+    version: str = "0.1.0",
+    device: str = "cpu",
 ) -> None:
     """``provenance.json`` as the runner writes it into every run folder."""
     prov = {
@@ -163,6 +167,6 @@ def write_provenance(
         "git_commit": commit,
         "git_dirty": dirty,
         "torch_version": "2.13.0",
-        "device": "cpu",
+        "device": device,
     }
     (path / "provenance.json").write_text(json.dumps(prov))

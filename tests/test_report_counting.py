@@ -115,10 +115,14 @@ def test_code_version_per_run_and_mixed_versions_in_one_condition_are_noted(tmp_
     assert note in format_report(result)
 
 
-def test_one_code_version_gives_no_version_warning(tmp_path: Path):
+def test_one_code_version_gives_no_version_warning_but_two_devices_do(tmp_path: Path):
     for s in (0, 2):
         write_provenance(_pre(tmp_path, f"seed={s}", s, 2))
-    assert not [n for n in report([tmp_path], plots=False)["notes"] if "code versions" in n]
+    assert report([tmp_path], plots=False)["notes"] == []
+    write_provenance(_pre(tmp_path, "seed=4", 4, 2), device="cuda")
+    assert report([tmp_path], plots=False)["notes"] == [
+        "preflossing / preflossing pools runs on different devices: cpu, cuda"
+    ]
 
 
 def test_a_refused_folder_is_listed_and_its_results_count_under_its_stored_config(tmp_path):

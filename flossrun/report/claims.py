@@ -234,9 +234,10 @@ def _success_sentence(col: Collection, preset: str) -> str:
 
 
 def _k_sweep(col: Collection) -> str:
+    rates = success_counts(col.results, ["floss.k"]).set_index("floss.k")
     res = counted(col.results)
     parts = [
-        f"k={format_value(k)}: {format_rate(int(g['success'].sum()), len(g))}, "
+        f"k={format_value(k)}: {format_rate(rates.loc[k, 'successes'], rates.loc[k, 'n'])}, "
         f"acc {_spread(g['test_accuracy'], '.3f')}"
         for k, g in _groups(res, "floss.k")
     ]

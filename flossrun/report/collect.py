@@ -4,9 +4,9 @@
 
 - ``runs``: one row per run directory — ``run`` (path), ``status`` (finished | failed |
   unfinished | corrupt), ``reason``, ``conflict`` (the line of ``conflict.txt``), ``code`` (the
-  code version from ``provenance.json``), ``experiment`` (the config's ``name``), ``condition``,
-  ``overrides`` and the flattened config (``task.delay``, ``floss.k``, ...; ``seed`` is the base
-  seed).
+  code version from ``provenance.json``), ``ran_on`` (its device), ``experiment`` (the config's
+  ``name``), ``condition``, ``overrides`` and the flattened config (``task.delay``, ``floss.k``,
+  ...; ``seed`` is the base seed).
 - ``results``: one row per realization, also for failed/unfinished/corrupt runs (summary columns
   empty there); ``seed`` is the realization's seed, the config's seed is ``base_seed``.
   ``counted`` is false for a finished realization whose network (config and seed) an earlier
@@ -15,7 +15,7 @@
   and the condition keys, without the rows of duplicate networks; ``spectra`` and
   ``diagnostics`` likewise.
 - ``notes``: one line per run holding duplicate networks and per condition that pools runs of
-  different code versions.
+  different code versions or devices.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ from flossrun.report.rundir import (
 )
 from flossrun.report.stats import counted
 
-META = ["run", "status", "reason", "conflict", "code", "experiment", "condition", "overrides"]
+META = [
+    "run", "status", "reason", "conflict", "code", "ran_on", "experiment", "condition", "overrides",
+]  # fmt: skip
 
 
 @dataclass
@@ -174,21 +176,19 @@ def _mark_duplicates(results: pd.DataFrame, config_columns: list[str]) -> list[s
 
 
 def _version_notes(results: pd.DataFrame) -> list[str]:
-    """One note per condition whose counted runs come from more than one code version."""
+    """One note per condition whose counted runs come from more than one code version or
+    device (results of one network may differ between them)."""
     notes = []
-    used = counted(results)
-    for (exp, cond), g in used.groupby(["experiment", "condition"], sort=False):
-        per = g.drop_duplicates("run")["code"].value_counts()
+    for (exp, cond), g in counted(results).groupby(["experiment", "condition"], sort=False):
+        runs = g.drop_duplicates("run")
+        per = runs["code"].value_counts()
         if len(per) > 1:
             versions = ", ".join(f"{v} ({n} run(s))" for v, n in sorted(per.items()))
-            dirty = (
-                " Dirty trees had uncommitted changes."
-                if per.index.str.contains("dirty").any()
-                else ""
-            )
-            notes.append(
-                f"{exp} / {cond} pools runs of different code versions: {versions}.{dirty}"
-            )
+            dirty = " (dirty: uncommitted changes)" if per.index.str.contains("dirty").any() else ""
+            notes.append(f"{exp} / {cond} pools runs of different code versions: {versions}{dirty}")
+        devices = sorted(set(runs["ran_on"]) - {""})
+        if len(devices) > 1:
+            notes.append(f"{exp} / {cond} pools runs on different devices: {', '.join(devices)}")
     return notes
 
 
@@ -210,11 +210,11 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     rows = []
     for r in loaded:
         meta = {"run": str(r.path), "status": r.status, "reason": r.reason}
-        meta |= {"conflict": r.conflict, "code": r.code}
+        meta |= {"conflict": r.conflict, "code": r.code, "ran_on": r.ran_on}
         meta["experiment"] = _experiment(r) if r.config else pd.NA
         meta["overrides"] = " ".join(r.overrides)
         rows.append({**meta, **{k: v for k, v in r.config.items() if k != "name"}})
-    runs = pd.DataFrame(rows, columns=[*META[:6], "overrides"]) if not rows else pd.DataFrame(rows)
+    runs = pd.DataFrame(rows, columns=[*META[:7], "overrides"]) if not rows else pd.DataFrame(rows)
     config_columns = [c for c in runs.columns if c not in META]
     cell_keys, order, settings = _assign_conditions(runs, loaded, config_columns)
     rank = _rank(runs, order)

@@ -94,9 +94,12 @@ def epochs_to_success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: s
         q = g.groupby(x)["epochs_to_success"].quantile([0.25, 0.5, 0.75]).unstack().dropna()
         if len(q):
             err = [q[0.5] - q[0.25], q[0.75] - q[0.5]]
-            ax.errorbar(q.index, q[0.5], yerr=err, fmt="o-", color=colour, capsize=2, label=name)
+            legend = f"{name} (n={len(g)} successful)"
+            ax.errorbar(q.index, q[0.5], yerr=err, fmt="o-", color=colour, capsize=2, label=legend)
     ax.set(xlabel=label(x), ylabel=label("epochs_to_success"))
-    if not ax.lines:
+    if ax.lines:
+        ax.legend()
+    else:
         no_data(ax, "no successful realization")
 
 

@@ -59,6 +59,7 @@ class RunFolder:
     status: str = "unfinished"
     reason: str = ""
     code: str = UNKNOWN_VERSION
+    ran_on: str = ""  # the device from provenance.json (cpu | cuda), "" when unknown
     conflict: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -198,19 +199,22 @@ def _failure_reason(path: Path) -> str:
     return _one_line(lines[-1] if traceback else lines[0])
 
 
-def read_code_version(path: Path) -> str:
-    """The code version that wrote a run: ``flossrun_version @ commit[:7]``, ``(dirty)`` when
-    the tree had uncommitted changes; ``unknown version`` without a readable provenance.json."""
+def read_provenance(path: Path) -> tuple[str, str]:
+    """The code version that wrote a run and the device it ran on, from ``provenance.json``.
+
+    The version reads ``flossrun_version @ commit[:7]``, with ``(dirty)`` when the tree had
+    uncommitted changes; ``unknown version`` (and device ``""``) without a readable file.
+    """
     try:
         prov = json.loads((path / PROVENANCE).read_text())
         version = str(prov["flossrun_version"])
     except FileNotFoundError:
-        return UNKNOWN_VERSION
+        return UNKNOWN_VERSION, ""
     except (OSError, ValueError, KeyError, TypeError):
-        return f"{UNKNOWN_VERSION} ({PROVENANCE} unreadable)"
+        return f"{UNKNOWN_VERSION} ({PROVENANCE} unreadable)", ""
     commit = prov.get("git_commit")
     label = f"{version} @ {str(commit)[:7]}" if commit else version
-    return label + (" (dirty)" if prov.get("git_dirty") else "")
+    return label + (" (dirty)" if prov.get("git_dirty") else ""), str(prov.get("device") or "")
 
 
 def read_conflict(path: Path) -> str:
@@ -273,7 +277,8 @@ def _read_config(run: RunFolder) -> None:
 
 def load_run(path: Path) -> RunFolder:
     """Read one run directory; never raises (bad files → ``status="corrupt"`` + reason)."""
-    run = RunFolder(path=path, code=read_code_version(path), conflict=read_conflict(path))
+    code, ran_on = read_provenance(path)
+    run = RunFolder(path=path, code=code, ran_on=ran_on, conflict=read_conflict(path))
     try:
         _read_config(run)
     except Exception as e:
