@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.transforms import ScaledTranslation
 
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import SETTING_KEYS, Conditions, format_value, short_names, sort_key
@@ -69,16 +70,23 @@ def finish(
 
 def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
     """Success rate (fraction of realizations with final accuracy ≥ threshold) vs ``x``, with
-    95 % Wilson intervals as error bars; the legend states n per point."""
-    for name, colour, g in cond.groups(counted(results)):
+    95 % Wilson intervals as error bars (conditions shifted apart by a few points so their bars
+    do not hide each other); the legend states n per point."""
+    groups = list(cond.groups(counted(results)))
+    for i, (name, colour, g) in enumerate(groups):
         rate = success_counts(g, [x])
         lo, hi = rate["n"].min(), rate["n"].max()
         n = f"{lo}" if lo == hi else f"{lo}–{hi}"
         err = [rate["rate"] - rate["ci_low"], rate["ci_high"] - rate["rate"]]
-        ax.errorbar(
+        shift = ScaledTranslation(
+            (i - (len(groups) - 1) / 2) * 3 / 72, 0, ax.figure.dpi_scale_trans
+        )
+        bars = ax.errorbar(
             rate[x], rate["rate"], yerr=err, fmt="o-", color=colour, capsize=2,
             label=f"{name} (n={n} per point)",
         )  # fmt: skip
+        for artist in bars.get_children():  # shifted after plotting: limits stay on the data
+            artist.set_transform(ax.transData + shift)
     ax.set(xlabel=label(x), ylabel=f"{label('success')} (95 % CI)", ylim=(-0.04, 1.04))
     if ax.lines:
         ax.legend()
