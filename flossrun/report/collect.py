@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from flossrun.report.conditions import (
@@ -145,7 +146,7 @@ def _mark_duplicates(results: pd.DataFrame, config_columns: list[str]) -> list[s
     network counts); returns one note per run that holds duplicates."""
     results["counted"] = results["status"] == "finished"
     results["duplicate_of"] = ""
-    done = results[results["counted"]]
+    done = results[results["counted"] & results["seed"].notna()]  # no seed: nothing to match
     if done.empty:
         return []
     identity = done[["experiment", *identity_columns(config_columns), "seed"]].astype(str)
@@ -156,7 +157,8 @@ def _mark_duplicates(results: pd.DataFrame, config_columns: list[str]) -> list[s
     results.loc[dup, "counted"] = False
     results.loc[dup, "duplicate_of"] = done.loc[kept[dup], "run"].to_numpy()
     acc = results["test_accuracy"].astype("float64")
-    differs = pd.Series(acc[dup].to_numpy() != acc[kept[dup]].to_numpy(), index=dup)
+    a, b = acc[dup].to_numpy(), acc[kept[dup]].to_numpy()
+    differs = pd.Series((a != b) & ~(np.isnan(a) & np.isnan(b)), index=dup)
     notes = []
     for (run, first), rows in results.loc[dup].groupby(["run", "duplicate_of"], sort=False):
         seeds = ", ".join(str(s) for s in rows["seed"])
