@@ -29,10 +29,9 @@ SETTING = {
 
 HEADER = [
     "Success rates count each network (config and seed) once per preset, over finished runs, "
-    "with 95 % "
-    "Wilson intervals; each comparison is Fisher's exact test (two-sided) of B against A at one "
-    "setting, with the difference of rates as effect size. Medians come with their 25–75 % "
-    "range and the number of realizations n behind them.",
+    "with 95 % Wilson intervals; each comparison is Fisher's exact test (two-sided) of B "
+    "against A at one setting, with the difference of rates as effect size. Medians come with "
+    "their 25–75 % range and the number of realizations n behind them.",
 ]
 
 
