@@ -6,10 +6,8 @@ checked against hand-counted success rates without running any training.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
-import math
 import shutil
 import subprocess
 import sys
@@ -21,150 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from report_rundirs import make_run
 
 from flossrun.report import FIGURES, collect, find_run_dirs, report
 from flossrun.report.callback import ReportCallback
 from flossrun.report.cli import main
-from flossrun.report.conditions import choose_keys
+from flossrun.report.conditions import condition_keys
 from flossrun.report.style import RC
-
-BASE: dict[str, Any] = {
-    "name": "preflossing",
-    "scale": "quick",
-    "seed": 0,
-    "realizations": 2,
-    "device": "cpu",
-    "dtype": "float32",
-    "task": {
-        "name": "delayed_copy",
-        "delay": 20,
-        "T": 60,
-        "channels": 1,
-        "taps": 1,
-        "amplitude": 1.0,
-    },
-    "model": {"name": "vanilla", "N": 12, "g": 1.0, "init": "normal"},
-    "floss": {
-        "name": "pre",
-        "k": 4,
-        "target": 0.0,
-        "batch": 1,
-        "steps": 55,
-        "transient": 16,
-        "pre_epochs": 30,
-        "every": 100,
-        "epochs": 30,
-        "times": 2,
-        "qr_every": 1,
-        "lr": 1e-3,
-    },
-    "train": {
-        "epochs": 200,
-        "batch": 16,
-        "lr": 1e-3,
-        "clip": 0.03,
-        "eval_every": 50,
-        "test_size": 64,
-        "success_threshold": 0.95,
-        "log_every": 10,
-        "checkpoint_every": 100,
-    },
-}
-
-
-def _config(settings: dict[str, Any]) -> dict[str, Any]:
-    cfg = copy.deepcopy(BASE)
-    for key, value in settings.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    if cfg["floss"]["name"] == "none":  # what floss=none implies, as the real preset does
-        cfg["floss"].update(pre_epochs=0, times=0)
-    return cfg
-
-
-def make_run(
-    path: Path,
-    settings: dict[str, Any] | None = None,
-    success: list[bool] | None = None,
-    state: str = "finished",
-    diagnostics: bool = False,
-) -> Path:
-    """Write a run directory as the runner would; ``success`` per realization (default all)."""
-    settings = settings or {}
-    cfg = _config(settings)
-    R, seed, N, k = cfg["realizations"], cfg["seed"], cfg["model"]["N"], cfg["floss"]["k"]
-    success = [True] * R if success is None else success
-    (path / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(cfg), path / ".hydra" / "config.yaml")
-    overrides = [f"{k.removesuffix('.name')}={v}" for k, v in settings.items()]
-    OmegaConf.save(OmegaConf.create(overrides), path / ".hydra" / "overrides.yaml")
-    target = float(np.atleast_1d(cfg["floss"]["target"])[0])
-    metrics, spectra, diag = [], [], []
-    for r in range(R):
-        s = seed + r
-        for e in range(0, cfg["train"]["epochs"] + 1, 10):
-            metrics += [
-                (r, s, "train", e, "loss", 0.7 - e / 1000),
-                (r, s, "train", e, "accuracy", 0.5),
-            ]
-            metrics.append((r, s, "train", e, "grad_h0_norm", math.exp(-e / 100) * (1 + r)))
-        for e in range(1, cfg["floss"]["pre_epochs"] + 1):
-            metrics.append(
-                (r, s, "floss", e, "lambda_1", target + (0.3 + 0.1 * r) * math.exp(-e / 8))
-            )
-            metrics.append((r, s, "floss", e, "floss_loss", math.exp(-e / 4)))
-        for e in range(0, cfg["train"]["epochs"] + 1, cfg["train"]["eval_every"]):
-            acc = 0.5 + (0.47 if success[r] else 0.1) * e / cfg["train"]["epochs"]
-            metrics += [
-                (r, s, "eval", e, "test_accuracy", acc),
-                (r, s, "eval", e, "test_loss", 1 - acc),
-            ]
-            metrics.append((r, s, "eval", e, "lambda_1", target - 0.01 * r))
-        stages = ["initial", "final"] + (["preflossed"] if cfg["floss"]["pre_epochs"] else [])
-        for stage, i in itertools.product(stages, range(1, N + 1)):
-            shift = 0.0 if stage == "initial" or i > k else 0.05 * i
-            spectra.append((r, s, stage, 0, i, -0.05 * i + shift))
-        for stage, lag in itertools.product(stages, (1, 5, 10, 20)):
-            diag += [
-                (r, s, stage, lag, i, "log_singular_value", -0.03 * i * lag)
-                for i in range(1, N + 1)
-            ]
-            diag += [(r, s, stage, lag, kk, "log10_condition", 0.01 * kk * lag) for kk in (1, 4, N)]
-            diag.append((r, s, stage, lag, 0, "error_signal_norm", math.exp(-lag / 10)))
-    pd.DataFrame(
-        metrics, columns=["realization", "seed", "phase", "epoch", "name", "value"]
-    ).to_csv(path / "metrics.csv", index=False)
-    pd.DataFrame(
-        spectra, columns=["realization", "seed", "stage", "epoch", "index", "value"]
-    ).to_csv(path / "spectra.csv", index=False)
-    if diagnostics:
-        columns = ["realization", "seed", "stage", "lag", "index", "name", "value"]
-        pd.DataFrame(diag, columns=columns).to_csv(path / "diagnostics.csv", index=False)
-    if state == "finished":
-        rows = [
-            {
-                "realization": r,
-                "seed": seed + r,
-                "test_accuracy": 0.97 if ok else 0.6,
-                "test_loss": 0.05 if ok else 0.6,
-                "success": ok,
-                "epochs_to_success": 150 if ok else None,
-                "diverged": False,
-                "lambda_1": target - 0.01 * r,
-                "wall_seconds": 1.5,
-            }
-            for r, ok in enumerate(success)
-        ]
-        pd.DataFrame(rows).to_csv(path / "summary.csv", index=False)
-    elif state == "failed":
-        (path / "failed.txt").write_text(
-            "Traceback (most recent call last):\n  ...\nRuntimeError: boom\n"
-        )
-    return path
-
 
 # Hand-counted: none 1 of 6 realizations succeed, pre 5 of 6.
 SUCCESS = {
@@ -175,24 +36,26 @@ SUCCESS = {
 
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
-    """A multirun: floss ∈ {none, pre} × seeds 0..2, plus one run of each broken kind."""
+    """A multirun: floss ∈ {none, pre} × seed ∈ {0, 2, 4} with 2 realizations each (networks
+    with seeds 0..5, each once), plus one run of each broken kind."""
     root = tmp_path / "multirun" / "2024-01-01" / "sweep"
     root.mkdir(parents=True)
     (root / "multirun.yaml").write_text("hydra: {}\n")
     for floss, rows in SUCCESS.items():
-        for seed, success in enumerate(rows):
+        for i, success in enumerate(rows):
+            seed = 2 * i
             settings = {"floss.name": floss, "seed": seed}
             make_run(root / f"floss={floss},seed={seed}", settings, success)
-    make_run(root / "floss=pre,seed=3", {"floss.name": "pre", "seed": 3}, state="failed")
+    make_run(root / "floss=pre,seed=6", {"floss.name": "pre", "seed": 6}, state="failed")
     unfinished = make_run(
-        root / "floss=pre,seed=4", {"floss.name": "pre", "seed": 4}, state="running"
+        root / "floss=pre,seed=8", {"floss.name": "pre", "seed": 8}, state="running"
     )
     with open(unfinished / "metrics.csv", "a") as f:
-        f.write("0,4,train,999,lo")  # the runner was killed mid-line
-    corrupt = make_run(root / "floss=none,seed=3", {"floss.name": "none", "seed": 3})
+        f.write("0,8,train,999,lo")  # the runner was killed mid-line
+    corrupt = make_run(root / "floss=none,seed=6", {"floss.name": "none", "seed": 6})
     text = (corrupt / "metrics.csv").read_text()
     (corrupt / "metrics.csv").write_text(text[: len(text) // 2])
-    garbage = root / "floss=none,seed=4"
+    garbage = root / "floss=none,seed=8"
     (garbage / ".hydra").mkdir(parents=True)
     (garbage / ".hydra" / "config.yaml").write_text("name: [unclosed\n  : - :\n\x00")
     return root
@@ -221,11 +84,11 @@ def test_results_one_row_per_realization_with_status_and_reason(sweep: Path):
     }
     assert len(results) == 6 * 2 + 2 + 2 + 2 + 1
     reason = results.drop_duplicates("run").set_index("run")["reason"]
-    assert reason[str(sweep / "floss=pre,seed=3")] == "RuntimeError: boom"
-    assert "metrics.csv" in reason[str(sweep / "floss=none,seed=3")]
-    assert "config" in reason[str(sweep / "floss=none,seed=4")]
+    assert reason[str(sweep / "floss=pre,seed=6")] == "RuntimeError: boom"
+    assert "metrics.csv" in reason[str(sweep / "floss=none,seed=6")]
+    assert "config" in reason[str(sweep / "floss=none,seed=8")]
     failed = results[results["status"] == "failed"]
-    assert failed["seed"].tolist() == [3, 4] and failed["success"].isna().all()
+    assert failed["seed"].tolist() == [6, 7] and failed["success"].isna().all()
     on_disk = pd.read_csv(sweep / "results.csv")
     assert len(on_disk) == len(results) and {"task.delay", "floss.k", "base_seed"} <= set(on_disk)
 
@@ -235,7 +98,7 @@ def test_success_rate_per_condition_pools_seeds_and_matches_hand_count(sweep: Pa
     assert table.loc["floss=none", "success_rate"] == pytest.approx(1 / 6)
     assert table.loc["floss=pre", "success_rate"] == pytest.approx(5 / 6)
     assert table.loc["floss=pre", "n"] == 6 and table.loc["floss=pre", "problem_runs"] == 2
-    assert table.loc["floss=none", "median_test_accuracy"] == pytest.approx(0.6)
+    assert table.loc["floss=none", "test_accuracy_median"] == pytest.approx(0.6)
     on_disk = pd.read_csv(sweep / "conditions.csv").set_index("condition")
     assert on_disk.loc["floss=pre", "successes"] == 5
 
@@ -246,9 +109,9 @@ def test_condition_is_the_overridden_group_not_the_keys_it_implies(sweep: Path):
     grid = itertools.product(["none", "pre", "pre_during"], [10, 20], [0, 1])
     config = pd.DataFrame(grid, columns=["floss.name", "task.delay", "seed"])
     config["floss.pre_epochs"] = np.where(config["floss.name"] == "none", 0, 30)
-    assert choose_keys(config) == ["floss.name", "task.delay"]
-    assert choose_keys(config, preferred=["task.delay"]) == ["task.delay", "floss.name"]
-    assert choose_keys(config, fixed=["task.delay"]) == ["floss.name"]
+    assert condition_keys(config) == ["floss.name", "task.delay"]  # group names first
+    assert condition_keys(config, ["task.delay"]) == ["task.delay", "floss.name"]
+    assert condition_keys(config, ["task.delay", "floss.name"]) == ["task.delay", "floss.name"]
 
 
 def test_partial_files_of_unfinished_runs_are_read_tolerantly(sweep: Path):
@@ -373,11 +236,11 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     [
         ("spectrum_k", "k=12 (n=2)"),
         ("jacobian", "floss=pre, preflossed"),
-        ("preflossing", "floss=pre (n=4)"),  # n per task panel: 2 delays x 2 realizations
-        ("during_training", "floss=pre_during (n=4)"),
+        ("preflossing", "floss=pre (n=2 per point)"),  # 2 realizations per delay
+        ("during_training", "floss=pre_during (n=2 per point)"),
         ("k_sweep", "k_sweep (n=10)"),
-        ("temporal_complexity", "floss=none (n=4)"),
-        ("architectures", "floss=pre (n=4)"),
+        ("temporal_complexity", "floss=none (n=2 per point)"),
+        ("architectures", "floss=pre (n=2 per point)"),
     ],
 )
 def test_preset_figure_colours_the_conditions_left_after_axes_and_panels(built, name, legend):
@@ -389,9 +252,9 @@ def test_preset_figure_colours_the_conditions_left_after_axes_and_panels(built, 
 
 def test_success_panel_plots_the_pooled_rate(sweep: Path):
     fig = FIGURES["preflossing"](collect([sweep]).subset("preflossing"))
-    lines = {ln.get_label(): ln.get_ydata() for ln in fig.axes[0].lines}
-    assert lines["floss=none (n=6)"] == pytest.approx([1 / 6])
-    assert lines["floss=pre (n=6)"] == pytest.approx([5 / 6])
+    lines = {c.get_label(): c.lines[0].get_ydata() for c in fig.axes[0].containers}
+    assert lines["floss=none (n=6 per point)"] == pytest.approx([1 / 6])
+    assert lines["floss=pre (n=6 per point)"] == pytest.approx([5 / 6])
 
 
 def test_rerun_is_idempotent_and_leaves_no_temp_files(sweep: Path):
@@ -428,14 +291,14 @@ def test_cli_in_a_subprocess(sweep: Path, tmp_path: Path):
 def test_default_out_is_the_single_path_or_outputs_report(sweep: Path, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert report([sweep], plots=False)["out"] == sweep
-    two = report([sweep / "floss=pre,seed=0", sweep / "floss=pre,seed=1"], plots=False)
+    two = report([sweep / "floss=pre,seed=0", sweep / "floss=pre,seed=2"], plots=False)
     assert (
         two["out"] == Path("outputs/report") and (tmp_path / "outputs/report/results.csv").is_file()
     )
 
 
 def test_callback_reports_into_the_sweep_dir_and_never_raises(sweep: Path, caplog):
-    shutil.rmtree(sweep / "floss=none,seed=4")
+    shutil.rmtree(sweep / "floss=none,seed=8")
     ReportCallback(plots=False).on_multirun_end(
         OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
     )

@@ -20,6 +20,7 @@ from test_cli import flossrun as run_flossrun
 import flossrun
 from flossrun import io
 from flossrun.provenance import CONFLICT_FILE, PROVENANCE_FILE
+from flossrun.report import report
 
 ARGS = [*TINY, "train.epochs=10", "floss.every=5", "floss.times=1"]
 SUBDIR = "hydra.sweep.subdir=s${seed}"  # folder named by seed only: a new config lands in it
@@ -77,6 +78,10 @@ def test_a_changed_config_fails_alone_and_leaves_the_old_results(tmp_path):
         assert "task.delay 4 → 6" in line and f"delete {root / s}" in line
         assert f"flossrun: error: {line}" in lines
     assert (root / "s2" / "summary.csv").exists()  # the other job ran
+    result = report([root], out=tmp_path / "report", plots=False)  # lists both refusals
+    assert result["counts"]["conflict"] == 2 and result["counts"]["finished"] == 3
+    refused = result["problems"].query("status == 'conflict'")
+    assert all("task.delay 4 → 6" in reason for reason in refused.reason), refused
 
 
 def test_device_is_part_of_a_runs_identity(tmp_path):

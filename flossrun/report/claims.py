@@ -1,23 +1,38 @@
-"""The paper's claims (docs/design.md §1) and, per preset, one sentence of measured numbers.
+"""The paper's claims (docs/design.md §1): per preset, the success comparisons that test it and
+one sentence of measured numbers.
 
-Each summary reads the collected frames of one preset (finished runs) and states what was
-measured, whether or not it supports the claim; ``make figures`` writes them to ``index.md``.
+:func:`comparisons` pairs conditions of a preset (none vs pre, pre vs pre_during, each k vs
+k = 0) at every value of its other condition keys (task, delay, taps, channels) and tests each
+pair with Fisher's exact test; :func:`summarize` states the medians (with 25–75 % ranges and n)
+of the presets without success rates. ``make figures`` writes both to ``index.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from flossrun.report.collect import Collection
+from flossrun.report.conditions import format_value, setting_label, short_names, sort_key
+from flossrun.report.stats import (
+    counted,
+    fisher_p,
+    format_p,
+    format_rate,
+    quartiles,
+    success_counts,
+)
 
 
 @dataclass(frozen=True)
 class Claim:
     number: str  # claim number of docs/design.md §1
     text: str  # the claim in one line
+    compare: str | None = None  # config key whose conditions are compared by success rate
+    pairs: tuple[tuple[Any, Any], ...] = ()  # (a, b) values compared; () = each vs the lowest
 
 
 CLAIMS: dict[str, Claim] = {
@@ -32,53 +47,134 @@ CLAIMS: dict[str, Claim] = {
         "Flossing keeps the long-term Jacobian better conditioned and error signals alive "
         "over long lags.",
     ),
-    "preflossing": Claim("3", "Preflossing raises the success rate of training at long delays."),
+    "preflossing": Claim(
+        "3",
+        "Preflossing raises the success rate of training at long delays.",
+        "floss.name",
+        (("none", "pre"),),
+    ),
     "during_training": Claim(
-        "4", "Flossing during training further extends the delay that can be bridged."
+        "4",
+        "Flossing during training further extends the delay that can be bridged.",
+        "floss.name",
+        (("none", "pre"), ("pre", "pre_during")),
     ),
     "k_sweep": Claim(
-        "5", "Tasks that need more dimensions of memory profit from flossing more exponents k."
+        "5",
+        "Tasks that need more dimensions of memory profit from flossing more exponents k.",
+        "floss.k",
     ),
     "temporal_complexity": Claim(
-        "5", "Preflossing helps across tasks of varying temporal complexity."
+        "5",
+        "Preflossing helps across tasks of varying temporal complexity.",
+        "floss.name",
+        (("none", "pre"),),
     ),
 }
 
+COMPARISON_COLUMNS = [
+    "claim", "setting", "a", "successes_a", "n_a", "b", "successes_b", "n_b",
+    "rate_difference", "p_value",
+]  # fmt: skip
 
-def _with_config(df: pd.DataFrame, col: Collection, keys: Sequence[str]) -> pd.DataFrame:
+
+def _pairs(claim: Claim, values: list[Any]) -> list[tuple[Any, Any]]:
+    """The claim's pairs among ``values`` (compared as text), or each value vs the lowest."""
+    if claim.pairs:
+        text = {str(v): v for v in values}
+        return [(text[a], text[b]) for a, b in claim.pairs if a in text and b in text]
+    ordered = sorted(values, key=lambda v: sort_key([v]))
+    return [(ordered[0], v) for v in ordered[1:]]
+
+
+def comparisons(col: Collection, preset: str) -> pd.DataFrame:
+    """Fisher's exact test of each compared pair at every setting of the other condition keys.
+
+    One row per pair and setting (sorted numerically): ``setting`` (``task=..., delay=20``), the
+    values ``a``/``b`` with their successes and counted realizations, ``rate_difference``
+    (rate b − rate a) and the two-sided ``p_value``. Empty for presets without a comparison.
+    """
+    claim = CLAIMS.get(preset)
+    key = claim.compare if claim else None
+    if key is None or key not in col.results.columns:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    within = [k for k in col.cell_keys.get(preset, []) if k != key and k in col.results.columns]
+    table = success_counts(col.results, [*within, key])
+    rows = []
+    groups = table.groupby(within, sort=False) if within else [((), table)]
+    for values, g in sorted(groups, key=lambda item: sort_key(_tuple(item[0]))):
+        setting = setting_label(within, _tuple(values))
+        by_value = {str(r[len(within)]): r for r in g.itertuples(index=False)}
+        for a, b in _pairs(claim, g[key].tolist()):
+            ra, rb = by_value[str(a)], by_value[str(b)]
+            rows.append(
+                {
+                    "claim": claim.number,
+                    "setting": setting,
+                    "a": f"{short_names([key])[key]}={format_value(a)}",
+                    "successes_a": ra.successes,
+                    "n_a": ra.n,
+                    "b": f"{short_names([key])[key]}={format_value(b)}",
+                    "successes_b": rb.successes,
+                    "n_b": rb.n,
+                    "rate_difference": rb.rate - ra.rate,
+                    "p_value": fisher_p(ra.successes, ra.n, rb.successes, rb.n),
+                }
+            )
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _tuple(values: Any) -> tuple:
+    return values if isinstance(values, tuple) else (values,)
+
+
+def comparison_markdown(table: pd.DataFrame) -> list[str]:
+    """``table`` of :func:`comparisons` as markdown lines (successes/n with 95 % Wilson CI);
+    with a ``preset`` column (several presets' tables concatenated) it is shown too."""
+    preset = "preset" in table.columns
+    lines = [
+        "| claim |" + (" preset |" if preset else "") + " setting | A | successes/n (95 % CI) "
+        "| B | successes/n (95 % CI) | Δ rate (B − A) | p (Fisher, two-sided) |",
+        "|---|" + ("---|" if preset else "") + "---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"| {r.claim} |"
+            + (f" {r.preset} |" if preset else "")
+            + f" {r.setting or '–'} | {r.a} | {format_rate(r.successes_a, r.n_a)} "
+            f"| {r.b} | {format_rate(r.successes_b, r.n_b)} | {r.rate_difference:+.2f} "
+            f"| {format_p(r.p_value)} |"
+        )
+    return lines
+
+
+def _spread(values: pd.Series, fmt: str = "+.3f") -> str:
+    """``median [25 %, 75 %], n=...`` of the finite values."""
+    q25, q50, q75 = quartiles(values)
+    n = int(pd.to_numeric(values, errors="coerce").notna().sum())
+    return f"{q50:{fmt}} [{q25:{fmt}}, {q75:{fmt}}] (n={n})"
+
+
+def _with_config(df: pd.DataFrame, col: Collection, keys: list[str]) -> pd.DataFrame:
     """Join config columns (by run) onto a tidy frame."""
     missing = [k for k in keys if k not in df.columns]
-    if not missing:
-        return df
-    return df.merge(col.runs[["run", *missing]], on="run", how="left")
+    return df.merge(col.runs[["run", *missing]], on="run", how="left") if missing else df
 
 
-def _success(col: Collection, by: Sequence[str]) -> pd.DataFrame:
-    """Successes and counts of finished realizations per combination of ``by``."""
-    res = col.results[col.results["status"] == "finished"]
-    g = res.groupby(list(by), sort=True)["success"]
-    return pd.DataFrame({"k": g.sum().astype(int), "n": g.size()}).reset_index()
-
-
-def _rates(col: Collection, outer: str, inner: str) -> str:
-    """``outer=v: inner a k/n, inner b k/n; ...`` success counts."""
-    table = _success(col, [outer, inner])
-    parts = []
-    for o, g in table.groupby(outer, sort=True):
-        cells = ", ".join(f"{i} {k}/{n}" for i, k, n in zip(g[inner], g["k"], g["n"], strict=True))
-        parts.append(f"{outer.split('.')[-1]}={o}: {cells}")
-    return "; ".join(parts)
+def _groups(df: pd.DataFrame, key: str):
+    """``df`` grouped by ``key``, in numeric order of its values."""
+    return sorted(df.groupby(key), key=lambda item: sort_key([item[0]]))
 
 
 def _lyapunov_control(col: Collection) -> str:
     s = _with_config(col.spectra, col, ["floss.target"])
     s = s[(s["stage"] == "preflossed") & (s["index"] == 1)]
     parts = []
-    for target, g in s.groupby("floss.target"):
-        hit = (g["value"] - float(target)).abs().lt(0.1).mean()
+    for target, g in _groups(s, "floss.target"):
+        hit = (g["value"] - float(target)).abs().lt(0.1)
         parts.append(
-            f"target {float(target):+.1f}: median λ1 {g['value'].median():+.3f}, "
-            f"{hit:.0%} of {len(g)} within 0.1"
+            f"target {float(target):+.1f}: median λ1 [25–75 %] {_spread(g['value'])}, "
+            f"{int(hit.sum())}/{len(g)} within 0.1"
         )
     return "After flossing, " + "; ".join(parts) + " (nats/step)."
 
@@ -86,14 +182,19 @@ def _lyapunov_control(col: Collection) -> str:
 def _spectrum_k(col: Collection) -> str:
     s = _with_config(col.spectra, col, ["floss.k"])
     parts = []
-    for k, g in s.groupby("floss.k"):
+    for k, g in _groups(s, "floss.k"):
         k = int(k)
-        before = g[(g["stage"] == "initial") & (g["index"] == 1)]["value"].median()
-        after = g[g["stage"] == "preflossed"].groupby("index")["value"].median()
-        rest = f", λ{k + 1} {after.get(k + 1, float('nan')):+.2f}" if k + 1 in after.index else ""
-        lam1, lamk = after.get(1, float("nan")), after.get(k, float("nan"))
-        parts.append(f"k={k}: λ1 {before:+.2f} → {lam1:+.2f}, λ{k} {lamk:+.2f}{rest}")
-    return "Median exponents before → after flossing: " + "; ".join(parts) + " (nats/step)."
+        before = g[(g["stage"] == "initial") & (g["index"] == 1)]["value"]
+        after = g[g["stage"] == "preflossed"]
+        lam = {i: after[after["index"] == i]["value"].median() for i in (1, k, k + 1)}
+        rest = f", λ{k + 1} {lam[k + 1]:+.2f}" if (after["index"] == k + 1).any() else ""
+        lam1 = _spread(after[after["index"] == 1]["value"], "+.2f")
+        parts.append(f"k={k}: λ1 {before.median():+.2f} → {lam1}, λ{k} {lam[k]:+.2f}{rest}")
+    return (
+        "Median exponents before → after flossing (λ1 with its 25–75 % range and n): "
+        + "; ".join(parts)
+        + " (nats/step)."
+    )
 
 
 def _jacobian(col: Collection) -> str:
@@ -109,63 +210,59 @@ def _jacobian(col: Collection) -> str:
     for (name, stage), g in cond.groupby(["floss.name", "stage"], sort=False):
         e = err[(err["floss.name"] == name) & (err["stage"] == stage)]["value"].median()
         parts.append(
-            f"{name}/{stage}: log10 σ1/σk {g['value'].median():.1f}, ‖∂L/∂h‖ at τ={err_lag} {e:.2g}"
+            f"{name}/{stage}: log10 σ1/σk {_spread(g['value'], '.1f')}, "
+            f"‖∂L/∂h‖ at τ={err_lag} {e:.2g}"
         )
-    return (
-        f"At lag τ={lag} (k={int(cond['floss.k'].iloc[0]) if len(cond) else '?'}): "
-        + "; ".join(parts)
-        + "."
-    )
+    k = int(cond["floss.k"].iloc[0]) if len(cond) else "?"
+    return f"At lag τ={lag} (k={k}), medians [25–75 %]: " + "; ".join(parts) + "."
 
 
-def _preflossing(col: Collection) -> str:
-    parts = []
-    for task in sorted(col.results["task.name"].dropna().unique()):
-        keep = col.results["task.name"] == task
-        sub_col = Collection(col.runs, col.results[keep], col.curves, col.spectra, col.diagnostics)
-        parts.append(f"{task}: " + _rates(sub_col, "task.delay", "floss.name"))
-    return "Successes / realizations — " + " | ".join(parts) + "."
-
-
-def _during_training(col: Collection) -> str:
-    return "Successes / realizations — " + _rates(col, "task.delay", "floss.name") + "."
+def _success_sentence(col: Collection, preset: str) -> str:
+    """Successes/n (95 % CI) of every condition of the preset, in condition order."""
+    keys = [k for k in col.cell_keys.get(preset, []) if k in col.results.columns]
+    if not keys:
+        table = success_counts(col.results.assign(_all=preset), ["_all"])
+        return (
+            f"Successes / realizations: {format_rate(table['successes'].sum(), table['n'].sum())}."
+        )
+    table = success_counts(col.results, keys)
+    rows = sorted(table.itertuples(index=False), key=lambda r: sort_key(r[: len(keys)]))
+    cells = [
+        f"{setting_label(keys, r[: len(keys)])}: {format_rate(r.successes, r.n)}" for r in rows
+    ]
+    return "Successes / realizations (95 % CI) — " + "; ".join(cells) + "."
 
 
 def _k_sweep(col: Collection) -> str:
-    res = col.results[col.results["status"] == "finished"]
-    parts = []
-    for k, g in res.groupby("floss.k"):
-        parts.append(
-            f"k={int(k)}: {int(g['success'].sum())}/{len(g)}, acc {g['test_accuracy'].median():.3f}"
-        )
-    return "Successes and median final test accuracy per k — " + "; ".join(parts) + "."
-
-
-def _temporal_complexity(col: Collection) -> str:
-    parts = []
-    for m, _ in col.results.groupby("task.taps"):
-        keep = col.results["task.taps"] == m
-        sub_col = Collection(col.runs, col.results[keep], col.curves, col.spectra, col.diagnostics)
-        parts.append(f"m={int(m)}: " + _rates(sub_col, "task.delay", "floss.name"))
-    return "Successes / realizations — " + " | ".join(parts) + "."
+    rates = success_counts(col.results, ["floss.k"]).set_index("floss.k")
+    res = counted(col.results)
+    parts = [
+        f"k={format_value(k)}: {format_rate(rates.loc[k, 'successes'], rates.loc[k, 'n'])}, "
+        f"acc {_spread(g['test_accuracy'], '.3f')}"
+        for k, g in _groups(res, "floss.k")
+    ]
+    return (
+        "Successes (95 % CI) and median final test accuracy [25–75 %] per k — "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 SUMMARIES: dict[str, Callable[[Collection], str]] = {
     "lyapunov_control": _lyapunov_control,
     "spectrum_k": _spectrum_k,
     "jacobian": _jacobian,
-    "preflossing": _preflossing,
-    "during_training": _during_training,
     "k_sweep": _k_sweep,
-    "temporal_complexity": _temporal_complexity,
 }
 
 
 def summarize(preset: str, col: Collection) -> str:
     """One sentence of measured numbers for a preset (never raises)."""
-    if not len(col.results):
+    if not len(counted(col.results)):
         return "No finished runs."
     try:
-        return SUMMARIES[preset](col)
+        if preset in SUMMARIES:
+            return SUMMARIES[preset](col)
+        return _success_sentence(col, preset)
     except Exception as err:  # a summary must never stop the figures
         return f"(could not summarise: {type(err).__name__}: {err})"

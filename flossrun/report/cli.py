@@ -3,12 +3,16 @@
 Writes into ``--out`` (default: the single PATH, or ``outputs/report`` for several):
 
 - ``results.csv`` — one row per realization of every run found, failed/unfinished/corrupt runs
-  included with their ``status`` and ``reason``;
-- ``conditions.csv`` — per experiment and condition: runs, n, success rate, medians;
+  included with their ``status`` and ``reason``, the code version that wrote it (``code``) and
+  whether it is counted (a network already held by another run is not, ``duplicate_of``);
+- ``conditions.csv`` — per experiment and condition: runs, n, successes with the 95 % Wilson
+  interval, medians with 25–75 % ranges, code versions;
 - ``curves.csv`` — every ``metrics.csv`` row with its run and condition;
 - ``figures/`` — the preset figures (PNG and PDF).
 
-Every file is written to a temporary name and moved into place, so reruns overwrite safely.
+Every file is written atomically (:mod:`flossrun.io`), so reruns overwrite safely. The printed
+summary ends with notes: duplicate networks dropped, conditions pooling runs of different code
+versions, folders a later job refused (``conflict.txt``).
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from typing import Any
 
 import pandas as pd
 
+from flossrun.io import write_text
 from flossrun.report.collect import collect
 from flossrun.report.conditions import condition_table
 from flossrun.report.render import render_figures
 from flossrun.report.rundir import STATUSES
+from flossrun.report.stats import format_rate
 
 
 def default_out(paths: Sequence[str | os.PathLike[str]]) -> Path:
@@ -34,13 +40,8 @@ def default_out(paths: Sequence[str | os.PathLike[str]]) -> Path:
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``df`` to ``path`` atomically."""
+    write_text(path, df.to_csv(index=False))
 
 
 def report(
@@ -51,14 +52,16 @@ def report(
     """Collect every run below ``paths``, write the tables (and figures) into ``out``.
 
     Returns a dict: ``out`` (Path), ``collection`` (:class:`Collection`), ``results``,
-    ``conditions``, ``curves`` and ``problems`` (non-finished runs: run, status, reason) as
-    DataFrames, ``counts`` (runs per status), ``figures`` (files written) and ``notes``
-    (missing paths, skipped or failed figures). Never raises on bad run files.
+    ``conditions``, ``curves`` and ``problems`` (runs not finished or refused by a later job:
+    run, status, reason, code) as DataFrames, ``counts`` (runs per status, and ``conflict``),
+    ``figures`` (files written) and ``notes`` (duplicates dropped, mixed code versions, missing
+    paths, skipped or failed figures). Never raises on bad run files.
     """
     paths = [Path(p) for p in paths]
     out = default_out(paths) if out is None else Path(out)
-    notes = [f"path not found: {p}" for p in paths if not p.exists()]
+    missing = [f"path not found: {p}" for p in paths if not p.exists()]
     collection = collect([p for p in paths if p.exists()])
+    notes = collection.notes + missing
     conditions = condition_table(collection.results, collection.order)
     figures: list[Path] = []
     if collection.runs.empty:  # nothing to report: leave ``out`` alone
@@ -75,7 +78,11 @@ def report(
         notes += figure_notes
     runs = collection.runs
     counts = {s: int((runs["status"] == s).sum()) for s in STATUSES}
-    problems = runs.loc[runs["status"] != "finished", ["run", "status", "reason"]]
+    counts["conflict"] = int((runs["conflict"] != "").sum())
+    problems = runs.loc[runs["status"] != "finished", ["run", "status", "reason", "code"]]
+    conflicts = runs.loc[runs["conflict"] != "", ["run", "conflict", "code"]]
+    conflicts = conflicts.rename(columns={"conflict": "reason"}).assign(status="conflict")
+    problems = pd.concat([problems, conflicts[problems.columns]], ignore_index=True)
     return {
         "out": out,
         "collection": collection,
@@ -89,24 +96,46 @@ def report(
     }
 
 
+def condition_text(rows: pd.DataFrame) -> str:
+    """One experiment's conditions as a text table: n, successes (95 % CI), medians, code."""
+    shown = pd.DataFrame(
+        {
+            "n": rows["n"],
+            "success (95% CI)": [
+                format_rate(k, n) for k, n in zip(rows["successes"], rows["n"], strict=True)
+            ],
+            "median_acc [25-75%]": [
+                f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+                for m, lo, hi in zip(
+                    rows["test_accuracy_median"],
+                    rows["test_accuracy_q25"],
+                    rows["test_accuracy_q75"],
+                    strict=True,
+                )
+            ],
+            "median_epochs": rows["epochs_to_success_median"].map(lambda v: f"{v:.3g}"),
+            "code": rows["code_versions"],
+        }
+    )
+    shown.index = rows["condition"].to_numpy()
+    return shown.to_string()
+
+
 def format_report(result: dict[str, Any]) -> str:
     """The short text summary the CLI prints: counts, per-condition table, problem runs."""
     counts = result["counts"]
-    lines = [f"{sum(counts.values())} run(s): " + ", ".join(f"{n} {s}" for s, n in counts.items())]
-    table = result["conditions"].rename(
-        columns={
-            "success_rate": "success",
-            "median_test_accuracy": "median_acc",
-            "median_epochs_to_success": "median_epochs",
-        }
-    )
-    for experiment, rows in table.groupby("experiment", sort=False):
-        shown = rows.drop(columns=["experiment"]).set_index("condition")
-        lines += ["", f"[{experiment}]", shown.to_string(float_format=lambda v: f"{v:.3g}")]
+    statuses = {s: n for s, n in counts.items() if s != "conflict"}
+    lines = [
+        f"{sum(statuses.values())} run(s): " + ", ".join(f"{n} {s}" for s, n in statuses.items())
+    ]
+    if counts.get("conflict"):
+        lines[0] += f"; {counts['conflict']} refused by a later job (conflict.txt)"
+    for experiment, rows in result["conditions"].groupby("experiment", sort=False):
+        lines += ["", f"[{experiment}]", condition_text(rows)]
     if len(result["problems"]):
-        lines += ["", "not finished:"]
+        lines += ["", "not finished or refused:"]
         for row in result["problems"].itertuples(index=False):
-            lines.append(f"  {row.status:<10} {row.run}  {row.reason}")
+            lines.append(f"  {row.status:<10} {row.run}  [{row.code}]  {row.reason}")
     out = result["out"]
     if len(result["results"]):
         tables = ", ".join(str(out / n) for n in ("results.csv", "conditions.csv", "curves.csv"))

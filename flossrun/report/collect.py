@@ -1,15 +1,21 @@
-"""Collect every run below some paths into tidy pandas frames (docs/design.md §7).
+"""Collect every run below some paths into tidy pandas frames (docs/design.md §6–7).
 
 ``collect(paths)`` returns a :class:`Collection`:
 
 - ``runs``: one row per run directory — ``run`` (path), ``status`` (finished | failed |
-  unfinished | corrupt), ``reason``, ``experiment`` (the config's ``name``), ``condition``,
-  ``overrides`` and the flattened config (``task.delay``, ``floss.k``, ...; ``seed`` is the base
-  seed).
+  unfinished | corrupt), ``reason``, ``conflict`` (the line of ``conflict.txt``), ``code`` (the
+  code version from ``provenance.json``), ``ran_on`` (its device), ``experiment`` (the config's
+  ``name``), ``condition``, ``overrides`` and the flattened config (``task.delay``, ``floss.k``,
+  ...; ``seed`` is the base seed).
 - ``results``: one row per realization, also for failed/unfinished/corrupt runs (summary columns
   empty there); ``seed`` is the realization's seed, the config's seed is ``base_seed``.
+  ``counted`` is false for a finished realization whose network (config and seed) an earlier
+  run of the experiment already holds; ``duplicate_of`` names that run.
 - ``curves``: ``metrics.csv`` of every readable run plus ``run, experiment, condition, status``
-  and the condition keys; ``spectra`` and ``diagnostics`` likewise.
+  and the condition keys, without the rows of duplicate networks; ``spectra`` and
+  ``diagnostics`` likewise.
+- ``notes``: one line per run holding duplicate networks and per condition that pools runs of
+  different code versions or devices.
 """
 
 from __future__ import annotations
@@ -19,20 +25,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from flossrun.report.conditions import as_keys, choose_keys, label_conditions, override_keys
+from flossrun.report.conditions import (
+    as_keys,
+    condition_keys,
+    identity_columns,
+    label_conditions,
+    override_keys,
+)
 from flossrun.report.rundir import (
     DIAGNOSTICS,
     METRICS,
     SPECTRA,
     SUMMARY,
-    Run,
+    RunFolder,
     find_run_dirs,
     load_run,
 )
+from flossrun.report.stats import counted
 
-META = ["run", "status", "reason", "experiment", "condition", "overrides"]
+META = [
+    "run", "status", "reason", "conflict", "code", "ran_on", "experiment", "condition", "overrides",
+]  # fmt: skip
 
 
 @dataclass
@@ -48,6 +64,7 @@ class Collection:
     cell_keys: dict[str, list[str]] = field(default_factory=dict)
     order: dict[str, list[str]] = field(default_factory=dict)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def experiments(self) -> list[str]:
@@ -79,7 +96,7 @@ class Collection:
         )
 
 
-def _realization_rows(run: Run) -> pd.DataFrame:
+def _realization_rows(run: RunFolder) -> pd.DataFrame:
     """The summary, or placeholder rows (realization, seed) for a run without one."""
     if run.summary is not None:
         return run.summary
@@ -103,25 +120,78 @@ def _with_run(df: pd.DataFrame | None, run: str) -> pd.DataFrame:
     return df.assign(run=run)
 
 
-def _experiment(run: Run) -> str:
+def _experiment(run: RunFolder) -> str:
     """The experiment (preset) name: the config's ``name``."""
     return str(run.config.get("name", "unnamed"))
 
 
-def _assign_conditions(runs: pd.DataFrame, loaded: list[Run], config_columns: list[str]):
+def _assign_conditions(runs: pd.DataFrame, loaded: list[RunFolder], config_columns: list[str]):
     """Fill ``runs.condition``; returns (cell_keys, order, settings) per experiment."""
     cell_keys, order, settings = {}, {}, {}
     runs["condition"] = ""
     for exp, idx in runs.groupby("experiment").groups.items():
         members = [r for r in loaded if r.config and _experiment(r) == exp]
         settings[exp] = next((r.settings for r in members if r.settings), {})
-        preferred = [k for r in members for k in override_keys(r.overrides, config_columns)]
-        preferred += as_keys(settings[exp].get("condition")) + as_keys(settings[exp].get("x"))
+        declared = [k for r in members for k in override_keys(r.overrides, config_columns)]
+        declared += as_keys(settings[exp].get("condition")) + as_keys(settings[exp].get("x"))
         config = runs.loc[idx, config_columns]
-        cell_keys[exp] = choose_keys(config, preferred=preferred)
+        cell_keys[exp] = condition_keys(config, declared)
         labels, order[exp] = label_conditions(config, cell_keys[exp], default=str(exp))
         runs.loc[idx, "condition"] = labels
     return cell_keys, order, settings
+
+
+def _mark_duplicates(results: pd.DataFrame, config_columns: list[str]) -> list[str]:
+    """Set ``counted``/``duplicate_of`` on ``results`` (in rank order: the first copy of a
+    network counts); returns one note per run that holds duplicates."""
+    results["counted"] = results["status"] == "finished"
+    results["duplicate_of"] = ""
+    done = results[results["counted"] & results["seed"].notna()]  # no seed: nothing to match
+    if done.empty:
+        return []
+    identity = done[["experiment", *identity_columns(config_columns), "seed"]].astype(str)
+    network = identity.apply("\x1f".join, axis=1)
+    kept = done.index.to_series().groupby(network).transform("first")
+    dup = kept.index[kept != kept.index]
+    dup = dup[done.loc[dup, "run"].to_numpy() != done.loc[kept[dup], "run"].to_numpy()]
+    results.loc[dup, "counted"] = False
+    results.loc[dup, "duplicate_of"] = done.loc[kept[dup], "run"].to_numpy()
+    acc = results["test_accuracy"].astype("float64")
+    a, b = acc[dup].to_numpy(), acc[kept[dup]].to_numpy()
+    differs = pd.Series((a != b) & ~(np.isnan(a) & np.isnan(b)), index=dup)
+    notes = []
+    for (run, first), rows in results.loc[dup].groupby(["run", "duplicate_of"], sort=False):
+        seeds = ", ".join(str(s) for s in rows["seed"])
+        note = (
+            f"duplicate network(s) dropped: seed(s) {seeds} of {run} — same config and seed "
+            f"as in {first}; counted once"
+        )
+        odd = [
+            f"{s} ({acc[i]:.4g} here, {acc[kept[i]]:.4g} there)"
+            for i, s in rows["seed"].items()
+            if differs[i]
+        ]
+        if odd:
+            note += f"; the copies' test accuracy differs for seed(s) {', '.join(odd)}"
+        notes.append(note)
+    return notes
+
+
+def _version_notes(results: pd.DataFrame) -> list[str]:
+    """One note per condition whose counted runs come from more than one code version or
+    device (results of one network may differ between them)."""
+    notes = []
+    for (exp, cond), g in counted(results).groupby(["experiment", "condition"], sort=False):
+        runs = g.drop_duplicates("run")
+        per = runs["code"].value_counts()
+        if len(per) > 1:
+            versions = ", ".join(f"{v} ({n} run(s))" for v, n in sorted(per.items()))
+            dirty = " (dirty: uncommitted changes)" if per.index.str.contains("dirty").any() else ""
+            notes.append(f"{exp} / {cond} pools runs of different code versions: {versions}{dirty}")
+        devices = sorted(set(runs["ran_on"]) - {""})
+        if len(devices) > 1:
+            notes.append(f"{exp} / {cond} pools runs on different devices: {', '.join(devices)}")
+    return notes
 
 
 def _rank(runs: pd.DataFrame, order: dict[str, list[str]]) -> list[tuple]:
@@ -142,10 +212,11 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     rows = []
     for r in loaded:
         meta = {"run": str(r.path), "status": r.status, "reason": r.reason}
+        meta |= {"conflict": r.conflict, "code": r.code, "ran_on": r.ran_on}
         meta["experiment"] = _experiment(r) if r.config else pd.NA
         meta["overrides"] = " ".join(r.overrides)
         rows.append({**meta, **{k: v for k, v in r.config.items() if k != "name"}})
-    runs = pd.DataFrame(rows, columns=[*META[:4], "overrides"]) if not rows else pd.DataFrame(rows)
+    runs = pd.DataFrame(rows, columns=[*META[:7], "overrides"]) if not rows else pd.DataFrame(rows)
     config_columns = [c for c in runs.columns if c not in META]
     cell_keys, order, settings = _assign_conditions(runs, loaded, config_columns)
     rank = _rank(runs, order)
@@ -160,6 +231,10 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     head = runs[META].merge(results[["run", *SUMMARY]], on="run", how="right")
     config = runs[["run", *config_columns]].rename(columns={"seed": "base_seed"})
     results = head[META + list(SUMMARY)].merge(config, on="run", how="left")
+    notes = _mark_duplicates(results, config_columns)
+    notes += _version_notes(results)
+    results = results[[*META, "counted", "duplicate_of", *SUMMARY, *config.columns[1:]]]
+    dropped = results.loc[~results["counted"] & (results["duplicate_of"] != ""), ["run", "seed"]]
 
     keys = list(dict.fromkeys(k for ks in cell_keys.values() for k in ks))
     attach = runs[["run", "experiment", "condition", "status", *keys]]
@@ -167,6 +242,9 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     def tidy(attr: str, columns: tuple[str, ...]) -> pd.DataFrame:
         df = _concat([_with_run(getattr(r, attr), str(r.path)) for r in loaded], ["run", *columns])
         df = df[["run", *columns]].merge(attach, on="run", how="left")
+        if len(dropped) and len(df):  # a duplicate network's curves would be pooled twice
+            key = df["run"] + "\x1f" + df["seed"].astype(str)
+            df = df[~key.isin(dropped["run"] + "\x1f" + dropped["seed"].astype(str))]
         return df[["run", "experiment", "condition", "status", *columns, *keys]]
 
     return Collection(
@@ -179,4 +257,5 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
         cell_keys=cell_keys,
         order=order,
         settings=settings,
+        notes=notes,
     )

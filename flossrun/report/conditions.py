@@ -1,11 +1,14 @@
 """Conditions: the config keys that tell runs apart, their labels, and per-condition statistics.
 
-A *condition* is the set of runs that share every setting but the seed; their realizations are
-pooled (the seeds of a multirun and the realizations inside each run count alike). The keys come
-from the varying config keys of an experiment (``seed`` excluded), reduced greedily to a minimal
-set that separates the same runs: overridden keys and the preset's ``report.condition`` and
-``report.x`` first, then group names (``floss.name``), so ``floss=pre`` wins over the
-``floss.pre_epochs`` it implies.
+A *network* is one realization: its config without the keys that do not change its numbers
+(:data:`NOT_IDENTITY`) plus its seed (docs/design.md §6). A *condition* is the set of networks
+of an experiment that share that config whatever their seed; their realizations are pooled (the
+seeds of a multirun and the realizations inside one run count alike).
+
+Condition keys are the ones the runs declare — the keys their overrides set (a sweep's grid, a
+command line: ``floss=pre`` → ``floss.name``) and the preset's ``report.condition``/``report.x``
+— that take more than one value; a key that still tells runs apart within those groups (an
+edited preset, runs without overrides) is added after them, group names (``*.name``) first.
 """
 
 from __future__ import annotations
@@ -17,20 +20,28 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from flossrun.report.stats import counted, quartiles, success_counts
 from flossrun.report.style import colours
 
 if TYPE_CHECKING:
     from flossrun.report.collect import Collection
 
-NOT_CONDITIONS = {
+# Keys that do not change a network's numbers (or are the seed itself): not part of its identity.
+NOT_IDENTITY = {
     "name",
+    "scale",
     "seed",
+    "realizations",
     "device",
     "threads",
-    "report",
     "train.log_every",
     "train.checkpoint_every",
 }
+
+
+def identity_columns(columns: Iterable[str]) -> list[str]:
+    """The flattened config keys that define a network together with its seed."""
+    return [c for c in columns if c not in NOT_IDENTITY and not c.startswith(("report", "hydra."))]
 
 
 def as_keys(value: Any) -> list[str]:
@@ -55,40 +66,26 @@ def override_keys(overrides: Iterable[str], columns: Iterable[str]) -> list[str]
     return keys
 
 
-def _n_settings(config: pd.DataFrame, keys: Sequence[str]) -> int:
-    return len(config[list(keys)].drop_duplicates()) if keys else min(len(config), 1)
+def _varies(config: pd.DataFrame, key: str, within: Sequence[str]) -> bool:
+    values = config[key].astype(str)
+    if not within:
+        return values.nunique() > 1
+    return bool((values.groupby([config[k].astype(str) for k in within]).nunique() > 1).any())
 
 
-def choose_keys(
-    config: pd.DataFrame, fixed: Sequence[str] = (), preferred: Sequence[str] = ()
-) -> list[str]:
-    """Minimal keys that, with ``fixed`` (axes, panels), separate the distinct settings of runs.
+def condition_keys(config: pd.DataFrame, declared: Sequence[str] = ()) -> list[str]:
+    """The keys that label the conditions of one experiment (one row per run in ``config``).
 
-    ``config`` holds one row per run and one column per flattened config key.
+    ``declared`` keys that vary come first, in their order; then any identity key that still
+    varies within the groups they form (``*.name`` keys first, then column order).
     """
-    fixed = [k for k in fixed if k in config.columns]
-    varying = [
-        c
-        for c in config.columns
-        if c not in NOT_CONDITIONS
-        and not c.startswith(("report.", "hydra."))
-        and config[c].astype(str).nunique() > 1
-    ]
-    target = _n_settings(config, list(dict.fromkeys(fixed + varying)))
-    names = [k for k in varying if k.endswith(".name")]
-    order = list(dict.fromkeys([k for k in preferred if k in varying] + names + varying))
-    chosen: list[str] = []
-    current = _n_settings(config, fixed)
-    for key in order:
-        if current >= target:
-            break
-        if key in fixed:
-            continue
-        n = _n_settings(config, fixed + chosen + [key])
-        if n > current:
-            chosen.append(key)
-            current = n
-    return chosen
+    identity = identity_columns(config.columns)
+    keys = [k for k in dict.fromkeys(declared) if k in identity and _varies(config, k, ())]
+    rest = [k for k in identity if k not in keys]
+    for key in sorted(rest, key=lambda k: not k.endswith(".name")):
+        if _varies(config, key, keys):
+            keys.append(key)
+    return keys
 
 
 def short_names(keys: Sequence[str]) -> dict[str, str]:
@@ -120,17 +117,19 @@ def sort_key(values: Iterable[Any]) -> tuple:
     return tuple(out)
 
 
+def setting_label(keys: Sequence[str], values: Sequence[Any]) -> str:
+    """``floss=pre, delay=40`` for config keys and their values."""
+    names = short_names(keys)
+    return ", ".join(f"{names[k]}={format_value(v)}" for k, v in zip(keys, values, strict=True))
+
+
 def label_conditions(config: pd.DataFrame, keys: Sequence[str], default: str = "all"):
     """Label per row (``floss=pre, delay=40``) and the labels in sorted condition order.
 
     Returns ``(labels: Series aligned with config, order: list[str])``.
     """
-    names = short_names(keys)
     values = [tuple(row) for row in config[list(keys)].itertuples(index=False)]
-    text = {
-        v: ", ".join(f"{names[k]}={format_value(x)}" for k, x in zip(keys, v, strict=True))
-        for v in values
-    }
+    text = {v: setting_label(keys, v) for v in values}
     if not keys:
         text = {v: default for v in values}
     order = [text[v] for v in sorted(set(values), key=sort_key)]
@@ -138,37 +137,46 @@ def label_conditions(config: pd.DataFrame, keys: Sequence[str], default: str = "
 
 
 def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.DataFrame:
-    """Per experiment and condition: runs, finished realizations n, success rate, medians.
+    """Per experiment and condition: runs, counted realizations ``n``, successes with their 95 %
+    Wilson interval, medians with 25–75 % ranges, code versions and duplicates dropped.
 
-    Success rate and medians pool the finished realizations of every run in the condition;
-    failed, unfinished and corrupt runs are counted in ``problem_runs`` but not in ``n``.
+    Statistics pool the counted realizations (finished, each network once) of every run in the
+    condition; failed, unfinished and corrupt runs are counted in ``problem_runs``, not in ``n``.
+    ``epochs_to_success`` quartiles are over the successful realizations (``successes`` of them).
     """
-    columns = ["experiment", "condition", "runs", "problem_runs", "n", "successes"]
-    columns += [
-        "success_rate",
-        "median_test_accuracy",
-        "median_lambda_1",
-        "median_epochs_to_success",
-    ]
+    rates = success_counts(results, ["experiment", "condition"]).set_index(
+        ["experiment", "condition"]
+    )
     rows = []
     for (exp, cond), g in results.groupby(["experiment", "condition"], sort=False):
         done = g[g["status"] == "finished"]
-        success = done["success"].astype("float64")
-        rows.append(
-            {
-                "experiment": exp,
-                "condition": cond,
-                "runs": g["run"].nunique(),
-                "problem_runs": g.loc[g["status"] != "finished", "run"].nunique(),
-                "n": len(done),
-                "successes": int(success.sum()),
-                "success_rate": success.mean() if len(done) else float("nan"),
-                "median_test_accuracy": done["test_accuracy"].median(),
-                "median_lambda_1": done["lambda_1"].median(),
-                "median_epochs_to_success": done["epochs_to_success"].median(),
-            }
+        used = done[done["counted"]] if "counted" in done else done
+        rate = rates.loc[(exp, cond)] if (exp, cond) in rates.index else None
+        row = {
+            "experiment": exp,
+            "condition": cond,
+            "runs": g["run"].nunique(),
+            "problem_runs": g.loc[g["status"] != "finished", "run"].nunique(),
+            "n": len(used),
+            "duplicates": len(done) - len(used),
+            "successes": 0 if rate is None else int(rate["successes"]),
+            "success_rate": math.nan if rate is None else rate["rate"],
+            "success_ci_low": math.nan if rate is None else rate["ci_low"],
+            "success_ci_high": math.nan if rate is None else rate["ci_high"],
+        }
+        ok = used[used["success"].fillna(False).astype(bool)]
+        for col, rows_of in (
+            ("test_accuracy", used),
+            ("lambda_1", used),
+            ("epochs_to_success", ok),
+        ):
+            q25, q50, q75 = quartiles(rows_of[col])
+            row |= {f"{col}_median": q50, f"{col}_q25": q25, f"{col}_q75": q75}
+        row["code_versions"] = (
+            "; ".join(sorted(used["code"].dropna().unique())) if "code" in g else ""
         )
-    table = pd.DataFrame(rows, columns=columns)
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["experiment", "condition"])
     rank = {(e, c): i for e, labels in order.items() for i, c in enumerate(labels)}
     table["_rank"] = [
         rank.get((e, c), len(rank)) for e, c in zip(table.experiment, table.condition, strict=True)
@@ -203,8 +211,8 @@ FLOSS_SETTING_KEYS = (
 class Conditions:
     """The colour conditions of one experiment's figure: labels per run, order, colours, n.
 
-    Keys are the preset's ``report.condition`` or, without it, :func:`choose_keys` with the
-    figure's axes and panels as ``fixed`` (so the x key never also becomes a colour).
+    Keys are the preset's ``report.condition`` or, without it, the experiment's condition keys,
+    less the figure's axes and panels (``fixed``: the x key never also becomes a colour).
     """
 
     keys: list[str]
@@ -222,9 +230,9 @@ class Conditions:
         explicit = as_keys(exp.settings.get(name, {}).get("condition"))
         keys = [k for k in explicit if k in config.columns and k not in fixed]
         if not keys:
-            keys = choose_keys(config, fixed=fixed, preferred=exp.cell_keys.get(name, []))
+            keys = [k for k in exp.cell_keys.get(name, []) if k not in fixed]
         by_run, order = label_conditions(config, keys, default=str(name))
-        n = exp.results["run"].map(by_run).value_counts().to_dict()
+        n = counted(exp.results)["run"].map(by_run).value_counts().to_dict()
         return cls(keys, config, by_run, order, colours(order), n)
 
     def groups(self, df: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:

@@ -28,6 +28,7 @@ from flossrun.report.panels import (
     select_metric,
     success_vs,
 )
+from flossrun.report.stats import counted
 from flossrun.report.style import LINESTYLES, band, colours, label, new_figure, no_data
 
 STAGES = ("initial", "preflossed", "eval", "final")
@@ -172,7 +173,7 @@ def k_sweep(exp: Collection) -> Figure | None:
     """Final test accuracy (dots: realizations, line: median) and success rate vs k."""
     x = preset_settings(exp).get("x") or "floss.k"
     cond = Conditions.of(exp, fixed=(x,))
-    res = exp.results
+    res = counted(exp.results)
     fig, axes = new_figure(2)
     for name, colour, g in cond.groups(res):
         axes[0, 0].scatter(g[x], g["test_accuracy"], color=colour, s=9, alpha=0.4, lw=0)

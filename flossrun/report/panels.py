@@ -14,10 +14,12 @@ from typing import Any
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.transforms import ScaledTranslation
 
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import SETTING_KEYS, Conditions, format_value, short_names, sort_key
-from flossrun.report.style import band, label, no_data, success_rate
+from flossrun.report.stats import counted, success_counts
+from flossrun.report.style import band, label, no_data
 
 
 def select_metric(df: pd.DataFrame, phase: str, name: str, column: str = "phase") -> pd.DataFrame:
@@ -67,11 +69,25 @@ def finish(
 
 
 def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
-    """Success rate (fraction of realizations with final accuracy ≥ threshold) vs ``x``."""
-    for name, colour, g in cond.groups(results):
-        rate = success_rate(g, x)
-        ax.plot(rate.index, rate["rate"], "o-", color=colour, label=cond.legend(name, len(g)))
-    ax.set(xlabel=label(x), ylabel=label("success"), ylim=(-0.04, 1.04))
+    """Success rate (fraction of realizations with final accuracy ≥ threshold) vs ``x``, with
+    95 % Wilson intervals as error bars (conditions shifted apart by a few points so their bars
+    do not hide each other); the legend states n per point."""
+    groups = list(cond.groups(counted(results)))
+    for i, (name, colour, g) in enumerate(groups):
+        rate = success_counts(g, [x])
+        lo, hi = rate["n"].min(), rate["n"].max()
+        n = f"{lo}" if lo == hi else f"{lo}–{hi}"
+        err = [rate["rate"] - rate["ci_low"], rate["ci_high"] - rate["rate"]]
+        shift = ScaledTranslation(
+            (i - (len(groups) - 1) / 2) * 3 / 72, 0, ax.figure.dpi_scale_trans
+        )
+        bars = ax.errorbar(
+            rate[x], rate["rate"], yerr=err, fmt="o-", color=colour, capsize=2,
+            label=f"{name} (n={n} per point)",
+        )  # fmt: skip
+        for artist in bars.get_children():  # shifted after plotting: limits stay on the data
+            artist.set_transform(ax.transData + shift)
+    ax.set(xlabel=label(x), ylabel=f"{label('success')} (95 % CI)", ylim=(-0.04, 1.04))
     if ax.lines:
         ax.legend()
     else:
@@ -80,14 +96,18 @@ def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> Non
 
 def epochs_to_success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
     """Median (25–75 % bars) epochs to success vs ``x``, over the successful realizations."""
-    ok = results[results["success"].fillna(False).astype(bool)]
+    done = counted(results)
+    ok = done[done["success"].fillna(False).astype(bool)]
     for name, colour, g in cond.groups(ok):
         q = g.groupby(x)["epochs_to_success"].quantile([0.25, 0.5, 0.75]).unstack().dropna()
         if len(q):
             err = [q[0.5] - q[0.25], q[0.75] - q[0.5]]
-            ax.errorbar(q.index, q[0.5], yerr=err, fmt="o-", color=colour, capsize=2, label=name)
+            legend = f"{name} (n={len(g)} successful)"
+            ax.errorbar(q.index, q[0.5], yerr=err, fmt="o-", color=colour, capsize=2, label=legend)
     ax.set(xlabel=label(x), ylabel=label("epochs_to_success"))
-    if not ax.lines:
+    if ax.lines:
+        ax.legend()
+    else:
         no_data(ax, "no successful realization")
 
 

@@ -2,7 +2,9 @@
 
 A run directory is any directory holding ``.hydra/config.yaml``. Below it the runner writes
 ``metrics.csv``, ``spectra.csv``, ``diagnostics.csv`` (tidy, long format), ``summary.csv`` (one
-row per realization, present ⇔ finished) and ``failed.txt`` (present ⇔ the job raised).
+row per realization, present ⇔ finished), ``failed.txt`` (present ⇔ the job raised),
+``provenance.json`` (the code that wrote it) and ``conflict.txt`` (a later job of another config
+or code refused this folder and left its results untouched).
 Reading never raises on bad files: a run whose files cannot be parsed is marked ``corrupt``
 with the reason, one without a summary ``unfinished`` (killed or still running).
 """
@@ -35,6 +37,8 @@ SUMMARY = SUMMARY_COLUMNS
 SUMMARY_REQUIRED = ("realization", "test_accuracy", "success")
 INTEGER_COLUMNS = ("realization", "seed", "epoch", "index", "lag")
 SKIP_DIRS = {"plots", "figures", "__pycache__"}
+PROVENANCE, CONFLICT = "provenance.json", "conflict.txt"
+UNKNOWN_VERSION = "unknown version"
 
 
 class CorruptFile(Exception):
@@ -42,16 +46,21 @@ class CorruptFile(Exception):
 
 
 @dataclass
-class Run:
+class RunFolder:
     """One run directory as read from disk.
 
     ``config`` is the flattened Hydra config (``task.delay`` → value; lists as JSON strings),
     ``settings`` the preset's optional ``report:`` node, frames are ``None`` when absent.
+    ``code`` names the code version from ``provenance.json`` (``0.1.0 @ 1a2b3c4 (dirty)``, or
+    ``unknown version``), ``conflict`` is the line of ``conflict.txt`` (empty without one).
     """
 
     path: Path
     status: str = "unfinished"
     reason: str = ""
+    code: str = UNKNOWN_VERSION
+    ran_on: str = ""  # the device from provenance.json (cpu | cuda), "" when unknown
+    conflict: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
@@ -190,6 +199,36 @@ def _failure_reason(path: Path) -> str:
     return _one_line(lines[-1] if traceback else lines[0])
 
 
+def read_provenance(path: Path) -> tuple[str, str]:
+    """The code version that wrote a run and the device it ran on, from ``provenance.json``.
+
+    The version reads ``flossrun_version @ commit[:7]``, with ``(dirty)`` when the tree had
+    uncommitted changes; ``unknown version`` (and device ``""``) without a readable file.
+    """
+    try:
+        prov = json.loads((path / PROVENANCE).read_text())
+        version = str(prov["flossrun_version"])
+    except FileNotFoundError:
+        return UNKNOWN_VERSION, ""
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{UNKNOWN_VERSION} ({PROVENANCE} unreadable)", ""
+    commit = prov.get("git_commit")
+    label = f"{version} @ {str(commit)[:7]}" if commit else version
+    return label + (" (dirty)" if prov.get("git_dirty") else ""), str(prov.get("device") or "")
+
+
+def read_conflict(path: Path) -> str:
+    """The first non-empty line of ``conflict.txt`` (what differs, how to redo), or ``""``."""
+    try:
+        text = (path / CONFLICT).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    except OSError as e:
+        return f"{CONFLICT} unreadable: {_one_line(e)}"
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return _one_line(lines[0]) if lines else f"{CONFLICT} (empty)"
+
+
 def _resolve(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain containers, interpolations resolved where possible.
 
@@ -219,7 +258,7 @@ def _resolve(cfg: DictConfig) -> dict[str, Any]:
     return walk(raw, "")
 
 
-def _read_config(run: Run) -> None:
+def _read_config(run: RunFolder) -> None:
     cfg = OmegaConf.load(run.path / CONFIG)
     if not isinstance(cfg, DictConfig):
         raise CorruptFile("config.yaml: not a mapping")
@@ -236,9 +275,10 @@ def _read_config(run: Run) -> None:
         run.overrides = [str(o) for o in overrides]
 
 
-def load_run(path: Path) -> Run:
+def load_run(path: Path) -> RunFolder:
     """Read one run directory; never raises (bad files → ``status="corrupt"`` + reason)."""
-    run = Run(path=path)
+    code, ran_on = read_provenance(path)
+    run = RunFolder(path=path, code=code, ran_on=ran_on, conflict=read_conflict(path))
     try:
         _read_config(run)
     except Exception as e:

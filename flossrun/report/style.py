@@ -125,13 +125,6 @@ def band(
     ax.plot(xs, q[0.5].to_numpy(float), color=color, label=label, **kwargs)
 
 
-def success_rate(df: pd.DataFrame, x: str) -> pd.DataFrame:
-    """Per value of ``x``: realizations ``n``, ``successes`` and ``rate`` (fraction succeeded)."""
-    success = df["success"].astype("float64")
-    g = success.groupby(df[x])
-    return pd.DataFrame({"n": g.size(), "successes": g.sum(), "rate": g.mean()})
-
-
 def no_data(ax: Axes, what: str = "no data") -> None:
     """Mark an empty panel instead of leaving it blank."""
     ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="0.5")

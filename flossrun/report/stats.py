@@ -1,0 +1,83 @@
+"""The report's statistics, in one place: success counts with Wilson intervals, Fisher's exact
+test between two conditions, and medians with their 25–75 % range (docs/design.md §5, §8).
+
+A realization *counts* when its run finished and it is not a duplicate of a network already
+counted (``counted`` column, see :mod:`flossrun.report.collect`); every rate, interval, test and
+median here is over counted realizations only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+from scipy.stats import binomtest, fisher_exact
+
+CONFIDENCE = 0.95
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate; ``(nan, nan)`` when ``n == 0``."""
+    if n == 0:
+        return math.nan, math.nan
+    ci = binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=CONFIDENCE, method="wilson"
+    )
+    return float(ci.low), float(ci.high)
+
+
+def fisher_p(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
+    """Two-sided p-value of Fisher's exact test of ``k_a/n_a`` vs ``k_b/n_b`` (nan if n is 0)."""
+    if n_a == 0 or n_b == 0:
+        return math.nan
+    table = [[int(k_a), int(n_a - k_a)], [int(k_b), int(n_b - k_b)]]
+    return float(fisher_exact(table, alternative="two-sided").pvalue)
+
+
+def counted(results: pd.DataFrame) -> pd.DataFrame:
+    """The realizations that enter statistics: finished and not a duplicate network."""
+    keep = results["status"] == "finished"
+    if "counted" in results.columns:
+        keep &= results["counted"].astype(bool)
+    return results[keep]
+
+
+def success_counts(results: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Per combination of ``by`` (sorted): ``n``, ``successes``, ``rate``, ``ci_low``, ``ci_high``.
+
+    The one place successes are counted: figures, ``conditions.csv`` and ``index.md`` use it.
+    """
+    done = counted(results)
+    columns = [*by, "n", "successes", "rate", "ci_low", "ci_high"]
+    if done.empty:
+        return pd.DataFrame(columns=columns)
+    g = done["success"].astype("float64").groupby([done[k] for k in by], sort=True)
+    table = pd.DataFrame({"n": g.size(), "successes": g.sum().astype(int)}).reset_index()
+    table["rate"] = table["successes"] / table["n"]
+    bounds = [wilson(k, n) for k, n in zip(table["successes"], table["n"], strict=True)]
+    table["ci_low"] = [lo for lo, _ in bounds]
+    table["ci_high"] = [hi for _, hi in bounds]
+    return table[columns]
+
+
+def quartiles(values: pd.Series) -> tuple[float, float, float]:
+    """25th, 50th and 75th percentile of the finite values (nan when there are none)."""
+    x = pd.to_numeric(values, errors="coerce").replace([math.inf, -math.inf], math.nan).dropna()
+    if x.empty:
+        return math.nan, math.nan, math.nan
+    q = x.quantile([0.25, 0.5, 0.75])
+    return float(q[0.25]), float(q[0.5]), float(q[0.75])
+
+
+def format_rate(successes: int, n: int) -> str:
+    """``3/10 (0.11–0.60)``: successes of n and the 95 % Wilson interval."""
+    lo, hi = wilson(successes, n)
+    return f"{successes}/{n}" + ("" if n == 0 else f" ({lo:.2f}–{hi:.2f})")
+
+
+def format_p(p: float) -> str:
+    """A p-value with two significant digits (``<0.0001`` below that, ``–`` when undefined)."""
+    if math.isnan(p):
+        return "–"
+    return "<0.0001" if p < 1e-4 else f"{p:.2g}"
