@@ -1,4 +1,4 @@
-"""One training epoch, one flossing epoch and one evaluation (SPEC §5), for an ensemble.
+"""One training epoch, one flossing epoch and one evaluation (docs/design.md §5), for an ensemble.
 
 Losses are summed over realizations so every realization's gradient is its own; Adam is
 elementwise, so one optimiser over ``[R, ...]`` tensors is ``R`` independent optimisers.
@@ -68,6 +68,12 @@ def guarded_step(
             p[dead] = s
 
 
+def constrain(model) -> None:
+    """Restore the model's constraint after an optimiser step (the seam's ``constrain``)."""
+    with torch.no_grad():
+        model.constrain()
+
+
 def train_epoch(
     model,
     task: DelayedParity,
@@ -77,7 +83,8 @@ def train_epoch(
     clip: float,
     alive: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """One Adam step on all parameters for the batch ``x, y [T, R, B, S]``.
+    """One Adam step on all parameters for the batch ``x, y [T, R, B, S]``, then
+    ``model.constrain()``.
 
     Updates ``alive [R]`` in place; returns ``[R]`` tensors ``loss`` (nats/bit), ``accuracy``
     and ``grad_h0_norm`` (‖∂L/∂h0‖ before clipping).
@@ -91,6 +98,7 @@ def train_epoch(
     alive &= torch.isfinite(loss) & finite_grads(params)
     clip_per_realization(params, clip)
     guarded_step(optimizer, params, alive)
+    constrain(model)
     return {
         "loss": loss.detach(),
         "accuracy": task.accuracy(z.detach(), y),
@@ -110,7 +118,8 @@ def floss_epoch(
     frames: SeedLike = 0,
 ) -> dict[str, torch.Tensor]:
     """One flossing step: exponents 1..k along ``x [T, R, B, S]`` from h0, one Adam step on
-    ``W, V, b`` toward λ*. Returns ``loss [R]`` and ``exponents [R, B, k]`` (nats/step)."""
+    ``model.floss_parameters()`` toward λ*, then ``model.constrain()``.
+    Returns ``loss [R]`` and ``exponents [R, B, k]`` (nats/step)."""
     params = model.floss_parameters()
     with caller_on_one_thread(model.R, x.device):  # the Lyapunov kernel takes every core
         optimizer.zero_grad(set_to_none=False)
@@ -119,6 +128,7 @@ def floss_epoch(
         loss.sum().backward()
         alive &= torch.isfinite(loss) & finite_grads(params)
         guarded_step(optimizer, params, alive)
+        constrain(model)
     return {"loss": loss.detach(), "exponents": lam.detach()}
 
 
