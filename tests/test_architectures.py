@@ -96,6 +96,36 @@ def test_gated_models_follow_torch_equations(float64, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shared_input", [True, False])
+def test_predict_equals_readout_of_step_loop(float64, name, shared_input):
+    model = make(name)
+    x = _random((9, 3, 4, S), 6)
+    x = x[:, 0] if shared_input else x
+    with torch.no_grad():
+        hs = model(x)
+        z = model.predict(x)
+        h = model.initial_state(4)
+        for t in range(9):
+            h = model.step(h, x[t])
+            torch.testing.assert_close(hs[t], h, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(z[t], model.readout(h), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_gradients_equal_those_of_the_step_loop(float64, name):
+    model = make(name)
+    task = make_task("delayed_xor", 4, T=12, channels=S)
+    x, y = task.sample(seeding.generators(model.seeds, "train"), 3, dtype=torch.float64)
+    grads = []
+    for z in (lambda: model.predict(x), lambda: model.logits(model(x))):
+        model.zero_grad()
+        task.loss(z(), y).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for key, g in grads[0].items():
+        torch.testing.assert_close(g, grads[1][key], rtol=1e-9, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_ensemble_member_equals_lone_network(float64, name):
     seeds = seeding.realization_seeds(11, 3)
     ens = make(name, seeds=seeds)

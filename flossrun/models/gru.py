@@ -94,3 +94,19 @@ class GRU(RecurrentEnsemble):
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``w_out h + b_out``: ``[R, *B, N]`` -> ``[R, *B, O]``."""
         return bmv(self.w_out, h) + per_row(self.b_out, h)
+
+    def predict(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[T, R, B, O]`` for inputs ``x [T, R, B, S]`` (or ``[T, B, S]``) from ``h``
+        (default ``h0``): each realization's sequence in one call of PyTorch's own GRU kernel
+        (``torch.gru``, the same equations; C++ loops forward and backward)."""
+        if h is None:
+            h = self.initial_state(x.shape[-2])
+        if x.dim() == 3:
+            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
+        N, zs = self.N, []
+        for r in range(self.R):
+            b_hh = torch.cat([torch.zeros_like(self.b[r, : 2 * N]), self.b_hn[r]])
+            params = (self.V[r], self.W[r], self.b[r], b_hh)
+            hs = torch.gru(x[:, r], h[r][None], params, True, 1, 0.0, False, False, False)[0]
+            zs.append(torch.nn.functional.linear(hs, self.w_out[r], self.b_out[r]))  # [T, B, O]
+        return torch.stack(zs, 1)

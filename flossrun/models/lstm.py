@@ -96,17 +96,20 @@ class LSTM(RecurrentEnsemble):
 
     def tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
         """``J Q`` for ``Q [R, *B, 2N, k]``: the frame's h rows enter every gate through ``W``,
-        its c rows only the cell update; ``[δh', δc']`` stacked like the state."""
+        its c rows only the cell update; ``[δh', δc']`` stacked like the state.
+
+        The gate derivatives are ``[R, *B, N, 1]`` columns, so each big ``[N, k]`` term is one
+        fused multiply-add."""
         N = self.N
         a_i, a_f, a_g, a_o = (a.unsqueeze(-1) for a in self.step_gates(h, x))
         c = h[..., N:].unsqueeze(-1)
         s_i, s_f, s_o, t_g = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.sigmoid(a_o), a_g.tanh()
         c_new = s_f * c + s_i * t_g
-        t_c = torch.tanh(c_new)
         da_i, da_f, da_g, da_o = bmm_columns(self.W, Q[..., :N, :]).chunk(4, -2)  # [R, *B, N, k]
-        dc = s_f * Q[..., N:, :] + (c * dsigmoid(a_f)) * da_f
-        dc = dc + (t_g * dsigmoid(a_i)) * da_i + (s_i * dtanh(a_g)) * da_g
-        dh = (t_c * dsigmoid(a_o)) * da_o + (s_o * dtanh(c_new)) * dc
+        dc = torch.addcmul(s_f * Q[..., N:, :], c * dsigmoid(a_f), da_f)
+        dc = torch.addcmul(dc, t_g * dsigmoid(a_i), da_i)
+        dc = torch.addcmul(dc, s_i * dtanh(a_g), da_g)
+        dh = torch.addcmul((s_o * dtanh(c_new)) * dc, torch.tanh(c_new) * dsigmoid(a_o), da_o)
         return torch.cat([dh, dc], -2)
 
     def step_gates(self, h: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -116,3 +119,20 @@ class LSTM(RecurrentEnsemble):
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``w_out h + b_out`` from the h half of the state ``[R, *B, 2N]``."""
         return bmv(self.w_out, h[..., : self.N]) + per_row(self.b_out, h)
+
+    def predict(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[T, R, B, O]`` for inputs ``x [T, R, B, S]`` (or ``[T, B, S]``) from ``h``
+        (default ``h0``): each realization's sequence in one call of PyTorch's own LSTM kernel
+        (``torch.lstm``, the same equations; C++ loops forward and backward)."""
+        if h is None:
+            h = self.initial_state(x.shape[-2])
+        if x.dim() == 3:
+            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
+        N, zero = self.N, torch.zeros_like(self.b[0])
+        zs = []
+        for r in range(self.R):
+            state = (h[r, :, :N].unsqueeze(0), h[r, :, N:].unsqueeze(0))  # [1, B, N] each
+            params = (self.V[r], self.W[r], self.b[r], zero)
+            hs = torch.lstm(x[:, r], state, params, True, 1, 0.0, False, False, False)[0]
+            zs.append(torch.nn.functional.linear(hs, self.w_out[r], self.b_out[r]))  # [T, B, O]
+        return torch.stack(zs, 1)
