@@ -29,7 +29,7 @@ from flossrun.diagnostics import condition_number, error_signal_norms, long_term
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import build_model
 from flossrun.tasks import make_task, random_bits
-from flossrun.training import evaluate, floss_epoch, make_adam, train_epoch
+from flossrun.training import evaluate, floss_epoch, make_adam, model_threads, train_epoch
 
 log = logging.getLogger("flossrun")
 STREAMS = ("train", "floss", "frame")  # random streams that advance during a run
@@ -152,7 +152,7 @@ class Run:
 
     def record_spectrum(self, stage: str, epoch: int, k: int) -> torch.Tensor:
         """Exponents 1..k (nats/step) on the fixed diagnostic input; returns ``[R, k]``."""
-        with torch.no_grad():
+        with torch.no_grad(), model_threads(self.model, self.device):
             h = self.model.initial_state(1)
             lam = lyapunov_spectrum(
                 self.model, h, self.x_diag, k, transient=self.cfg.diag.transient, seed=self.seeds

@@ -7,7 +7,8 @@ A realization whose loss, exponents or gradients stop being finite is frozen (``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -68,6 +69,21 @@ def guarded_step(
             p[dead] = s
 
 
+@contextmanager
+def model_threads(model, device: torch.device) -> Iterator[None]:
+    """One intra-op thread on CPU for a model whose passes are loops of small ops
+    (``model.one_thread``); otherwise nothing changes."""
+    if device.type != "cpu" or not getattr(model, "one_thread", False):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def constrain(model) -> None:
     """Restore the model's constraint after an optimiser step (the seam's ``constrain``)."""
     with torch.no_grad():
@@ -91,9 +107,10 @@ def train_epoch(
     """
     params = list(model.parameters())
     optimizer.zero_grad(set_to_none=False)
-    z = model.predict(x)  # [T, R, B, O]
-    loss = task.loss(z, y)  # [R]
-    loss.sum().backward()
+    with model_threads(model, x.device):
+        z = model.predict(x)  # [T, R, B, O]
+        loss = task.loss(z, y)  # [R]
+        loss.sum().backward()
     grad_h0 = model.h0.grad.reshape(model.R, -1).norm(dim=1)
     alive &= torch.isfinite(loss) & finite_grads(params)
     clip_per_realization(params, clip)
@@ -121,7 +138,8 @@ def floss_epoch(
     ``model.floss_parameters()`` toward λ*, then ``model.constrain()``.
     Returns ``loss [R]`` and ``exponents [R, B, k]`` (nats/step)."""
     params = model.floss_parameters()
-    with caller_on_one_thread(model.R, x.device):  # the Lyapunov kernel takes every core
+    # the vanilla kernel's slices take every core; other models' loops run on one thread
+    with caller_on_one_thread(model.R, x.device), model_threads(model, x.device):
         optimizer.zero_grad(set_to_none=False)
         lam = floss_exponents(model, x, k, transient, frames, qr_every=qr_every)  # [R, B, k]
         loss = flossing_loss(lam, target)  # [R]
@@ -142,7 +160,8 @@ def evaluate(
     acc = torch.zeros_like(loss)
     for start in range(0, n, EVAL_CHUNK):
         xb, yb = x[:, :, start : start + EVAL_CHUNK], y[:, :, start : start + EVAL_CHUNK]
-        z = model.predict(xb)
+        with model_threads(model, x.device):
+            z = model.predict(xb)
         w = xb.shape[2] / n
         loss += w * task.loss(z, yb)
         acc += w * task.accuracy(z, yb)

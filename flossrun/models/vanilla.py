@@ -101,6 +101,8 @@ class VanillaRNN(RecurrentEnsemble):
     tested against). ``gains``: the gain of each realization.
     """
 
+    one_thread = False  # its kernels (flossrun.fast) manage their own threads
+
     def __init__(
         self, N: int, S: int, O: int, seeds: Sequence[int], *, fast: bool = True, **options: Any
     ) -> None:
