@@ -43,6 +43,7 @@ def setting(col, preset: str) -> str:
     runs = col.runs
     keys = {
         "task.name": "task",
+        "model.name": "model",
         "model.N": "N",
         "task.T": "T",
         "train.epochs": "epochs",

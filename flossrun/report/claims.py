@@ -42,6 +42,9 @@ CLAIMS: dict[str, Claim] = {
     "temporal_complexity": Claim(
         "5", "Preflossing helps across tasks of varying temporal complexity."
     ),
+    "architectures": Claim(
+        "5", "Flossing works across RNN architectures (vanilla, LSTM, GRU, orthogonal, stable)."
+    ),
 }
 
 
@@ -150,6 +153,26 @@ def _temporal_complexity(col: Collection) -> str:
     return "Successes / realizations — " + " | ".join(parts) + "."
 
 
+def _architectures(col: Collection) -> str:
+    parts = []
+    sp = _with_config(col.spectra, col, ["model.name"])
+    for model in sorted(col.results["model.name"].dropna().unique()):
+        rates = []
+        for task in sorted(col.results["task.name"].dropna().unique()):
+            keep = (col.results["model.name"] == model) & (col.results["task.name"] == task)
+            sub = Collection(col.runs, col.results[keep], col.curves, col.spectra, col.diagnostics)
+            rates.append(f"{task} " + _rates(sub, "task.delay", "floss.name"))
+        lam1 = sp[(sp["model.name"] == model) & (sp["index"] == 1)].groupby("stage")["value"]
+        lam1 = lam1.median()
+        flossed = (
+            f", median λ1 {lam1['initial']:+.2f} → {lam1['preflossed']:+.2f} after preflossing"
+            if {"initial", "preflossed"} <= set(lam1.index)
+            else ""
+        )
+        parts.append(f"{model}: " + "; ".join(rates) + flossed)
+    return "Successes / realizations — " + " | ".join(parts) + "."
+
+
 SUMMARIES: dict[str, Callable[[Collection], str]] = {
     "lyapunov_control": _lyapunov_control,
     "spectrum_k": _spectrum_k,
@@ -158,6 +181,7 @@ SUMMARIES: dict[str, Callable[[Collection], str]] = {
     "during_training": _during_training,
     "k_sweep": _k_sweep,
     "temporal_complexity": _temporal_complexity,
+    "architectures": _architectures,
 }
 
 
