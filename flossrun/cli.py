@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
-from flossrun.config import ConfigError, register_configs, validate
+from flossrun.config import ConfigError, check_model_keys, register_configs, validate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 GROUPS = ("task", "model", "floss", "train", "experiment")
@@ -183,6 +183,7 @@ def main() -> None:
     """Console entry point ``flossrun``."""
     try:
         check_group_choices(sys.argv[1:])
+        check_model_keys(sys.argv[1:])
     except ConfigError as err:
         print(f"flossrun: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -129,6 +129,28 @@ def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def check_model_keys(args: list[str]) -> None:
+    """Fail in one line on a command-line ``model.<key>=`` that the chosen ``model=`` (every
+    one of a sweep; ``vanilla`` by default) does not have; Hydra would reject it in many."""
+    from flossrun.models import MODELS
+
+    chosen = ["vanilla"]
+    keys = []
+    for arg in args:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or arg.startswith("-"):
+            continue
+        if key == "model":
+            chosen = [v for v in value.split(",") if v in MODELS] or chosen
+        elif key.startswith("model.") and "." not in key[6:]:
+            keys.append(key[6:])
+    for key in keys:
+        for name in chosen:
+            known = ", ".join(sorted(MODELS[name].config.__dataclass_fields__))
+            if key not in MODELS[name].config.__dataclass_fields__:
+                raise ConfigError(f"model.{key}: not an option of model={name} (allowed: {known})")
+
+
 def validate_floss(f: DictConfig, D: int, model: str) -> None:
     """The flossing keys (only checked when flossing can run); ``D``: the model's state size."""
     need(0 <= f.k <= D, "floss.k", f.k, f"must be in [0, {D}] (the state size D of model={model})")

@@ -41,6 +41,8 @@ def test_every_model_runs_end_to_end_on_delayed_xor(tmp_path):
         (["model=gru", "model.N=0"], "model.N"),
         (["model=gru", f"floss.k={N + 1}"], "floss.k"),  # k <= D = N
         (["model=lstm", "model.name=transformer"], "model.name"),
+        (["model=lstm", "model.g=2"], "model.g"),  # a vanilla option the LSTM does not have
+        (["model.rho=0.5"], "model.rho"),  # default model=vanilla has no rho
     ],
 )
 def test_bad_model_option_fails_in_one_line_naming_the_key(tmp_path, overrides, key):
@@ -48,7 +50,7 @@ def test_bad_model_option_fails_in_one_line_naming_the_key(tmp_path, overrides, 
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"flossrun: error: {key}="), lines[0]
+    assert lines[0].startswith((f"flossrun: error: {key}=", f"flossrun: error: {key}:")), lines[0]
     assert not list(tmp_path.glob("**/.hydra/config.yaml"))
 
 
