@@ -243,3 +243,25 @@ def test_bad_model_options_raise_one_line_naming_the_key(fields, message):
     with pytest.raises(ConfigError) as err:
         model_config(fields)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_long_term_jacobian_matches_product_of_step_jacobians(float64, step_jacobian, name):
+    from flossrun.diagnostics import long_term_jacobian
+
+    model = make(name, seeds=[1, 2])
+    x = _random((6, 2, 1, S), 3)
+    h = model.initial_state(1).detach()
+    with torch.no_grad():
+        res = long_term_jacobian(model, h, x, [1, 3], transient=2)
+        for t in range(2):
+            h = model.step(h, x[t])
+        P = torch.eye(model.state_dim).expand(2, 1, -1, -1)
+        for tau in range(3):
+            P = step_jacobian(model.step, h, x[2 + tau]) @ P
+            h = model.step(h, x[2 + tau])
+            if tau + 1 in (1, 3):
+                sv = torch.linalg.svdvals(P).log()
+                torch.testing.assert_close(
+                    res.log_sv[0 if tau == 0 else 1], sv, rtol=1e-8, atol=1e-8
+                )
