@@ -36,7 +36,8 @@ class Dynamics(Protocol):
 
     ``h`` is ``[..., D]`` and ``x`` is ``[..., S]`` (leading dims broadcast). A dynamics may
     also define ``tangent(h, x, Q) -> J Q`` with ``J = ∂step/∂h`` at ``(h, x)`` and
-    ``Q [..., D, k]``; without it the Lyapunov engine uses autograd.
+    ``Q [..., D, k]`` (without it the Lyapunov engine uses autograd), and ``cell()``, the same
+    dynamics with derived weights computed once for a pass of many steps.
     """
 
     def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...
