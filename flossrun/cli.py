@@ -19,7 +19,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
-from flossrun.config import ConfigError, register_configs, resolve_device, validate
+from flossrun.config import (
+    ConfigError,
+    check_model_keys,
+    register_configs,
+    resolve_device,
+    validate,
+)
 from flossrun.provenance import (
     CONFLICT_FILE,
     code_provenance,
@@ -142,7 +148,8 @@ def human_summary(out: Path, rows: list[tuple], cfg: DictConfig) -> str:
     t, f, thr = cfg.task, cfg.floss, cfg.train.success_threshold
     diverged = f" ({n_div} diverged)" if n_div else ""
     return "\n".join([
-        f"flossrun: {t.name} d={t.delay} T={t.T}, N={cfg.model.N}, floss={f.name} (k={f.k})",
+        f"flossrun: {t.name} d={t.delay} T={t.T}, {cfg.model.name} N={cfg.model.N}, "
+        f"floss={f.name} (k={f.k})",
         f"  success: {n_ok}/{len(rows)} realizations reached test accuracy >= {thr}{diverged}",
         f"  median final test accuracy {acc:.3f}, median final λ1 {lam:+.3f} nats/step, "
         f"{rows[0][8]:.0f} s",
@@ -226,8 +233,8 @@ def job(cfg: DictConfig) -> None:
         io.write_csv(out / "summary.csv", io.SUMMARY_COLUMNS, rows)
         t = cfg.task
         title = (
-            f"{t.name} d={t.delay}, N={cfg.model.N}, floss={cfg.floss.name} k={cfg.floss.k}, "
-            f"R={cfg.realizations}"
+            f"{t.name} d={t.delay}, {cfg.model.name} N={cfg.model.N}, "
+            f"floss={cfg.floss.name} k={cfg.floss.k}, R={cfg.realizations}"
         )
         plots.plot_run(out, title)
     except ConfigError as err:
@@ -246,6 +253,7 @@ def main() -> None:
     """Console entry point ``flossrun``."""
     try:
         check_group_choices(sys.argv[1:])
+        check_model_keys(sys.argv[1:])
     except ConfigError as err:
         print(f"flossrun: error: {err}", file=sys.stderr)
         sys.exit(2)

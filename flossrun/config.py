@@ -16,7 +16,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from flossrun.tasks import TASK_NAMES, TASK_TAPS
 
-MODEL_NAMES = ("vanilla",)
 FLOSS_NAMES = ("none", "pre", "pre_during")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
@@ -31,16 +30,6 @@ class TaskConfig:
     channels: int = 1  # S independent input/output streams
     taps: int = 2  # m taps of the parity (1 for copy, 2 for XOR)
     amplitude: float = 1.0  # input scale: x_t ∈ {0, amplitude}
-
-
-@dataclass
-class ModelConfig:
-    name: str = "vanilla"  # architecture (vanilla tanh RNN)
-    N: int = 80  # hidden units
-    g: Any = 1.0  # gain: a number, or [low, high] for one uniform draw per realization
-    init: str = "gaussian"  # W ~ N(0, g²/N) (gaussian) or g·Haar-orthogonal (orthogonal)
-    input_std: float = 1.0  # std of V entries
-    readout_std: float = 1.0  # std of w_out entries
 
 
 @dataclass
@@ -93,7 +82,7 @@ class RunConfig:
     dtype: str = "float32"  # float32 | float64
     threads: int = 0  # torch CPU threads (0 = torch default; joblib workers use 1)
     task: TaskConfig = field(default_factory=TaskConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = None  # the model group: one schema per architecture (flossrun.models.MODELS)
     floss: FlossConfig = field(default_factory=FlossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diag: DiagConfig = field(default_factory=DiagConfig)
@@ -109,15 +98,22 @@ OmegaConf.register_new_resolver("scaled", scaled, replace=True)
 
 
 def register_configs() -> None:
-    """Register the schema so ``configs/config.yaml`` can build on it (``- flossrun_schema``)."""
-    ConfigStore.instance().store(name="flossrun_schema", node=RunConfig)
+    """Register the schema so ``configs/config.yaml`` can build on it (``- flossrun_schema``),
+    and each model's config as ``<name>_schema`` in the ``model`` group (its YAML's default)."""
+    from flossrun.models import MODELS
+
+    cs = ConfigStore.instance()
+    cs.store(name="flossrun_schema", node=RunConfig)
+    for name, spec in MODELS.items():
+        cs.store(group="model", name=f"{name}_schema", node=spec.config)
 
 
 class ConfigError(ValueError):
     """An impossible configuration; the message is one line naming the key."""
 
 
-def _need(ok: bool, key: str, value: Any, allowed: str) -> None:
+def need(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ``ConfigError("key=value: allowed")`` unless ``ok``."""
     if not ok:
         raise ConfigError(f"{key}={_fmt(value)}: {allowed}")
 
@@ -128,85 +124,99 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """An int or float, not a bool."""
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def validate_floss(f: DictConfig, N: int) -> None:
-    """The flossing keys (only checked when flossing can run)."""
-    _need(0 <= f.k <= N, "floss.k", f.k, f"must be in [0, {N}] (model.N={N})")
+def check_model_keys(args: list[str]) -> None:
+    """Fail in one line on a command-line ``model.<key>=`` that the chosen ``model=`` (every
+    one of a sweep; ``vanilla`` by default) does not have; Hydra would reject it in many."""
+    from flossrun.models import MODELS
+
+    chosen = ["vanilla"]
+    keys = []
+    for arg in args:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or arg.startswith("-"):
+            continue
+        if key == "model":
+            chosen = [v for v in value.split(",") if v in MODELS] or chosen
+        elif key.startswith("model.") and "." not in key[6:]:
+            keys.append(key[6:])
+    for key in keys:
+        for name in chosen:
+            known = ", ".join(sorted(MODELS[name].config.__dataclass_fields__))
+            if key not in MODELS[name].config.__dataclass_fields__:
+                raise ConfigError(f"model.{key}: not an option of model={name} (allowed: {known})")
+
+
+def validate_floss(f: DictConfig, D: int, model: str) -> None:
+    """The flossing keys (only checked when flossing can run); ``D``: the model's state size."""
+    need(0 <= f.k <= D, "floss.k", f.k, f"must be in [0, {D}] (the state size D of model={model})")
     if isinstance(f.target, ListConfig | list):
-        _need(
-            len(f.target) == f.k and all(_is_number(v) for v in f.target),
+        need(
+            len(f.target) == f.k and all(is_number(v) for v in f.target),
             "floss.target",
             f.target,
             f"must be a number or a list of floss.k={f.k} numbers",
         )
     else:
-        _need(
-            _is_number(f.target),
+        need(
+            is_number(f.target),
             "floss.target",
             f.target,
             f"must be a number or a list of floss.k={f.k} numbers",
         )
-    _need(f.batch >= 1, "floss.batch", f.batch, "must be >= 1")
-    _need(f.steps >= 2, "floss.steps", f.steps, "must be >= 2")
-    _need(
+    need(f.batch >= 1, "floss.batch", f.batch, "must be >= 1")
+    need(f.steps >= 2, "floss.steps", f.steps, "must be >= 2")
+    need(
         0 <= f.transient < f.steps,
         "floss.transient",
         f.transient,
         f"must be in [0, {f.steps - 1}] (< floss.steps)",
     )
-    _need(f.qr_every >= 1, "floss.qr_every", f.qr_every, "must be >= 1")
-    _need(f.lr > 0, "floss.lr", f.lr, "must be > 0")
+    need(f.qr_every >= 1, "floss.qr_every", f.qr_every, "must be >= 1")
+    need(f.lr > 0, "floss.lr", f.lr, "must be > 0")
     for key in ("pre_epochs", "epochs", "times"):
-        _need(f[key] >= 0, f"floss.{key}", f[key], "must be >= 0")
-    _need(f.every >= 1, "floss.every", f.every, "must be >= 1")
+        need(f[key] >= 0, f"floss.{key}", f[key], "must be >= 0")
+    need(f.every >= 1, "floss.every", f.every, "must be >= 1")
 
 
 def validate(cfg: DictConfig) -> None:
     """Check every key for impossible values; raise :class:`ConfigError` on the first one."""
     t, m, f, tr, dg = cfg.task, cfg.model, cfg.floss, cfg.train, cfg.diag
-    _need(t.name in TASK_NAMES, "task.name", t.name, f"allowed: {', '.join(TASK_NAMES)}")
-    _need(t.delay >= 1, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T)")
-    _need(t.T > t.delay, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T={t.T})")
-    _need(t.taps >= 1, "task.taps", t.taps, "must be >= 1")
+    need(t.name in TASK_NAMES, "task.name", t.name, f"allowed: {', '.join(TASK_NAMES)}")
+    need(t.delay >= 1, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T)")
+    need(t.T > t.delay, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T={t.T})")
+    need(t.taps >= 1, "task.taps", t.taps, "must be >= 1")
     if t.name in TASK_TAPS:
-        _need(
+        need(
             t.taps == TASK_TAPS[t.name],
             "task.taps",
             t.taps,
             f"must be {TASK_TAPS[t.name]} for {t.name}",
         )
-    _need(t.delay % t.taps == 0, "task.delay", t.delay, f"must be a multiple of task.taps={t.taps}")
-    _need(t.channels >= 1, "task.channels", t.channels, "must be >= 1")
-    _need(m.name in MODEL_NAMES, "model.name", m.name, f"allowed: {', '.join(MODEL_NAMES)}")
-    _need(m.N >= 1, "model.N", m.N, "must be >= 1")
-    g_ok = (_is_number(m.g) and m.g >= 0) or (
-        isinstance(m.g, ListConfig | list)
-        and len(m.g) == 2
-        and all(_is_number(v) for v in m.g)
-        and 0 <= m.g[0] <= m.g[1]
-    )
-    _need(g_ok, "model.g", m.g, "must be a number >= 0 or [low, high] with 0 <= low <= high")
-    _need(
-        m.init in ("gaussian", "orthogonal"), "model.init", m.init, "allowed: gaussian, orthogonal"
-    )
-    _need(f.name in FLOSS_NAMES, "floss.name", f.name, f"allowed: {', '.join(FLOSS_NAMES)}")
+    need(t.delay % t.taps == 0, "task.delay", t.delay, f"must be a multiple of task.taps={t.taps}")
+    need(t.channels >= 1, "task.channels", t.channels, "must be >= 1")
+    from flossrun.models import model_config
+
+    model = model_config(m)  # its own keys, checked by the model's config
+    need(f.name in FLOSS_NAMES, "floss.name", f.name, f"allowed: {', '.join(FLOSS_NAMES)}")
     if f.name != "none":  # floss=none ignores the other floss.* keys
-        validate_floss(f, m.N)
-    _need(tr.epochs >= 0, "train.epochs", tr.epochs, "must be >= 0")
+        validate_floss(f, model.state_dim, model.name)
+    need(tr.epochs >= 0, "train.epochs", tr.epochs, "must be >= 0")
     for key in ("batch", "eval_every", "test_size", "log_every", "checkpoint_every"):
-        _need(tr[key] >= 1, f"train.{key}", tr[key], "must be >= 1")
-    _need(tr.lr > 0, "train.lr", tr.lr, "must be > 0")
-    _need(tr.clip > 0, "train.clip", tr.clip, "must be > 0")
-    _need(
+        need(tr[key] >= 1, f"train.{key}", tr[key], "must be >= 1")
+    need(tr.lr > 0, "train.lr", tr.lr, "must be > 0")
+    need(tr.clip > 0, "train.clip", tr.clip, "must be > 0")
+    need(
         0 <= tr.success_threshold <= 1,
         "train.success_threshold",
         tr.success_threshold,
         "must be in [0, 1]",
     )
-    _need(
+    need(
         0 <= dg.transient < dg.steps,
         "diag.transient",
         dg.transient,
@@ -214,23 +224,23 @@ def validate(cfg: DictConfig) -> None:
     )
     if dg.jacobian:
         top = min(dg.steps - dg.transient, t.T - 1)
-        _need(
+        need(
             all(0 < lag <= top for lag in dg.lags), "diag.lags", dg.lags,
             f"must all be in [1, {top}] (<= diag.steps - diag.transient and < task.T)",
         )  # fmt: skip
-    _need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
-    _need(cfg.realizations >= 1, "realizations", cfg.realizations, "must be >= 1")
-    _need(cfg.device in DEVICES, "device", cfg.device, f"allowed: {', '.join(DEVICES)}")
+    need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    need(cfg.realizations >= 1, "realizations", cfg.realizations, "must be >= 1")
+    need(cfg.device in DEVICES, "device", cfg.device, f"allowed: {', '.join(DEVICES)}")
     if cfg.device == "cuda":
-        _need(
+        need(
             torch.cuda.is_available(),
             "device",
             cfg.device,
             "CUDA is not available here (allowed: auto, cpu)",
         )
-    _need(cfg.dtype in DTYPES, "dtype", cfg.dtype, f"allowed: {', '.join(DTYPES)}")
-    _need(cfg.scale in SCALES, "scale", cfg.scale, f"allowed: {', '.join(SCALES)}")
-    _need(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0 = torch default)")
+    need(cfg.dtype in DTYPES, "dtype", cfg.dtype, f"allowed: {', '.join(DTYPES)}")
+    need(cfg.scale in SCALES, "scale", cfg.scale, f"allowed: {', '.join(SCALES)}")
+    need(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0 = torch default)")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -75,6 +75,7 @@ def long_term_jacobian(
     if not 0 <= transient < T:
         raise ValueError(f"transient must be in [0, {T - 1}] (T={T} steps), got {transient}")
     lags = _check_lags(lags, 1, T - transient, strict_order=True)
+    model = model.cell() if hasattr(model, "cell") else model  # derived weights once
     tangent = getattr(model, "tangent", None)
     if tangent is None:
 
@@ -142,10 +143,11 @@ def error_signal_norms(
     lags = _check_lags(lags, 0, T - 1, strict_order=False)
     with torch.enable_grad():
         # h_0 is a fresh leaf so every state is in the graph even for frozen parameters.
-        h = model.initial_state(B).detach().requires_grad_(True)  # [R, B, N]
+        h = model.initial_state(B).detach().requires_grad_(True)  # [R, B, D]
+        cell = model.cell() if hasattr(model, "cell") else model
         hs = [h]  # hs[t] = h_t, t = 0..T
         for t in range(T):
-            h = model.step(h, x[t])
+            h = cell.step(h, x[t])
             hs.append(h)
         z = model.readout(h)  # [R, B, O]
         loss = bce_with_logits(z, y[-1]).mean(-1)  # [R, B]

@@ -12,7 +12,9 @@ Everything is differentiable with respect to the trajectory, the parameters and 
 - ``householder_qr`` / ``"householder"``: LAPACK Householder under plain autograd (the reference);
 - ``"cholesky"``: :func:`flossrun.fast.qr.cholesky_qr` (Cholesky QR, analytic backward) and, for
   a dynamics with ``lyapunov_fused`` (the vanilla RNN), the whole pass with a hand-written adjoint;
-- ``"auto"`` (default): ``"cholesky"`` for a dynamics with ``lyapunov_fused``, else Householder.
+- ``"auto"`` (default): ``"cholesky"`` for a dynamics with an analytic ``tangent`` (every model:
+  one batched tangent over realizations, trajectories and frame columns per step), Householder
+  for one that falls back to autograd JVPs.
 
 All give the same exponents and gradients to float tolerance (``tests/test_fast_paths.py``).
 """
@@ -65,11 +67,12 @@ def resolve_orthonormalize(
     orthonormalize: Orthonormalize | str, dynamics: object = None
 ) -> Orthonormalize:
     """A QR function from itself or its name: a key of ``ORTHONORMALIZERS`` or ``"auto"``
-    (Cholesky QR for a dynamics with a fused fast path, Householder otherwise)."""
+    (Cholesky QR for a dynamics with a fused path or an analytic tangent, else Householder)."""
     if callable(orthonormalize):
         return orthonormalize
     if orthonormalize == "auto":
-        return cholesky_qr if hasattr(dynamics, "lyapunov_fused") else householder_qr
+        fast = hasattr(dynamics, "lyapunov_fused") or hasattr(dynamics, "tangent")
+        return cholesky_qr if fast else householder_qr
     if orthonormalize not in ORTHONORMALIZERS:
         names = ", ".join([*ORTHONORMALIZERS, "auto"])
         raise ValueError(
@@ -174,17 +177,18 @@ def lyapunov_spectrum(
         if out is not None:
             block_logs, h = out  # [n_blocks, ..., k], [..., D]
             return LyapunovResult(pairwise_sum(block_logs) / sum(steps), block_logs, steps, h)
-    tangent = getattr(dynamics, "tangent", None)
+    cell = dynamics.cell() if hasattr(dynamics, "cell") else dynamics  # derived weights once
+    tangent = getattr(cell, "tangent", None)
     if tangent is None:
 
         def tangent(h, x, Q):
-            return autograd_tangent(dynamics, h, x, Q)
+            return autograd_tangent(cell, h, x, Q)
 
     h, logs = h0, []
     for t in range(1, T + 1):
         x = inputs[t - 1]
-        Q = tangent(h, x, Q)
-        h = dynamics.step(h, x)
+        Q = tangent(h, x, Q)  # [..., D, k]: one batched product for every trajectory and column
+        h = cell.step(h, x)
         if t in due:
             Q, r = orthonormalize(Q)
             if t > transient:

@@ -28,10 +28,10 @@ from flossrun.config import ConfigError, resolve_device
 from flossrun.diagnostics import condition_number, error_signal_norms, long_term_jacobian
 from flossrun.fast.ops import realization_mean
 from flossrun.lyapunov import lyapunov_spectrum
-from flossrun.models import VanillaRNN
+from flossrun.models import build_model
 from flossrun.provenance import identity_diff, identity_text, run_identity
 from flossrun.tasks import make_task, random_bits
-from flossrun.training import evaluate, floss_epoch, make_adam, train_epoch
+from flossrun.training import evaluate, floss_epoch, make_adam, model_threads, train_epoch
 
 log = logging.getLogger("flossrun")
 STREAMS = ("train", "floss", "frame")  # random streams that advance during a run
@@ -50,13 +50,9 @@ class Run:
         self.task = make_task(
             t.name, t.delay, T=t.T, channels=t.channels, amplitude=t.amplitude, taps=t.taps
         )
-        m = cfg.model
-        self.model = VanillaRNN(
-            m.N, t.channels, t.channels, self.seeds,
-            g=OmegaConf.to_object(m.g) if OmegaConf.is_config(m.g) else m.g,
-            init=m.init, input_std=m.input_std, readout_std=m.readout_std,
-            dtype=self.dtype, device=self.device,
-        )  # fmt: skip
+        self.model = build_model(
+            cfg.model, t.channels, t.channels, self.seeds, dtype=self.dtype, device=self.device
+        )
         self.train_opt = make_adam(list(self.model.parameters()), cfg.train.lr)
         self.floss_opt = make_adam(self.model.floss_parameters(), cfg.floss.lr)
         self.gens = {s: seeding.generators(self.seeds, s) for s in STREAMS}
@@ -151,7 +147,7 @@ class Run:
 
     def record_spectrum(self, stage: str, epoch: int, k: int) -> torch.Tensor:
         """Exponents 1..k (nats/step) on the fixed diagnostic input; returns ``[R, k]``."""
-        with torch.no_grad():
+        with torch.no_grad(), model_threads(self.model, self.device):
             h = self.model.initial_state(1)
             lam = lyapunov_spectrum(
                 self.model, h, self.x_diag, k, transient=self.cfg.diag.transient, seed=self.seeds
@@ -231,7 +227,7 @@ class Run:
     def eval_point(self, epoch: int) -> None:
         cfg = self.cfg
         out = evaluate(self.model, self.task, self.x_test, self.y_test)
-        n = min(max(cfg.floss.k, 1), EVAL_EXPONENTS, cfg.model.N)
+        n = min(max(cfg.floss.k, 1), EVAL_EXPONENTS, self.model.state_dim)
         lam = self.record_spectrum("eval", epoch, n)
         out["lambda_1"] = lam[:, 0]
         self.alive &= torch.isfinite(out["test_loss"])
@@ -250,14 +246,14 @@ class Run:
     def full_spectrum(self, stage: str, epoch: int) -> None:
         """Full spectrum (and, with ``diag.jacobian``, the Jacobian diagnostics) at a stage."""
         if self.cfg.diag.full_spectrum:
-            self.record_spectrum(stage, epoch, self.cfg.model.N)
+            self.record_spectrum(stage, epoch, self.model.state_dim)
         if self.cfg.diag.jacobian:
             self.record_jacobian(stage)
 
     def record_jacobian(self, stage: str) -> None:
         """Long-term Jacobian singular values, condition numbers and error-signal norms vs lag,
         computed on a float64 copy (small singular values at long lags need it)."""
-        cfg, N = self.cfg, self.cfg.model.N
+        cfg, D = self.cfg, self.model.state_dim
         model = copy.deepcopy(self.model).to(torch.float64)
         lags = sorted(cfg.diag.lags)
         with torch.no_grad():
@@ -268,11 +264,11 @@ class Run:
                 lags,
                 transient=cfg.diag.transient,
             )
-        log_sv = jac.log_sv[:, :, 0]  # [L, R, N]
+        log_sv = jac.log_sv[:, :, 0]  # [L, R, D]
         n_err = min(64, cfg.train.test_size)
         x, y = self.x_test[:, :, :n_err].double(), self.y_test[:, :, :n_err].double()
         err = error_signal_norms(model, x, y, self.task, lags)  # [L, R]
-        ks = sorted({k for k in (min(cfg.floss.k, N), N) if k >= 2})
+        ks = sorted({k for k in (min(cfg.floss.k, D), D) if k >= 2})
         rows = self.logs["diagnostics"]
         for li, lag in enumerate(lags):
             for r, seed in enumerate(self.seeds):

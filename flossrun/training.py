@@ -7,7 +7,8 @@ A realization whose loss, exponents or gradients stop being finite is frozen (``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -69,6 +70,27 @@ def guarded_step(
             p[dead] = s
 
 
+@contextmanager
+def model_threads(model, device: torch.device) -> Iterator[None]:
+    """One intra-op thread on CPU for a model whose passes are loops of small ops
+    (``model.one_thread``); otherwise nothing changes."""
+    if device.type != "cpu" or not getattr(model, "one_thread", False):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def constrain(model) -> None:
+    """Restore the model's constraint after an optimiser step (the seam's ``constrain``)."""
+    with torch.no_grad():
+        model.constrain()
+
+
 def train_epoch(
     model,
     task: DelayedParity,
@@ -78,20 +100,23 @@ def train_epoch(
     clip: float,
     alive: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """One Adam step on all parameters for the batch ``x, y [T, R, B, S]``.
+    """One Adam step on all parameters for the batch ``x, y [T, R, B, S]``, then
+    ``model.constrain()``.
 
     Updates ``alive [R]`` in place; returns ``[R]`` tensors ``loss`` (nats/bit), ``accuracy``
     and ``grad_h0_norm`` (‖∂L/∂h0‖ before clipping).
     """
     params = list(model.parameters())
     optimizer.zero_grad(set_to_none=False)
-    z = model.predict(x)  # [T, R, B, O]
-    loss = task.loss(z, y)  # [R]
-    loss.sum().backward()
+    with model_threads(model, x.device):
+        z = model.predict(x)  # [T, R, B, O]
+        loss = task.loss(z, y)  # [R]
+        loss.sum().backward()
     grad_h0 = realization_norm(model.h0.grad)
     alive &= torch.isfinite(loss) & finite_grads(params)
     clip_per_realization(params, clip)
     guarded_step(optimizer, params, alive)
+    constrain(model)
     return {
         "loss": loss.detach(),
         "accuracy": task.accuracy(z.detach(), y),
@@ -111,15 +136,18 @@ def floss_epoch(
     frames: SeedLike = 0,
 ) -> dict[str, torch.Tensor]:
     """One flossing step: exponents 1..k along ``x [T, R, B, S]`` from h0, one Adam step on
-    ``W, V, b`` toward λ*. Returns ``loss [R]`` and ``exponents [R, B, k]`` (nats/step)."""
+    ``model.floss_parameters()`` toward λ*, then ``model.constrain()``.
+    Returns ``loss [R]`` and ``exponents [R, B, k]`` (nats/step)."""
     params = model.floss_parameters()
-    with caller_on_one_thread(model.R, x.device):  # the Lyapunov kernel takes every core
+    # the vanilla kernel's slices take every core; other models' loops run on one thread
+    with caller_on_one_thread(model.R, x.device), model_threads(model, x.device):
         optimizer.zero_grad(set_to_none=False)
         lam = floss_exponents(model, x, k, transient, frames, qr_every=qr_every)  # [R, B, k]
         loss = flossing_loss(lam, target)  # [R]
         loss.sum().backward()
         alive &= torch.isfinite(loss) & finite_grads(params)
         guarded_step(optimizer, params, alive)
+        constrain(model)
     return {"loss": loss.detach(), "exponents": lam.detach()}
 
 
@@ -133,7 +161,8 @@ def evaluate(
     acc = torch.zeros_like(loss)
     for start in range(0, n, EVAL_CHUNK):
         xb, yb = x[:, :, start : start + EVAL_CHUNK], y[:, :, start : start + EVAL_CHUNK]
-        z = model.predict(xb)
+        with model_threads(model, x.device):
+            z = model.predict(xb)
         w = xb.shape[2] / n
         loss += w * task.loss(z, yb)
         acc += w * task.accuracy(z, yb)

@@ -18,6 +18,9 @@ wall time of ``make figures SCALE=paper``.
     .venv/bin/python scripts/bench.py                       # CPU, R = 1, 16, 64
     .venv/bin/python scripts/bench.py --device cuda --R 1,16,64,256,1024
     .venv/bin/python scripts/bench.py --quick               # smoke test
+
+Then the LSTM rows (:mod:`bench_lstm`, ``model=lstm``, N = 80, D = 160, k = 75): flossrun's
+generic model path against a per-network LSTM loop, timed the same way (``--no-lstm`` skips).
 """
 
 from __future__ import annotations
@@ -299,6 +302,7 @@ def main() -> None:
     ap.add_argument("--R", default=None, help="comma-separated ensemble sizes [cpu 1,16,64]")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
+    ap.add_argument("--no-lstm", action="store_true", help="skip the LSTM rows")
     ap.add_argument("--_memory", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._memory:
@@ -365,6 +369,13 @@ def main() -> None:
         f"flossing network-epochs): ~{hours(R_est):.0f} h with flossrun at R={R_est}, "
         f"~{hours(0):.0f} h with the reference loop, on this device"
     )
+    if not args.no_lstm and args.device == "cpu":
+        import bench_lstm
+
+        lstm_Rs = [r for r in Rs if r <= 16] or Rs[:1]
+        print(f"\nLSTM N={bench_lstm.N} (D={bench_lstm.D}), k={bench_lstm.K}, same sizes:")
+        print("\n".join(bench_lstm.exactness()))
+        print("\n".join(bench_lstm.lstm_rows(lstm_Rs, repeats, 2 * budget)))
 
 
 if __name__ == "__main__":

@@ -199,3 +199,35 @@ def test_training_with_interflossing_alone_equals_inside_an_ensemble(tmp_path):
     net = _network(alone, 1)
     assert set(net["metrics.csv"].phase) == {"train", "floss", "eval"}
     _assert_same_network(_network(ensemble, 1), net)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "lstm", "gru", "orthogonal", "stable", "stable_lstm"])
+def test_every_model_alone_equals_itself_inside_an_ensemble(name):
+    """Training and flossing steps of realization seed 1 alone and inside seeds 0..2, float32:
+    every parameter equal bit for bit (the architectures go through the same seam)."""
+    from flossrun import seeding, training
+    from flossrun.models import build_model
+    from flossrun.tasks import make_task
+
+    task = make_task("delayed_xor", 4, T=30, channels=1, amplitude=1.0, taps=2)
+
+    def run(seeds: list[int]) -> dict[str, torch.Tensor]:
+        model = build_model({"name": name, "N": 12}, 1, 1, seeds)
+        train_opt = training.make_adam(list(model.parameters()), 1e-3)
+        floss_opt = training.make_adam(model.floss_parameters(), 1e-3)
+        alive = torch.ones(len(seeds), dtype=torch.bool)
+        frames = seeding.generators(seeds, "frame")
+        for epoch in range(3):
+            x, y = task.sample(seeding.generators(seeds, f"train{epoch}"), 8)
+            training.train_epoch(model, task, x, y, train_opt, 1.0, alive)
+            bits = torch.randint(0, 2, (40, 1, 1, 1), dtype=torch.float32) * 2 - 1
+            x_floss = bits.expand(40, len(seeds), 1, 1).contiguous()
+            training.floss_epoch(model, x_floss, 4, 10, 0.0, floss_opt, alive, frames=frames)
+        return {k: v.detach()[seeds.index(1)] for k, v in model.named_parameters()}
+
+    torch.manual_seed(0)
+    together = run([0, 1, 2])
+    torch.manual_seed(0)
+    alone = run([1])
+    for key, value in together.items():
+        assert torch.equal(value, alone[key]), (name, key, (value - alone[key]).abs().max())

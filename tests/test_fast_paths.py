@@ -231,10 +231,11 @@ def test_fused_pass_in_float32_is_as_accurate_as_householder():
     assert gerr["cholesky"] <= 2 * gerr["householder"] + 1e-6
 
 
-def test_auto_takes_the_fused_pass_only_for_the_vanilla_rnn(float64, linear_map):
+def test_auto_takes_cholesky_qr_only_for_analytic_tangents(float64, linear_map, step_only):
     model = _model()
     assert resolve_orthonormalize("auto", model) is cholesky_qr
-    assert resolve_orthonormalize("auto", linear_map(torch.eye(3))) is householder_qr
+    assert resolve_orthonormalize("auto", linear_map(torch.eye(3))) is cholesky_qr
+    assert resolve_orthonormalize("auto", step_only(model)) is householder_qr
     assert resolve_orthonormalize(householder_qr, model) is householder_qr
     with pytest.raises(ValueError, match="orthonormalize"):
         resolve_orthonormalize("gram_schmidt", model)

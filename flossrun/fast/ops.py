@@ -29,8 +29,11 @@ def dtanh(u: torch.Tensor) -> torch.Tensor:
 
 
 def sigmoid(u: torch.Tensor) -> torch.Tensor:
-    """σ(u) = (1 + tanh(u/2))/2, the logistic function, placement-independent (see above)."""
-    return torch.tanh(u * 0.5).add(1.0).mul(0.5)
+    """σ(u) = 1/(1 + e^{−u}), placement-independent (see above): with e = e^{−|u|}, 1/(1 + e)
+    for u ≥ 0 and e/(1 + e) for u < 0, so small values keep their relative precision."""
+    pos = u >= 0
+    e = torch.exp(torch.where(pos, -u, u))  # (not -|u|: its gradient at u = 0 would be 0)
+    return torch.where(pos, 1.0, e) / (e + 1.0)
 
 
 def softplus(u: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,36 @@
-"""Recurrent network ensembles with a leading realization axis ``R``."""
+"""Recurrent network ensembles with a leading realization axis ``R``, behind one seam.
 
-from flossrun.models.base import Dynamics, bmv
+Every module in this package registers its architecture (:func:`flossrun.models.base.register`)
+when imported; importing the package imports them all, so a new architecture is one new file
+here plus ``configs/model/<name>.yaml``. ``MODELS`` maps ``model=`` names to their config and
+class; :func:`build_model` builds one from its config fields.
+"""
+
+import importlib
+import pkgutil
+
+from flossrun.models.base import (
+    MODELS,
+    Dynamics,
+    ModelConfig,
+    RecurrentEnsemble,
+    bmv,
+    build_model,
+    model_config,
+)
 from flossrun.models.vanilla import VanillaRNN, dtanh
 
-__all__ = ["Dynamics", "VanillaRNN", "bmv", "dtanh"]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = [
+    "MODELS",
+    "Dynamics",
+    "ModelConfig",
+    "RecurrentEnsemble",
+    "VanillaRNN",
+    "bmv",
+    "build_model",
+    "dtanh",
+    "model_config",
+]

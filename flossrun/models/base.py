@@ -1,12 +1,35 @@
-"""The dynamics protocol shared by every model and the Lyapunov engine (docs/design.md §4)."""
+"""The model seam: the dynamics protocol of the Lyapunov engine and the ensemble base class every
+architecture builds on (docs/design.md §4, §9).
+
+A model is an ensemble of ``R`` networks (leading realization axis) with state ``h [R, B, D]``:
+
+    step(h, x) -> h_next              one time step; x [R, B, S] or shared [B, S]
+    tangent(h, x, Q) -> J Q           J = ∂step/∂h at (h, x), Q [R, B, D, k] (analytic)
+    initial_state(B) -> [R, B, D]     the learned h0 [R, D] repeated over a batch
+    readout(h) -> logits [R, B, O]    from the full state
+    predict(x) -> logits [T, R, B, O] a whole sequence from h0
+    floss_parameters()                what flossing updates (recurrent, input, bias weights)
+    constrain()                       called after every optimiser step (training and flossing)
+
+Each architecture is one file in this package that defines a config dataclass (its fields
+documented, :meth:`ModelConfig.check` validating them) and registers it with the model class
+via :func:`register`; ``configs/model/<name>.yaml`` sets the values (docs/design.md §9).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
+from flossrun import seeding
 from flossrun.fast import blas
+from flossrun.fast.ops import repeat_along
+
+H0_BURN_IN = 100  # input-free steps used to place h0 near the autonomous attractor
 
 
 @runtime_checkable
@@ -15,7 +38,8 @@ class Dynamics(Protocol):
 
     ``h`` is ``[..., D]`` and ``x`` is ``[..., S]`` (leading dims broadcast). A dynamics may
     also define ``tangent(h, x, Q) -> J Q`` with ``J = ∂step/∂h`` at ``(h, x)`` and
-    ``Q [..., D, k]``; without it the Lyapunov engine uses autograd.
+    ``Q [..., D, k]`` (without it the Lyapunov engine uses autograd), and ``cell()``, the same
+    dynamics with derived weights computed once for a pass of many steps.
     """
 
     def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...
@@ -45,3 +69,222 @@ def with_realization_axis(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     if x.dim() == h.dim() - 1:
         return x.unsqueeze(0).expand(h.shape[0], *x.shape)
     return x
+
+
+def per_row(v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """A per-realization vector ``v [R, P]`` shaped to broadcast against ``h [R, *B, ·]``."""
+    return v.reshape(v.shape[0], *([1] * (h.dim() - 2)), v.shape[-1])
+
+
+# --- configs and the registry ----------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    """Fields every architecture has; each model's dataclass adds its own."""
+
+    name: str = "vanilla"  # architecture: a key of flossrun.models.MODELS
+    N: int = 80  # hidden units
+
+    @property
+    def state_dim(self) -> int:
+        """D, the dimension of the state the Lyapunov engine sees (N unless a model says)."""
+        return self.N
+
+    def check(self) -> None:
+        """Raise :class:`flossrun.config.ConfigError` on the first impossible value."""
+        from flossrun.config import need
+
+        need(self.N >= 1, "model.N", self.N, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: the config dataclass and the ensemble class it builds."""
+
+    name: str
+    config: type[ModelConfig]
+    model: type[RecurrentEnsemble]
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(name: str, config: type[ModelConfig]) -> Callable[[type], type]:
+    """Class decorator: make ``model=<name>`` build this class from ``config``."""
+
+    def add(cls: type) -> type:
+        MODELS[name] = ModelSpec(name, config, cls)
+        cls.name, cls.config_class = name, config
+        return cls
+
+    return add
+
+
+# --- the ensemble base class ------------------------------------------------------------------
+class RecurrentEnsemble(nn.Module):
+    """``R`` networks with their own seeds; subclasses define the parameters and the maths.
+
+    A subclass implements :meth:`init_one` (float64 CPU draws of one realization, from its
+    ``"init"`` stream), :meth:`step`, :meth:`tangent`, :meth:`readout` and
+    :meth:`floss_parameters`, and may override :meth:`constrain`. Every parameter has a leading
+    ``R`` axis and ``h0 [R, D]`` is the learned initial state.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    # Its passes are loops of small per-step ops: on CPU, run them on one intra-op thread (an
+    # OpenMP team gains little there, and on a busy machine waits at every step for a peer
+    # the scheduler has put aside: measured 9.5 ms vs 6 s per LSTM training epoch).
+    one_thread: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        N: int,
+        S: int,
+        O: int,
+        seeds: Sequence[int],
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        **options: Any,
+    ) -> None:
+        """``N`` hidden units, ``S`` inputs, ``O`` outputs, one seed per realization;
+        ``options``: the other fields of the model's config (validated here)."""
+        super().__init__()
+        for key, value in (("S", S), ("O", O)):
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        if len(seeds) < 1:
+            raise ValueError("seeds must name at least one realization")
+        cfg = self.config_class(name=self.name, N=N, **options)
+        cfg.check()
+        self.cfg, self.N, self.S, self.O = cfg, N, S, O
+        self.seeds = [int(s) for s in seeds]
+        tensors = [self.init_one(seeding.generator(s, "init"), s) for s in self.seeds]
+        for key in tensors[0]:
+            value = torch.stack([t[key] for t in tensors]).to(device=device, dtype=dtype)
+            self.register_parameter(key, nn.Parameter(value))
+        with torch.no_grad():
+            self.constrain()
+
+    # --- what a subclass provides -----------------------------------------------------------
+    def init_one(self, gen: torch.Generator, seed: int) -> dict[str, torch.Tensor]:
+        """Float64 CPU tensors of the realization with this seed (no ``R`` axis), ``h0``
+        included; ``gen`` is its ``"init"`` stream."""
+        raise NotImplementedError
+
+    def floss_parameters(self) -> list[nn.Parameter]:
+        """The parameters flossing updates: recurrent, input and bias weights (never the
+        readout or ``h0``)."""
+        raise NotImplementedError
+
+    def constrain(self) -> None:
+        """Restore the model's constraint in place (after every optimiser step); none here."""
+
+    def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits ``[R, *B, O]`` from the state ``[R, *B, D]``."""
+        raise NotImplementedError
+
+    def cell(self) -> RecurrentEnsemble:
+        """The dynamics with derived weights computed once (e.g. a matrix exponential), for a
+        pass of many steps: same ``step``/``tangent``/``readout``. The model itself by default."""
+        return self
+
+    # --- shared ---------------------------------------------------------------------------
+    @property
+    def R(self) -> int:
+        """Number of realizations."""
+        return self.h0.shape[0]
+
+    @property
+    def state_dim(self) -> int:
+        """D, the dimension of the state (and of the Lyapunov spectrum)."""
+        return self.h0.shape[-1]
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """``h0`` repeated over a batch: ``[R, B, D]``."""
+        return repeat_along(self.h0, 1, batch)  # its backward sums in pairs (fast.ops)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """States ``h_1..h_T`` ``[T, R, B, D]`` for inputs ``x [T, R, B, S]`` (or ``[T, B, S]``)
+        from ``h`` (default ``h0``)."""
+        if h is None:
+            h = self.initial_state(x.shape[-2])
+        cell, hs = self.cell(), []
+        for t in range(x.shape[0]):
+            h = cell.step(h, x[t])
+            hs.append(h)
+        return torch.stack(hs)
+
+    def logits(self, hs: torch.Tensor) -> torch.Tensor:
+        """Logits of a whole sequence: ``[T, R, *B, D]`` -> ``[T, R, *B, O]``."""
+        T, R = hs.shape[:2]
+        flat = hs.transpose(0, 1).reshape(R, T, -1, hs.shape[-1])  # [R, T, n, D]
+        z = self.readout(flat)  # [R, T, n, O]
+        return z.reshape(R, *hs.shape[:1], *hs.shape[2:-1], self.O).transpose(0, 1)
+
+    def predict(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[T, R, B, O]`` for inputs ``x`` (as :meth:`forward`)."""
+        return self.logits(self(x, h))
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}, R={self.R}, N={self.N}, D={self.state_dim}, S={self.S}"
+
+
+def uniform(gen: torch.Generator, *shape: int, bound: float) -> torch.Tensor:
+    """Float64 draws from U(−bound, bound) (PyTorch's default RNN and Linear init)."""
+    return (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+
+
+def burn_in(step: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """``H0_BURN_IN`` input-free steps from ``h`` (places h0 near the autonomous attractor)."""
+    for _ in range(H0_BURN_IN):
+        h = step(h)
+    return h
+
+
+def model_config(fields: Any) -> ModelConfig:
+    """The config dataclass of ``fields`` (a mapping or DictConfig with ``name``), checked.
+
+    Raises :class:`flossrun.config.ConfigError` naming the key: an unknown ``model.name``, a
+    key the model does not have, or an impossible value.
+    """
+    from omegaconf import OmegaConf
+
+    from flossrun.config import ConfigError, need
+
+    if OmegaConf.is_config(fields):
+        fields = OmegaConf.to_container(fields, resolve=True)
+    fields = dict(fields)
+    name = fields.get("name", "vanilla")
+    need(name in MODELS, "model.name", name, f"allowed: {', '.join(sorted(MODELS))}")
+    config = MODELS[name].config
+    known = set(config.__dataclass_fields__)
+    for key in fields:
+        if key not in known:
+            raise ConfigError(
+                f"model.{key}: not an option of model={name} (allowed: {', '.join(sorted(known))})"
+            )
+    cfg = config(**fields)
+    cfg.check()
+    return cfg
+
+
+def build_model(
+    fields: Any,
+    S: int,
+    O: int,
+    seeds: Sequence[int],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> RecurrentEnsemble:
+    """The ensemble that ``model=`` names, from its config fields (see :func:`model_config`)."""
+    cfg = model_config(fields)
+    options = {k: v for k, v in vars(cfg).items() if k not in ("name", "N")}
+    return MODELS[cfg.name].model(cfg.N, S, O, seeds, dtype=dtype, device=device, **options)

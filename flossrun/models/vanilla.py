@@ -9,20 +9,31 @@ its own seed, so it computes the same numbers alone or inside an ensemble.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from flossrun import seeding
+from flossrun.config import is_number, need
 from flossrun.fast import blas
 from flossrun.fast.bptt import small_matmul, vanilla_rnn
 from flossrun.fast.floss import vanilla_lyapunov
-from flossrun.fast.ops import dtanh, repeat_along
-from flossrun.models.base import bmm_columns, bmv, with_realization_axis
+from flossrun.fast.ops import dtanh
+from flossrun.models.base import (
+    ModelConfig,
+    RecurrentEnsemble,
+    bmm_columns,
+    bmv,
+    burn_in,
+    register,
+    with_realization_axis,
+)
 
-__all__ = ["H0_BURN_IN", "VanillaRNN", "draw_gains", "dtanh", "haar_orthogonal"]
+__all__ = ["VanillaConfig", "VanillaRNN", "draw_gains", "dtanh", "haar_orthogonal"]
 
-H0_BURN_IN = 100  # input-free steps used to place h0 near the autonomous attractor
+INITS = ("gaussian", "orthogonal")
 
 
 def draw_gains(g: float | Sequence[float], seeds: Sequence[int]) -> list[float]:
@@ -52,88 +63,82 @@ def haar_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
-class VanillaRNN(nn.Module):
+@dataclass
+class VanillaConfig(ModelConfig):
+    """``model=vanilla``: the paper's tanh RNN."""
+
+    name: str = "vanilla"  # architecture
+    N: int = 80  # hidden units
+    g: Any = 1.0  # gain: a number, or [low, high] for one uniform draw per realization
+    init: str = "gaussian"  # W ~ N(0, g²/N) (gaussian) or g·Haar-orthogonal (orthogonal)
+    input_std: float = 1.0  # std of V entries
+    readout_std: float = 1.0  # std of w_out entries
+
+    def check(self) -> None:
+        super().check()
+        g = self.g
+        g_ok = (is_number(g) and g >= 0) or (
+            isinstance(g, list | tuple)
+            and len(g) == 2
+            and all(is_number(v) for v in g)
+            and 0 <= g[0] <= g[1]
+        )
+        need(g_ok, "model.g", g, "must be a number >= 0 or [low, high] with 0 <= low <= high")
+        need(
+            self.init in INITS, "model.init", self.init, f"allowed: {', '.join(INITS)}"
+        )  # fmt: skip
+        need(self.input_std >= 0, "model.input_std", self.input_std, "must be >= 0")
+        need(self.readout_std >= 0, "model.readout_std", self.readout_std, "must be >= 0")
+
+
+@register("vanilla", VanillaConfig)
+class VanillaRNN(RecurrentEnsemble):
     """An ensemble of ``R`` vanilla RNNs with hidden size ``N``, ``S`` inputs, ``O`` outputs.
 
     Parameters (public): ``W [R, N, N]``, ``V [R, N, S]``, ``b [R, N]``, ``w_out [R, O, N]``,
-    ``b_out [R, O]``, ``h0 [R, N]``. ``fast`` (attribute, default True): run :meth:`forward`
-    and :meth:`predict` through the hand-written BPTT kernel (:mod:`flossrun.fast.bptt`);
-    False runs the plain autograd loop (the reference the kernel is tested against).
+    ``b_out [R, O]``, ``h0 [R, N]``; options as in :class:`VanillaConfig`. ``fast`` (attribute,
+    default True): run :meth:`forward` and :meth:`predict` through the hand-written BPTT kernel
+    (:mod:`flossrun.fast.bptt`); False runs the plain autograd loop (the reference the kernel is
+    tested against). ``gains``: the gain of each realization.
     """
 
-    def __init__(
-        self,
-        N: int,
-        S: int,
-        O: int,
-        seeds: Sequence[int],
-        *,
-        g: float | Sequence[float] = 1.0,
-        init: str = "gaussian",
-        input_std: float = 1.0,
-        readout_std: float = 1.0,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-        fast: bool = True,
-    ) -> None:
-        super().__init__()
-        self.fast = fast
-        for name, value in (("N", N), ("S", S), ("O", O)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if len(seeds) < 1:
-            raise ValueError("seeds must name at least one realization")
-        if init not in ("gaussian", "orthogonal"):
-            raise ValueError(f"init must be one of gaussian, orthogonal, got {init!r}")
-        self.N, self.S, self.O = N, S, O
-        self.seeds = [int(s) for s in seeds]
-        self.gains = draw_gains(g, self.seeds)
-        tensors = [
-            self._init_one(s, gain, init, input_std, readout_std)
-            for s, gain in zip(self.seeds, self.gains, strict=True)
-        ]
-        stacked = {k: torch.stack([t[k] for t in tensors]) for k in tensors[0]}
-        for name, value in stacked.items():
-            self.register_parameter(name, nn.Parameter(value.to(device=device, dtype=dtype)))
+    one_thread = False  # its kernels (flossrun.fast) manage their own threads
 
-    def _init_one(
-        self, seed: int, gain: float, init: str, input_std: float, readout_std: float
-    ) -> dict[str, torch.Tensor]:
-        """Float64 CPU draws for one realization, so every device and dtype starts equal."""
-        gen = seeding.generator(seed, "init")
-        N, S, O = self.N, self.S, self.O
+    def __init__(
+        self, N: int, S: int, O: int, seeds: Sequence[int], *, fast: bool = True, **options: Any
+    ) -> None:
+        self.gains: list[float] = []
+        super().__init__(N, S, O, seeds, **options)
+        self.fast = fast
+
+    def init_one(self, gen: torch.Generator, seed: int) -> dict[str, torch.Tensor]:
+        """Float64 CPU draws for one realization, so every device and dtype starts equal:
+        ``W``, ``V``, ``b``, ``w_out`` in that order, then ``h0`` (a Gaussian draw run through
+        ``H0_BURN_IN`` input-free steps, with ``W`` as :meth:`restrict_W` leaves it)."""
+        c, N, S, O = self.cfg, self.N, self.S, self.O
+        gain = draw_gains(c.g, [seed])[0]
+        self.gains.append(gain)
         f64 = torch.float64
-        if init == "orthogonal":
+        if c.init == "orthogonal":
             W = gain * haar_orthogonal(N, gen)
         else:
             W = torch.randn(N, N, generator=gen, dtype=f64) * (gain / N**0.5)
-        V = torch.randn(N, S, generator=gen, dtype=f64) * input_std
+        W = self.restrict_W(W)
+        V = torch.randn(N, S, generator=gen, dtype=f64) * c.input_std
         b = torch.rand(N, generator=gen, dtype=f64) * 0.1
-        w_out = torch.randn(O, N, generator=gen, dtype=f64) * readout_std
+        w_out = torch.randn(O, N, generator=gen, dtype=f64) * c.readout_std
         b_out = torch.full((O,), 0.001, dtype=f64)
-        h = torch.randn(N, generator=gen, dtype=f64)
-        for _ in range(H0_BURN_IN):
-            h = W @ torch.tanh(h) + b
+        h = burn_in(lambda h: W @ torch.tanh(h) + b, torch.randn(N, generator=gen, dtype=f64))
         return {"W": W, "V": V, "b": b, "w_out": w_out, "b_out": b_out, "h0": h}
 
+    def restrict_W(self, W: torch.Tensor) -> torch.Tensor:
+        """``W [..., N, N]`` as the model's constraint leaves it (unconstrained: itself)."""
+        return W
+
     # --- protocol -------------------------------------------------------------------------
-    @property
-    def R(self) -> int:
-        """Number of realizations."""
-        return self.W.shape[0]
-
-    @property
-    def state_dim(self) -> int:
-        """Dimension D of the state the Lyapunov engine sees (N)."""
-        return self.N
-
     def floss_parameters(self) -> list[nn.Parameter]:
         """The parameters flossing updates: ``W, V, b``."""
         return [self.W, self.V, self.b]
-
-    def initial_state(self, batch: int) -> torch.Tensor:
-        """``h0`` repeated over a batch: ``[R, B, N]``."""
-        return repeat_along(self.h0, 1, batch)
 
     def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """One step ``W φ(h) + V x + b``; ``h [R, *B, N]``, ``x [R, *B, S]`` or ``[*B, S]``."""

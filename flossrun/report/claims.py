@@ -70,6 +70,12 @@ CLAIMS: dict[str, Claim] = {
         "floss.name",
         (("none", "pre"),),
     ),
+    "architectures": Claim(
+        "5",
+        "Flossing works across RNN architectures (vanilla, LSTM, GRU, orthogonal, stable).",
+        "floss.name",
+        (("none", "pre"),),
+    ),
 }
 
 COMPARISON_COLUMNS = [
@@ -248,11 +254,37 @@ def _k_sweep(col: Collection) -> str:
     )
 
 
+def _architectures(col: Collection) -> str:
+    """Per architecture: successes/n (95 % CI) per task, delay and flossing, and median λ1 at
+    initialisation and after preflossing."""
+    parts = []
+    sp = _with_config(col.spectra, col, ["model.name"])
+    res = counted(col.results)
+    for model in sorted(res["model.name"].dropna().unique()):
+        sub = res[res["model.name"] == model]
+        keys = [k for k in ("task.name", "task.delay", "floss.name") if k in sub.columns]
+        table = success_counts(sub, keys)
+        rows = sorted(table.itertuples(index=False), key=lambda r: sort_key(r[: len(keys)]))
+        cells = [
+            f"{setting_label(keys, r[: len(keys)])} {format_rate(r.successes, r.n)}" for r in rows
+        ]
+        lam1 = sp[(sp["model.name"] == model) & (sp["index"] == 1)].groupby("stage")["value"]
+        lam1 = lam1.median()
+        flossed = (
+            f"; median λ1 {lam1['initial']:+.2f} → {lam1['preflossed']:+.2f} after preflossing"
+            if {"initial", "preflossed"} <= set(lam1.index)
+            else ""
+        )
+        parts.append(f"{model}: " + "; ".join(cells) + flossed)
+    return "Successes / realizations (95 % CI) — " + " | ".join(parts) + "."
+
+
 SUMMARIES: dict[str, Callable[[Collection], str]] = {
     "lyapunov_control": _lyapunov_control,
     "spectrum_k": _spectrum_k,
     "jacobian": _jacobian,
     "k_sweep": _k_sweep,
+    "architectures": _architectures,
 }
 
 

@@ -208,8 +208,27 @@ def temporal_complexity(exp: Collection) -> Figure | None:
 
 
 def architectures(exp: Collection) -> Figure | None:
-    """Success vs d, one panel per architecture (``model.name``)."""
-    return _success_panels(exp, "model.name", "Flossing across RNN architectures")
+    """Per architecture (``model.name``, one column each): success vs d, and below it the
+    Lyapunov spectrum λ_i vs i at initialisation (dashed) and after preflossing (solid)."""
+    x = preset_settings(exp).get("x") or "task.delay"
+    cond = Conditions.of(exp, fixed=(x, "model.name"))
+    values = panel_values(cond, "model.name")
+    fig, axes = new_figure(len(values), 2, width=3.6)
+    sp = exp.spectra
+    for col, value in enumerate(values):
+        success_vs(axes[0, col], cond, on_panel(cond, exp.results, "model.name", value), x)
+        axes[0, col].set_title(panel_title("model.name", value))
+        ax = axes[1, col]
+        spectra = on_panel(cond, sp, "model.name", value) if len(sp) else None
+        for name, colour, g in cond.groups(spectra) if spectra is not None else ():
+            band(ax, g[g["stage"] == "initial"], "index", color=colour, ls="--", lw=1)
+            band(ax, g[g["stage"] == "preflossed"], "index", color=colour, label=cond.legend(name))
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set(xlabel=label("index"), ylabel=label("lambda_i"))
+        if not ax.lines:
+            no_data(ax)
+    what = "Flossing across RNN architectures: success vs delay; spectra before (dashed) and "
+    return finish(fig, cond, what + "after (solid) preflossing", skip=(x, "model.name"))
 
 
 def generic(exp: Collection) -> Figure | None:

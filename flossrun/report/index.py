@@ -18,6 +18,7 @@ from flossrun.report.stats import counted
 
 SETTING = {
     "task.name": "task",
+    "model.name": "model",
     "task.channels": "channels S",
     "model.N": "N",
     "task.T": "T",

@@ -1,0 +1,67 @@
+"""The stable LSTM (Miller & Hardt, 2019, as used by Ribeiro et al., AISTATS 2020).
+
+An :class:`flossrun.models.lstm.LSTM` whose weights satisfy a sufficient condition for a
+contracting state map: every column of each gate's recurrent block ``W_i, W_f, W_g, W_o`` is
+rescaled to a fixed ℓ1 norm, and so is every column of the forget gate's input block ``V_f``.
+The rescaling is applied at initialisation and after every optimiser step (training and
+flossing), as Ribeiro et al.'s code does after each step. Their constants are the defaults:
+ℓ1 norms 0.395 (input), 0.155 (forget), 0.099 (cell), 0.395 (output), 0.25 (input-to-forget).
+A contracting map has every Lyapunov exponent < 0, so flossing cannot reach λ* = 0 here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from flossrun.config import is_number, need
+from flossrun.models.base import register
+from flossrun.models.lstm import LSTM, LSTMConfig
+
+GATE_L1 = (0.395, 0.155, 0.099, 0.395)  # Ribeiro et al.'s column ℓ1 norms of W_i, W_f, W_g, W_o
+TINY = 1e-30  # guards the rescaling of an all-zero column
+
+
+@dataclass
+class StableLSTMConfig(LSTMConfig):
+    """``model=stable_lstm``: an LSTM with fixed column ℓ1 norms (D = 2N)."""
+
+    name: str = "stable_lstm"  # architecture
+    N: int = 80  # hidden units (the state (h, c) has D = 2N)
+    l1: list[float] = field(default_factory=lambda: list(GATE_L1))  # column ℓ1 norms: W_i, f, g, o
+    input_forget_l1: float = 0.25  # ℓ1 norm of each column of V_f (input to forget gate)
+
+    def check(self) -> None:
+        super().check()
+        need(
+            len(self.l1) == 4 and all(is_number(v) and v > 0 for v in self.l1),
+            "model.l1", self.l1, "must be 4 numbers > 0 (gates i, f, g, o)",
+        )  # fmt: skip
+        need(self.input_forget_l1 > 0, "model.input_forget_l1", self.input_forget_l1, "must be > 0")
+
+
+def set_column_l1(M: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """``M [..., G, P, Q]`` with the columns of each block ``g`` rescaled to ℓ1 norm
+    ``norms [G]``."""
+    col = M.abs().sum(-2, keepdim=True).clamp_min(TINY)  # [..., G, 1, Q]
+    return M * (norms.to(M)[:, None, None] / col)
+
+
+@register("stable_lstm", StableLSTMConfig)
+class StableLSTM(LSTM):
+    """An LSTM ensemble kept stable by :meth:`restrict` (parameters as :class:`LSTM`)."""
+
+    def restrict(self, W: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W [..., 4N, N]``, ``V [..., 4N, S]`` with the column ℓ1 norms of the config."""
+        N = self.N
+        W = set_column_l1(W.unflatten(-2, (4, N)), torch.tensor(self.cfg.l1)).flatten(-3, -2)
+        Vf = set_column_l1(V[..., None, N : 2 * N, :], torch.tensor([self.cfg.input_forget_l1]))
+        V = torch.cat([V[..., :N, :], Vf.squeeze(-3), V[..., 2 * N :, :]], -2)
+        return W, V
+
+    def constrain(self) -> None:
+        """Rescale the columns of ``W`` and ``V_f`` in place (after every optimiser step)."""
+        W, V = self.restrict(self.W.detach(), self.V.detach())
+        self.W.detach().copy_(W)
+        self.V.detach().copy_(V)
