@@ -8,6 +8,7 @@ that folder on the path, as after ``pip install .`` or ``pip install git+https:/
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"  # a copy of what a clone holds, so no build/ is left in the checkout
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("flossrun", "configs"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     build = subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", ROOT],
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", src],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
