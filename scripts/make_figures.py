@@ -45,7 +45,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--scale", choices=["quick", "medium", "paper"], default="quick")
+    ap.add_argument("--scale", choices=["quick", "paper"], default="quick")
     ap.add_argument("--only", nargs="*", default=list(CLAIMS), help="presets to run (default: all)")
     ap.add_argument("--no-run", action="store_true", help="only redraw from existing results")
     ap.add_argument("extra", nargs="*", help="overrides passed to every flossrun call")
