@@ -50,6 +50,16 @@ from flossrun.fast.parallel import ensemble_slices, map_slices
 from flossrun.fast.qr import cholesky_qr_rows, qr_backward_rows
 
 
+def _sum_batch(x: torch.Tensor) -> torch.Tensor:
+    """``x [R, B, ...]`` summed over ``B`` by pairwise halving (:func:`fast.ops.pairwise_sum`'s
+    order, which depends only on B): ``[R, ...]``."""
+    while x.shape[1] > 1:
+        half = x.shape[1] // 2
+        pairs = x[:, :half] + x[:, half : 2 * half]
+        x = torch.cat([pairs, x[:, 2 * half :]], 1) if x.shape[1] % 2 == 1 else pairs
+    return x[:, 0]
+
+
 def _forward(
     W: torch.Tensor,
     u: torch.Tensor,
@@ -61,19 +71,19 @@ def _forward(
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
     """The Benettin pass of one slice of the ensemble: ``(block_logs, [h_T, c_T], trace)``.
 
-    ``trace`` (when asked for), per step: ``[Qt_{t-1}, δa, At, h, act, act', m, κ, γ,
-    tanh(c'), tanh'(c')]`` (``At = [δh'; δc']ᵀ`` before the QR), plus ``[Q_tᵀ, R_t]`` at QR steps.
+    ``trace`` (when asked for), per step: ``[Qt_{t-1}, δc'ᵀ, K, h, act, act', m, κ, γ, tanh(c'),
+    tanh'(c'), β]`` (``K`` the step's tangent weights), plus ``[Q_tᵀ, R_t]`` at QR steps.
     """
     R, B, D, k = Q0.shape[0], Q0.shape[1], Q0.shape[2], Q0.shape[3]
     N = D // 2
     WT = W.transpose(1, 2).contiguous()  # [R, N, 4N]
+    WTb = WT.unsqueeze(1)  # [R, 1, N, 4N], broadcast over the trajectories
     h, c = h0[..., :N].contiguous(), h0[..., N:].contiguous()
     Qt = Q0.transpose(-1, -2).reshape(R, B * k, D).contiguous()  # rows [q_h, q_c]
     steps: list[list[torch.Tensor]] = []
     logs: list[torch.Tensor] = []
     for t in range(u.shape[0]):
         a = blas.baddbmm(u[t], h, WT)  # [R, B, 4N]
-        dA = blas.bmm(Qt[:, :, :N], WT).view(R, B, k, 4 * N)  # δaᵀ, rows
         act = sigmoid(a)
         dact = act * sigmoid(-a)
         a_g = a[..., 2 * N : 3 * N]
@@ -85,26 +95,32 @@ def _forward(
         tc, dtc = torch.tanh(c_new), dtanh(c_new)
         h_new = s_o * tc
         m = torch.cat([t_g, c, s_i, tc], -1)
-        beta = (m * dact).unsqueeze(-2)  # [R, B, 1, 4N]
+        beta4 = m * dact  # [R, B, 4N]
+        beta = beta4.unsqueeze(-2)
         gamma = s_o * dtc
+        # K = [(β_o ⊙ W_o)ᵀ | (β_f ⊙ W_f + β_i ⊙ W_i + β_g ⊙ W_g)ᵀ], [R, B, N, 2N]
+        K = torch.empty([R, B, N, D], dtype=W.dtype, device=W.device)
+        torch.mul(WTb[..., 3 * N :], beta[..., 3 * N :], out=K[..., :N])
+        Kc = K[..., N:]
+        torch.mul(WTb[..., N : 2 * N], beta[..., N : 2 * N], out=Kc)
+        Kc.addcmul_(WTb[..., :N], beta[..., :N])
+        Kc.addcmul_(WTb[..., 2 * N : 3 * N], beta[..., 2 * N : 3 * N])
+        Qr = Qt.view(R * B, k, D)
+        P = blas.bmm(Qr[:, :, :N], K.view(R * B, N, D)).view(R, B, k, D)  # [β_o δa_o | Σ β δa]
         At = torch.empty([R, B, k, D], dtype=Qt.dtype, device=Qt.device)
-        dc, dh = At[..., N:], At[..., :N]
         Qc = Qt.view(R, B, k, D)[..., N:]
-        torch.mul(Qc, s_f.unsqueeze(-2), out=dc)
-        dc.addcmul_(dA[..., N : 2 * N], beta[..., N : 2 * N])
-        dc.addcmul_(dA[..., :N], beta[..., :N])
-        dc.addcmul_(dA[..., 2 * N : 3 * N], beta[..., 2 * N : 3 * N])
-        torch.mul(dc, gamma.unsqueeze(-2), out=dh)
-        dh.addcmul_(dA[..., 3 * N :], beta[..., 3 * N :])
+        dc = torch.addcmul(P[..., N:], Qc, s_f.unsqueeze(-2))  # δc' [R, B, k, N]
+        At[..., N:] = dc
+        torch.addcmul(P[..., :N], dc, gamma.unsqueeze(-2), out=At[..., :N])  # δh'
         At = At.view(R, B * k, D)
         if trace:
             kappa = torch.cat([1.0 - 2.0 * act[..., :N], 1.0 - 2.0 * s_f, -2.0 * t_g], -1)
             kappa = torch.cat([kappa, 1.0 - 2.0 * s_o], -1)
-            record = [Qt, dA, At, h, act, dact, m, kappa, gamma, tc, dtc]
+            record = [Qt, dc, K, h, act, dact, m, kappa, gamma, tc, dtc, beta4]
         else:
             record = []
         if qr_at[t]:
-            Qt, Rt, logr = cholesky_qr_rows(At.view(R * B, k, D), not trace)
+            Qt, Rt, logr = cholesky_qr_rows(At.view(R * B, k, D), True)  # Qᵀ written into At
             Qt = Qt.view(R, B * k, D)
             record += [Qt, Rt]
             if keep[t]:
@@ -129,7 +145,9 @@ def _backward(
     R, B, D = g_h.shape[0], g_h.shape[1], g_h.shape[2]
     N = D // 2
     k = g_logs.shape[-1]
-    gW = torch.zeros_like(W)
+    WT = W.transpose(1, 2).contiguous()  # [R, N, 4N]
+    WT5 = WT.unsqueeze(1).view(R, 1, N, 4, N)
+    gWT = torch.zeros_like(WT)  # W̄ᵀ
     gu = torch.empty([T, R, B, 4 * N], dtype=g_h.dtype, device=g_h.device)
     gQt: torch.Tensor | None = None  # Q̄ᵀ [R, B·k, 2N]
     gh, gc = g_h[..., :N], g_h[..., N:]
@@ -137,12 +155,12 @@ def _backward(
     j = g_logs.shape[0]
     for t in range(T - 1, -1, -1):
         rec = steps[t]
-        Qt_prev, dA, At, h = rec[0], rec[1], rec[2], rec[3]
+        Qt_prev, dc, K = rec[0], rec[1], rec[2]
         act, dact, m, kappa = rec[4], rec[5], rec[6], rec[7]
-        gamma, tc, dtc = rec[8], rec[9], rec[10]
+        gamma, tc, dtc, beta = rec[8], rec[9], rec[10], rec[11]
         gAt = gQt
-        if len(rec) == 13:  # a QR step
-            Qt, Rt = rec[11], rec[12]
+        if len(rec) == 14:  # a QR step
+            Qt, Rt = rec[12], rec[13]
             gr: torch.Tensor | None = None
             if keep[t]:
                 j -= 1
@@ -152,22 +170,31 @@ def _backward(
                 gAt = qr_backward_rows(gQ_, gr, Qt.view(R * B, k, D), Rt).view(R, B * k, D)
         s_f = act[..., N : 2 * N]
         if gAt is not None:
-            gA = gAt.view(R, B, k, D)
-            gAh, gAc = gA[..., :N], gA[..., N:]
-            E = torch.empty([R, B, k, 4 * N], dtype=gA.dtype, device=gA.device)
-            Ec = E[..., :N]
-            torch.addcmul(gAc, gAh, gamma.unsqueeze(-2), out=Ec)
-            E[..., N : 2 * N] = Ec
-            E[..., 2 * N : 3 * N] = Ec
-            E[..., 3 * N :] = gAh
-            Qv = Qt_prev.view(R, B, k, D)
-            gbeta = torch.linalg.vecdot(E, dA, dim=-2)  # [R, B, 4N]
-            galpha = torch.linalg.vecdot(Ec, Qv[..., N:], dim=-2)
-            ggamma = torch.linalg.vecdot(gAh, At.view(R, B, k, D)[..., N:], dim=-2)
-            G = (E * (m * dact).unsqueeze(-2)).view(R, B * k, 4 * N)  # Ḡᵀ, rows
-            blas.baddbmm_(gW, G.transpose(1, 2), Qt_prev[:, :, :N])  # Ḡ Q_hᵀ
-            gQh = blas.bmm(G, W)  # (Wᵀ Ḡ)ᵀ [R, B·k, N]
-            gQt = torch.cat([gQh.view(R, B, k, N), Ec * s_f.unsqueeze(-2)], -1).view(R, B * k, D)
+            Z = gAt.view(R, B, k, D)  # overwritten into [Ā_h | Ē_c]
+            gAh, Ec = Z[..., :N], Z[..., N:]
+            Ec.addcmul_(gAh, gamma.unsqueeze(-2))
+            galpha = torch.linalg.vecdot(Ec, Qt_prev.view(R, B, k, D)[..., N:], dim=-2)
+            ggamma = torch.linalg.vecdot(gAh, dc, dim=-2)
+            Zr = Z.view(R * B, k, D)
+            Qh = Qt_prev.view(R * B, k, D)[:, :, :N]
+            MT = blas.bmm(Qh.transpose(1, 2), Zr).view(R, B, N, D)  # Q_hᵀ [Ā_h | Ē_c]
+            gQh = blas.bmm(Zr, K.view(R * B, N, D).transpose(1, 2)).view(R, B, k, N)
+            # β̄_x = Σ_m W_x[n, m] (Q_hᵀ E_x)[m, n]; W̄_xᵀ += (Q_hᵀ E_x) ⊙ β_x (summed over B)
+            Mc = MT[..., N:].unsqueeze(-2)  # [R, B, N, 1, N]
+            gb_ifg = torch.linalg.vecdot(WT5[..., :3, :], Mc, dim=-3)  # [R, B, 3, N]
+            gb_o = torch.linalg.vecdot(WT5[..., 3, :], MT[..., :N], dim=-2)  # [R, B, N]
+            gbeta = torch.cat([gb_ifg.reshape(R, B, 3 * N), gb_o], -1)
+            b5 = beta.view(R, B, 1, 4, N)
+            if B == 1:  # accumulated in place
+                gW5 = gWT.view(R, N, 4, N)
+                gW5[..., :3, :].addcmul_(Mc[:, 0], b5[:, 0, :, :3, :])
+                gW5[..., 3, :].addcmul_(MT[:, 0, :, :N], b5[:, 0, :, 3, :])
+            else:
+                T4 = torch.empty([R, B, N, 4 * N], dtype=W.dtype, device=W.device)
+                torch.mul(Mc, b5[..., :3, :], out=T4.view(R, B, N, 4, N)[..., :3, :])
+                torch.mul(MT[..., :N], b5[..., 3, :], out=T4[..., 3 * N :])
+                gWT.add_(_sum_batch(T4))
+            gQt = torch.cat([gQh, Ec * s_f.unsqueeze(-2)], -1).view(R, B * k, D)
         else:
             gbeta = torch.zeros([R, B, 4 * N], dtype=g_h.dtype, device=g_h.device)
             galpha, ggamma = zeros, zeros
@@ -178,10 +205,12 @@ def _backward(
         cross = torch.cat([gb_g * dt_g, galpha, gb_i * ds_i, ggamma * dtc], -1)
         ga = dact * (drive * m + gbeta * (m * kappa) + cross)  # ā [R, B, 4N]
         gu[t].copy_(ga)
-        blas.baddbmm_(gW, ga.transpose(1, 2), h)  # ā hᵀ
         gh = blas.bmm(ga, W)  # (Wᵀ ā)ᵀ [R, B, N]
         gc = gc_tot * s_f + gb_f * ds_f
-    return gW, gu, torch.cat([gh, gc], -1)
+    # the state's share of W̄ for all steps in one product: W̄ᵀ += Σ_t h_{t-1}ᵀ ā_t
+    H = torch.stack([rec[3] for rec in steps], 1).view(R, T * B, N)
+    blas.baddbmm_(gWT, H.transpose(1, 2), gu.transpose(0, 1).reshape(R, T * B, 4 * N))
+    return gWT.transpose(1, 2).contiguous(), gu, torch.cat([gh, gc], -1)
 
 
 forward_jit = script(_forward)
