@@ -145,9 +145,8 @@ def _backward(
     R, B, D = g_h.shape[0], g_h.shape[1], g_h.shape[2]
     N = D // 2
     k = g_logs.shape[-1]
-    WT = W.transpose(1, 2).contiguous()  # [R, N, 4N]
-    WT5 = WT.unsqueeze(1).view(R, 1, N, 4, N)
-    gWT = torch.zeros_like(WT)  # W̄ᵀ
+    W5 = W.view(R, 1, 4, N, N)
+    gW = torch.zeros_like(W)
     gu = torch.empty([T, R, B, 4 * N], dtype=g_h.dtype, device=g_h.device)
     gQt: torch.Tensor | None = None  # Q̄ᵀ [R, B·k, 2N]
     gh, gc = g_h[..., :N], g_h[..., N:]
@@ -177,23 +176,23 @@ def _backward(
             ggamma = torch.linalg.vecdot(gAh, dc, dim=-2)
             Zr = Z.view(R * B, k, D)
             Qh = Qt_prev.view(R * B, k, D)[:, :, :N]
-            MT = blas.bmm(Qh.transpose(1, 2), Zr).view(R, B, N, D)  # Q_hᵀ [Ā_h | Ē_c]
+            M = blas.bmm(Zr.transpose(1, 2), Qh).view(R, B, 2, 1, N, N)  # [Ā_h | Ē_c]ᵀ Q_h
             gQh = blas.bmm(Zr, K.view(R * B, N, D).transpose(1, 2)).view(R, B, k, N)
-            # β̄_x = Σ_m W_x[n, m] (Q_hᵀ E_x)[m, n]; W̄_xᵀ += (Q_hᵀ E_x) ⊙ β_x (summed over B)
-            Mc = MT[..., N:].unsqueeze(-2)  # [R, B, N, 1, N]
-            gb_ifg = torch.linalg.vecdot(WT5[..., :3, :], Mc, dim=-3)  # [R, B, 3, N]
-            gb_o = torch.linalg.vecdot(WT5[..., 3, :], MT[..., :N], dim=-2)  # [R, B, N]
+            # β̄_x[n] = Σ_m W_x[n, m] M_x[n, m];  W̄_x += β_x ⊙ M_x (rows; summed over B)
+            M_o, M_c = M[:, :, 0], M[:, :, 1]  # [R, B, 1, N, N]
+            gb_ifg = torch.linalg.vecdot(W5[:, :, :3], M_c, dim=-1)  # [R, B, 3, N]
+            gb_o = torch.linalg.vecdot(W5[:, :, 3], M_o[:, :, 0], dim=-1)  # [R, B, N]
             gbeta = torch.cat([gb_ifg.reshape(R, B, 3 * N), gb_o], -1)
-            b5 = beta.view(R, B, 1, 4, N)
+            b5 = beta.view(R, B, 4, N, 1)
             if B == 1:  # accumulated in place
-                gW5 = gWT.view(R, N, 4, N)
-                gW5[..., :3, :].addcmul_(Mc[:, 0], b5[:, 0, :, :3, :])
-                gW5[..., 3, :].addcmul_(MT[:, 0, :, :N], b5[:, 0, :, 3, :])
+                gW4 = gW.view(R, 4, N, N)
+                gW4[:, :3].addcmul_(M_c[:, 0], b5[:, 0, :3])
+                gW4[:, 3].addcmul_(M_o[:, 0, 0], b5[:, 0, 3])
             else:
-                T4 = torch.empty([R, B, N, 4 * N], dtype=W.dtype, device=W.device)
-                torch.mul(Mc, b5[..., :3, :], out=T4.view(R, B, N, 4, N)[..., :3, :])
-                torch.mul(MT[..., :N], b5[..., 3, :], out=T4[..., 3 * N :])
-                gWT.add_(_sum_batch(T4))
+                T4 = torch.empty([R, B, 4, N, N], dtype=W.dtype, device=W.device)
+                torch.mul(M_c, b5[:, :, :3], out=T4[:, :, :3])
+                torch.mul(M_o[:, :, 0], b5[:, :, 3], out=T4[:, :, 3])
+                gW.add_(_sum_batch(T4).view(R, 4 * N, N))
             gQt = torch.cat([gQh, Ec * s_f.unsqueeze(-2)], -1).view(R, B * k, D)
         else:
             gbeta = torch.zeros([R, B, 4 * N], dtype=g_h.dtype, device=g_h.device)
@@ -207,10 +206,10 @@ def _backward(
         gu[t].copy_(ga)
         gh = blas.bmm(ga, W)  # (Wᵀ ā)ᵀ [R, B, N]
         gc = gc_tot * s_f + gb_f * ds_f
-    # the state's share of W̄ for all steps in one product: W̄ᵀ += Σ_t h_{t-1}ᵀ ā_t
+    # the state's share of W̄ for all steps in one product: W̄ += Σ_t ā_t h_{t-1}ᵀ
     H = torch.stack([rec[3] for rec in steps], 1).view(R, T * B, N)
-    blas.baddbmm_(gWT, H.transpose(1, 2), gu.transpose(0, 1).reshape(R, T * B, 4 * N))
-    return gWT.transpose(1, 2).contiguous(), gu, torch.cat([gh, gc], -1)
+    blas.baddbmm_(gW, gu.transpose(0, 1).reshape(R, T * B, 4 * N).transpose(1, 2), H)
+    return gW, gu, torch.cat([gh, gc], -1)
 
 
 forward_jit = script(_forward)
