@@ -71,13 +71,13 @@ def _forward(
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
     """The Benettin pass of one slice of the ensemble: ``(block_logs, [h_T, c_T], trace)``.
 
-    ``trace`` (when asked for), per step: ``[Qt_{t-1}, δc'ᵀ, K, h, act, act', m, κ, γ, tanh(c'),
+    ``trace`` (when asked for), per step: ``[Qt_{t-1}, K, h, act, act', m, κ, γ, tanh(c'),
     tanh'(c'), β]`` (``K`` the step's tangent weights), plus ``[Q_tᵀ, R_t]`` at QR steps.
     """
     R, B, D, k = Q0.shape[0], Q0.shape[1], Q0.shape[2], Q0.shape[3]
     N = D // 2
     WT = W.transpose(1, 2).contiguous()  # [R, N, 4N]
-    WTb = WT.unsqueeze(1)  # [R, 1, N, 4N], broadcast over the trajectories
+    Wb = W.view(R, 1, 4 * N, N)  # broadcast over the trajectories
     h, c = h0[..., :N].contiguous(), h0[..., N:].contiguous()
     Qt = Q0.transpose(-1, -2).reshape(R, B * k, D).contiguous()  # rows [q_h, q_c]
     steps: list[list[torch.Tensor]] = []
@@ -96,27 +96,26 @@ def _forward(
         h_new = s_o * tc
         m = torch.cat([t_g, c, s_i, tc], -1)
         beta4 = m * dact  # [R, B, 4N]
-        beta = beta4.unsqueeze(-2)
         gamma = s_o * dtc
-        # K = [(β_o ⊙ W_o)ᵀ | (β_f ⊙ W_f + β_i ⊙ W_i + β_g ⊙ W_g)ᵀ], [R, B, N, 2N]
-        K = torch.empty([R, B, N, D], dtype=W.dtype, device=W.device)
-        torch.mul(WTb[..., 3 * N :], beta[..., 3 * N :], out=K[..., :N])
-        Kc = K[..., N:]
-        torch.mul(WTb[..., N : 2 * N], beta[..., N : 2 * N], out=Kc)
-        Kc.addcmul_(WTb[..., :N], beta[..., :N])
-        Kc.addcmul_(WTb[..., 2 * N : 3 * N], beta[..., 2 * N : 3 * N])
-        Qr = Qt.view(R * B, k, D)
-        P = blas.bmm(Qr[:, :, :N], K.view(R * B, N, D)).view(R, B, k, D)  # [β_o δa_o | Σ β δa]
-        At = torch.empty([R, B, k, D], dtype=Qt.dtype, device=Qt.device)
+        # K = [β_o ⊙ W_o; β_f ⊙ W_f + β_i ⊙ W_i + β_g ⊙ W_g] (rows scaled), [R, B, 2N, N]
+        K = torch.empty([R, B, D, N], dtype=W.dtype, device=W.device)
+        bc = beta4.unsqueeze(-1)  # [R, B, 4N, 1]
+        torch.mul(Wb[:, :, 3 * N :], bc[:, :, 3 * N :], out=K[:, :, :N])
+        Kc = K[:, :, N:]
+        torch.mul(Wb[:, :, N : 2 * N], bc[:, :, N : 2 * N], out=Kc)
+        Kc.addcmul_(Wb[:, :, :N], bc[:, :, :N])
+        Kc.addcmul_(Wb[:, :, 2 * N : 3 * N], bc[:, :, 2 * N : 3 * N])
+        Qh = Qt.view(R * B, k, D)[:, :, :N]
+        P = blas.bmm(Qh, K.view(R * B, D, N).transpose(1, 2)).view(R, B, k, D)
+        At = torch.empty([R, B, k, D], dtype=Qt.dtype, device=Qt.device)  # [δh' | δc'], rows
         Qc = Qt.view(R, B, k, D)[..., N:]
-        dc = torch.addcmul(P[..., N:], Qc, s_f.unsqueeze(-2))  # δc' [R, B, k, N]
-        At[..., N:] = dc
-        torch.addcmul(P[..., :N], dc, gamma.unsqueeze(-2), out=At[..., :N])  # δh'
+        torch.addcmul(P[..., N:], Qc, s_f.unsqueeze(-2), out=At[..., N:])  # δc'
+        torch.addcmul(P[..., :N], At[..., N:], gamma.unsqueeze(-2), out=At[..., :N])  # δh'
         At = At.view(R, B * k, D)
         if trace:
             kappa = torch.cat([1.0 - 2.0 * act[..., :N], 1.0 - 2.0 * s_f, -2.0 * t_g], -1)
             kappa = torch.cat([kappa, 1.0 - 2.0 * s_o], -1)
-            record = [Qt, dc, K, h, act, dact, m, kappa, gamma, tc, dtc, beta4]
+            record = [Qt, K, h, act, dact, m, kappa, gamma, tc, dtc, beta4]
         else:
             record = []
         if qr_at[t]:
@@ -154,12 +153,12 @@ def _backward(
     j = g_logs.shape[0]
     for t in range(T - 1, -1, -1):
         rec = steps[t]
-        Qt_prev, dc, K = rec[0], rec[1], rec[2]
-        act, dact, m, kappa = rec[4], rec[5], rec[6], rec[7]
-        gamma, tc, dtc, beta = rec[8], rec[9], rec[10], rec[11]
+        Qt_prev, K = rec[0], rec[1]
+        act, dact, m, kappa = rec[3], rec[4], rec[5], rec[6]
+        gamma, tc, dtc, beta = rec[7], rec[8], rec[9], rec[10]
         gAt = gQt
-        if len(rec) == 14:  # a QR step
-            Qt, Rt = rec[12], rec[13]
+        if len(rec) == 13:  # a QR step
+            Qt, Rt = rec[11], rec[12]
             gr: torch.Tensor | None = None
             if keep[t]:
                 j -= 1
@@ -172,16 +171,18 @@ def _backward(
             Z = gAt.view(R, B, k, D)  # overwritten into [Ā_h | Ē_c]
             gAh, Ec = Z[..., :N], Z[..., N:]
             Ec.addcmul_(gAh, gamma.unsqueeze(-2))
-            galpha = torch.linalg.vecdot(Ec, Qt_prev.view(R, B, k, D)[..., N:], dim=-2)
-            ggamma = torch.linalg.vecdot(gAh, dc, dim=-2)
+            Qc = Qt_prev.view(R, B, k, D)[..., N:]
+            galpha = torch.linalg.vecdot(Ec, Qc, dim=-2)
+            ggamma = torch.linalg.vecdot(gAh, Qc, dim=-2) * s_f  # + Σ_k Ā_h ⊙ (Q_h K_cᵀ) below
             Zr = Z.view(R * B, k, D)
             Qh = Qt_prev.view(R * B, k, D)[:, :, :N]
             M = blas.bmm(Zr.transpose(1, 2), Qh).view(R, B, 2, 1, N, N)  # [Ā_h | Ē_c]ᵀ Q_h
-            gQh = blas.bmm(Zr, K.view(R * B, N, D).transpose(1, 2)).view(R, B, k, N)
+            gQh = blas.bmm(Zr, K.view(R * B, D, N)).view(R, B, k, N)
             # β̄_x[n] = Σ_m W_x[n, m] M_x[n, m];  W̄_x += β_x ⊙ M_x (rows; summed over B)
             M_o, M_c = M[:, :, 0], M[:, :, 1]  # [R, B, 1, N, N]
             gb_ifg = torch.linalg.vecdot(W5[:, :, :3], M_c, dim=-1)  # [R, B, 3, N]
             gb_o = torch.linalg.vecdot(W5[:, :, 3], M_o[:, :, 0], dim=-1)  # [R, B, N]
+            ggamma = ggamma + torch.linalg.vecdot(K[:, :, N:], M_o[:, :, 0], dim=-1)
             gbeta = torch.cat([gb_ifg.reshape(R, B, 3 * N), gb_o], -1)
             b5 = beta.view(R, B, 4, N, 1)
             if B == 1:  # accumulated in place
@@ -207,7 +208,7 @@ def _backward(
         gh = blas.bmm(ga, W)  # (Wᵀ ā)ᵀ [R, B, N]
         gc = gc_tot * s_f + gb_f * ds_f
     # the state's share of W̄ for all steps in one product: W̄ += Σ_t ā_t h_{t-1}ᵀ
-    H = torch.stack([rec[3] for rec in steps], 1).view(R, T * B, N)
+    H = torch.stack([rec[2] for rec in steps], 1).view(R, T * B, N)
     blas.baddbmm_(gW, gu.transpose(0, 1).reshape(R, T * B, 4 * N).transpose(1, 2), H)
     return gW, gu, torch.cat([gh, gc], -1)
 
