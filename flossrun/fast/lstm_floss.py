@@ -1,24 +1,29 @@
 """The Benettin pass of the LSTM with a hand-written adjoint (flossing, docs/design.md §4–5, §9).
 
 State ``[h, c]`` (D = 2N), gates in torch.nn.LSTM's order i, f, g, o, drive ``u_t = V x_t + b``
-``[T, R, B, 4N]`` computed up front. Forward, for t = 1..T (all products per realization):
+``[T, R, B, 4N]`` computed up front (one product, :meth:`flossrun.models.lstm.LSTM.drive`).
+Forward, for t = 1..T, per trajectory (``⊙`` elementwise; an ``[N]`` coefficient scales the rows
+of the ``[N, k]`` frame blocks, or of the ``[N, N]`` weight blocks ``W_x``):
 
-    a = W h + u_t [4N];   act = [σ(a_i), σ(a_f), tanh(a_g), σ(a_o)],  act' its derivative
+    a = W h + u_t [4N];   act = [s_i, s_f, t_g, s_o] = [σ(a_i), σ(a_f), tanh(a_g), σ(a_o)]
     c' = s_f ⊙ c + s_i ⊙ t_g,   h' = s_o ⊙ tanh(c')
-    m = [t_g, c, s_i, tanh(c')],  β = m ⊙ act',  γ = s_o ⊙ tanh'(c')
-    frame (tangent J Q):  δa = W Q_h [4N, k];
-    δc' = s_f ⊙ Q_c + β_f ⊙ δa_f + β_i ⊙ δa_i + β_g ⊙ δa_g,   δh' = γ ⊙ δc' + β_o ⊙ δa_o
+    m = [t_g, c, s_i, tanh(c')],   β = m ⊙ act' (= ∂c'/∂a for i, f, g; ∂h'/∂a_o for o),
+    γ = s_o ⊙ tanh'(c')
+    tangent weights  K = [K_o; K_c] = [β_o ⊙ W_o;  β_f ⊙ W_f + β_i ⊙ W_i + β_g ⊙ W_g]   [2N, N]
+    frame:  [P_o; P_c] = K Q_h,   δc' = P_c + s_f ⊙ Q_c,   δh' = γ ⊙ δc' + P_o
     at a QR step: Q_t, R_t = qr([δh'; δc']) (Cholesky QR), log R_ii kept after the transient;
     otherwise Q_t = [δh'; δc']
 
-(each ``[N]`` coefficient multiplies all k columns of its row). Backward, per step from the
-frame adjoint ``Ā = [Ā_h; Ā_c]`` (through the QR by :func:`flossrun.fast.qr.qr_backward_rows`)
-and the state adjoints ``h̄', c̄'``:
+(``K Q_h = Σ_x β_x ⊙ (W_x Q_h)``: one ``[2N, N] × [N, k]`` product per trajectory instead of
+``W Q_h`` ``[4N, N] × [N, k]`` and four scaled blocks.) Backward, per step, from the frame adjoint
+``[Ā_h; Ā_c]`` (through the QR by :func:`flossrun.fast.qr.qr_backward_rows`) and the state
+adjoints ``h̄', c̄'``:
 
-    Ē_c = Ā_c + γ ⊙ Ā_h,   E = [Ē_c, Ē_c, Ē_c, Ā_h]  (one block per gate),   Ḡ = β ⊙ E
-    Q̄_h = Wᵀ Ḡ,   Q̄_c = s_f ⊙ Ē_c,   W̄ += Ḡ Q_hᵀ
-    coefficient adjoints (sums over the k columns): β̄ = Σ_k E ⊙ δa,  ᾱ_f = Σ_k Ē_c ⊙ Q_c,
-    γ̄ = Σ_k Ā_h ⊙ δc'
+    Ē_c = Ā_c + γ ⊙ Ā_h,   Z = [Ā_h; Ē_c]   (the adjoints of P_o and P_c)
+    Q̄_h = Kᵀ Z,   Q̄_c = s_f ⊙ Ē_c,   M = [M_o; M_c] = Z Q_hᵀ   [2N, N]
+    W̄_x += β_x ⊙ M_x   (M_c for x = i, f, g; M_o for o)
+    coefficient adjoints:  β̄_x = Σ_m W_x[:, m] ⊙ M_x[:, m],   ᾱ_f = Σ_k Ē_c ⊙ Q_c,
+                           γ̄ = Σ_k Ā_h ⊙ δc' = s_f ⊙ Σ_k Ā_h ⊙ Q_c + Σ_m K_c[:, m] ⊙ M_o[:, m]
 
 and the state adjoint picks up the coefficients' dependence on the state through the gates'
 second derivatives (σ'' = σ'(1 − 2σ), tanh'' = −2 tanh tanh'):
@@ -29,10 +34,12 @@ second derivatives (σ'' = σ'(1 − 2σ), tanh'' = −2 tanh tanh'):
     c̄ = s_f ⊙ c̄'_tot + β̄_f ⊙ s_f',   h̄ = Wᵀ ā,   ū_t = ā,   W̄ += ā hᵀ
 
 (``X`` collects the cross terms: β_i = t_g s_i' depends on a_g, β_g = s_i t_g' on a_i, α_f = s_f
-on a_f, γ = s_o tanh'(c') on a_o.) As in :mod:`flossrun.fast.floss`: plain tensor ops without an
-autograd graph, step loops compiled by TorchScript, the ensemble cut into one slice per core, the
-frame kept transposed (``Qt [R, B·k, 2N]``, each row ``[q_h, q_c]``), lone slices paired, and
-every op placement-independent (``fast.ops``, ``fast.blas``; sums over the k columns only).
+on a_f, γ = s_o tanh'(c') on a_o; ``ā hᵀ`` is summed over all steps in one product at the end.)
+As in :mod:`flossrun.fast.floss`: plain tensor ops without an autograd graph, step loops compiled
+by TorchScript, the ensemble cut into one slice per core, the frame kept transposed
+(``Qt [R, B·k, 2N]``, each row ``[q_h, q_c]``), lone slices paired, and every op
+placement-independent (``fast.ops``, ``fast.blas``; sums run over k or m within one trajectory,
+over the batch B in pairs, never over realizations).
 """
 
 from __future__ import annotations
