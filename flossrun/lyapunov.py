@@ -11,7 +11,8 @@ Everything is differentiable with respect to the trajectory, the parameters and 
 
 - ``householder_qr`` / ``"householder"``: LAPACK Householder under plain autograd (the reference);
 - ``"cholesky"``: :func:`flossrun.fast.qr.cholesky_qr` (Cholesky QR, analytic backward) and, for
-  a dynamics with ``lyapunov_fused`` (the vanilla RNN), the whole pass with a hand-written adjoint;
+  a dynamics with ``lyapunov_fused`` (the vanilla RNN, the LSTMs), the whole pass with a
+  hand-written adjoint;
 - ``"auto"`` (default): ``"cholesky"`` for a dynamics with an analytic ``tangent`` (every model:
   one batched tangent over realizations, trajectories and frame columns per step), Householder
   for one that falls back to autograd JVPs.

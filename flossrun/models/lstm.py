@@ -13,11 +13,14 @@ Flossing acts on ``W, V, b``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from flossrun.fast import blas
+from flossrun.fast.lstm_floss import lstm_lyapunov
 from flossrun.fast.ops import dtanh, sigmoid
 from flossrun.models.base import (
     ModelConfig,
@@ -115,6 +118,47 @@ class LSTM(RecurrentEnsemble):
     def step_gates(self, h: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``a_i, a_f, a_g, a_o``, each ``[R, *B, N]``."""
         return self.gates(self.W, self.V, self.b, h, x).chunk(4, -1)
+
+    def drive(self, x: torch.Tensor) -> torch.Tensor:
+        """Input drive ``V x_t + b`` of every gate for a whole sequence: ``[T, R, B, S]`` (or
+        ``[T, B, S]``) -> ``[T, R, B, 4N]``.
+
+        One ``bmm`` of ``[x, 1]`` against ``[V, b]`` over all ``T·B`` rows of each realization,
+        so that the gradients of ``V`` and ``b`` are one ``bmm`` too (a broadcast bias would be
+        reduced by ``torch.sum``, whose rounding depends on the ensemble's size).
+        """
+        if x.dim() == 3:  # shared input [T, B, S]
+            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
+        T, R, B, S = x.shape
+        rows = torch.cat([x, torch.ones_like(x[..., :1])], -1).transpose(0, 1)  # [R, T, B, S+1]
+        Vb = torch.cat([self.V, self.b.unsqueeze(-1)], -1)  # [R, 4N, S+1]
+        u = blas.bmm(rows.reshape(R, T * B, S + 1), Vb.transpose(1, 2))  # [R, T·B, 4N]
+        return u.reshape(R, T, B, self.GATES * self.N).transpose(0, 1)
+
+    def lyapunov_fused(
+        self,
+        h0: torch.Tensor,
+        inputs: torch.Tensor,
+        Q0: torch.Tensor,
+        qr_at: Sequence[bool],
+        keep: Sequence[bool],
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The whole Benettin pass with Cholesky QR and a hand-written adjoint
+        (:mod:`flossrun.fast.lstm_floss`).
+
+        Called by :func:`flossrun.lyapunov.lyapunov_spectrum` with ``orthonormalize="cholesky"``;
+        ``h0 [R, B, 2N]``, ``inputs [T, R, B, S]`` or ``[T, B, S]``, frame ``Q0 [R, B, 2N, k]``.
+        Returns ``(block_logs [n_kept, R, B, k], [h_T, c_T] [R, B, 2N])``, or None where it does
+        not apply (other state shapes, or a subclass with its own equations: ``step``,
+        ``step_with``, ``gates``, ``tangent`` or ``step_gates`` overridden).
+        """
+        own = all(
+            getattr(type(self), name) is getattr(LSTM, name)
+            for name in ("step", "step_with", "gates", "tangent", "step_gates", "cell")
+        )
+        if not own or h0.dim() != 3 or inputs.dim() not in (3, 4):
+            return None
+        return lstm_lyapunov(self.W, self.drive(inputs), h0, Q0, qr_at, keep)
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``w_out h + b_out`` from the h half of the state ``[R, *B, 2N]``."""
