@@ -93,6 +93,16 @@ class Run:
         f = self.cfg.floss
         return f.name == "pre_during" and f.k > 0 and f.epochs > 0 and f.times > 0
 
+    def lr_at(self, epoch: int) -> float:
+        """Training learning rate at ``epoch`` (1-based): ``train.lr`` times ``train.gamma`` for
+        every milestone already passed (a step schedule; a function of the epoch, so resuming
+        from a checkpoint continues it exactly)."""
+        if not hasattr(self, "_lr"):
+            t = self.cfg.train
+            self._lr = (float(t.lr), float(t.get("gamma", 0.1)), list(t.get("milestones") or []))
+        lr, gamma, milestones = self._lr
+        return lr * gamma ** sum(m < epoch for m in milestones)
+
     # --- checkpoints ----------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
@@ -206,9 +216,8 @@ class Run:
 
     def train_step(self, epoch: int, bar) -> None:
         cfg = self.cfg.train
-        passed = sum(m < epoch for m in cfg.get("milestones") or [])  # a step schedule of lr
         for group in self.train_opt.param_groups:
-            group["lr"] = cfg.lr * cfg.get("gamma", 0.1) ** passed
+            group["lr"] = self.lr_at(epoch)
         x, y = self.task.sample(self.gens["train"], cfg.batch, dtype=self.dtype, device=self.device)
         out = train_epoch(self.model, self.task, x, y, self.train_opt, cfg.clip, self.alive)
         if epoch % cfg.log_every == 0 or epoch == 1:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-
 from test_cli import flossrun, only_run_dir
 
 SINE = [

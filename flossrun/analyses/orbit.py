@@ -24,6 +24,7 @@ import torch
 from flossrun import io, seeding
 from flossrun.lyapunov import lyapunov_spectrum
 
+QR_EVERY = 5  # steps between renormalisations of the one tangent vector (|λ1| ≪ 1 per step)
 ORBIT_COLUMNS = (
     "realization", "seed", "epoch", "omega_index", "omega", "init", "distinct", "low", "high",
     "lambda_1",
@@ -64,7 +65,9 @@ def open_loop(
     x = x.expand(steps, W * I, model.S)  # shared by every realization
     hs = model(x[burn_in:], model(x[:burn_in], h)[-1]) if burn_in else model(x, h)
     z = model.logits(hs)[..., 0]  # [T_keep, R, W·I]
-    lam = lyapunov_spectrum(model, h, x, 1, transient=burn_in, seed=list(seeds)).exponents
+    lam = lyapunov_spectrum(
+        model, h, x, 1, transient=burn_in, qr_every=QR_EVERY, seed=list(seeds)
+    ).exponents
     outputs = z.permute(1, 2, 0).reshape(R, W, I, -1)
     return outputs, lam[..., 0].reshape(R, W, I)
 
@@ -76,12 +79,13 @@ class OrbitRecorder:
         """``cfg``: the ``analysis`` node (an :class:`~flossrun.analyses.OrbitConfig`'s keys),
         ``D`` the model's state size, ``epochs`` the run's training epochs."""
         self.cfg, self.seeds, self.epochs = cfg, list(seeds), epochs
+        self.every = int(cfg.every)  # read once: a DictConfig lookup costs more than a step
         self.omega = orbit_omegas(task, cfg.n_omega)  # [W]
         self.h0 = initial_states(self.seeds, (cfg.n_omega, cfg.inits, D), cfg.init_std)
 
     def due(self, epoch: int) -> bool:
         """Snapshot at epoch 0, every ``every`` epochs and at the last epoch."""
-        return epoch % self.cfg.every == 0 or epoch == self.epochs
+        return epoch % self.every == 0 or epoch == self.epochs
 
     def snapshot(self, model, epoch: int) -> dict:
         """One snapshot: ``{"epoch", "outputs" [R, W, I, T_keep], "lambda_1" [R, W, I]}``

@@ -149,7 +149,9 @@ def _mark_duplicates(results: pd.DataFrame, config_columns: list[str]) -> list[s
     done = results[results["counted"] & results["seed"].notna()]  # no seed: nothing to match
     if done.empty:
         return []
-    identity = done[["experiment", *identity_columns(config_columns), "seed"]].astype(str)
+    # map(str), not astype(str): pandas ≥ 3 keeps missing values (a key only some models have,
+    # e.g. model.l1) as NaN in a str column, which join cannot take
+    identity = done[["experiment", *identity_columns(config_columns), "seed"]].map(str)
     network = identity.apply("\x1f".join, axis=1)
     kept = done.index.to_series().groupby(network).transform("first")
     dup = kept.index[kept != kept.index]
