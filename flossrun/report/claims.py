@@ -84,8 +84,8 @@ CLAIMS: dict[str, Claim] = {
     ),
     "loss_landscape": Claim(
         "7",
-        "The loss is smooth where λ1 < 0 and rugged where λ1 > 0; flossed networks sit at the "
-        "edge (λ1 near 0).",
+        "The loss is smooth where λ1 < 0 and rugged where λ1 > 0; where do flossed networks "
+        "sit (λ1 and roughness along their slices)?",
     ),
 }
 
