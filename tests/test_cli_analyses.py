@@ -82,3 +82,18 @@ def test_bad_analysis_options_fail_in_one_line_naming_the_key(tmp_path, args, ke
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"flossrun: error: {key}"), proc.stderr
     assert not list(tmp_path.glob("outputs/**/checkpoint.pt"))
+
+
+def test_report_draws_both_analysis_figures_and_states_their_numbers(tmp_path):
+    from flossrun.report import report
+    from flossrun.report.claims import summarize
+
+    flossrun(tmp_path, *SINE, *ORBIT, "name=orbit_diagram")
+    flossrun(tmp_path, *CHAOTIC, "name=loss_landscape")
+    res = report([tmp_path / "outputs"], out=tmp_path / "report")
+    names = {p.name for p in res["figures"]}
+    assert {"orbit_diagram.png", "loss_landscape.png"} <= names, res["notes"]
+    col = res["collection"]
+    assert "distinct outputs" in summarize("orbit_diagram", col.subset("orbit_diagram"))
+    text = summarize("loss_landscape", col.subset("loss_landscape"))
+    assert "crosses 0 at s = " in text and "per unit s" in text
