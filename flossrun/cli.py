@@ -52,7 +52,7 @@ def find_config_dir() -> Path:
 
 
 CONFIG_DIR = find_config_dir()
-GROUPS = ("task", "model", "floss", "train", "experiment")
+GROUPS = ("task", "model", "floss", "train", "analysis", "experiment", "variant")
 log = logging.getLogger("flossrun")
 
 
@@ -138,26 +138,6 @@ def set_threads(cfg: DictConfig) -> None:
     log.info("torch threads: %d", torch.get_num_threads())
 
 
-def human_summary(out: Path, rows: list[tuple], cfg: DictConfig) -> str:
-    """A few lines for the terminal: successes, median accuracy and λ1, where the files are."""
-    import statistics
-
-    acc = statistics.median(r[2] for r in rows)
-    lam = statistics.median(r[7] for r in rows)
-    n_ok, n_div = sum(r[4] for r in rows), sum(r[6] for r in rows)
-    t, f, thr = cfg.task, cfg.floss, cfg.train.success_threshold
-    diverged = f" ({n_div} diverged)" if n_div else ""
-    return "\n".join([
-        f"flossrun: {t.name} d={t.delay} T={t.T}, {cfg.model.name} N={cfg.model.N}, "
-        f"floss={f.name} (k={f.k})",
-        f"  success: {n_ok}/{len(rows)} realizations reached test accuracy >= {thr}{diverged}",
-        f"  median final test accuracy {acc:.3f}, median final λ1 {lam:+.3f} nats/step, "
-        f"{rows[0][8]:.0f} s",
-        f"  results: {out}/summary.csv (metrics.csv, spectra.csv)",
-        f"  plots:   {out}/plots/",
-    ])  # fmt: skip
-
-
 def check_folder(out: Path, identity: dict, code: dict) -> str:
     """What ``out`` holds for a job of this identity and code: ``fresh``, ``resume``,
     ``finished`` (same code), ``finished_other_code``; raises :class:`FolderConflict` for
@@ -223,27 +203,21 @@ def job(cfg: DictConfig) -> None:
     for name in (io.FAILED_FILE, CONFLICT_FILE):
         (out / name).unlink(missing_ok=True)
     set_threads(cfg)
-    from flossrun import plots
-    from flossrun.runner import Run, summary_rows
+    from flossrun.jobs import make_job
 
     try:
-        run = Run(cfg, out)
+        run = make_job(cfg, out)  # training, an analysis, or both (docs/design.md §11)
         run.execute()
-        rows = summary_rows(run)
+        rows = run.summary_rows()
         io.write_csv(out / "summary.csv", io.SUMMARY_COLUMNS, rows)
-        t = cfg.task
-        title = (
-            f"{t.name} d={t.delay}, {cfg.model.name} N={cfg.model.N}, "
-            f"floss={cfg.floss.name} k={cfg.floss.k}, R={cfg.realizations}"
-        )
-        plots.plot_run(out, title)
+        run.plot()
     except ConfigError as err:
         print(f"flossrun: error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
         io.write_text(out / io.FAILED_FILE, "".join(traceback.format_exception(err)))
         raise
-    print(human_summary(out, rows, cfg))
+    print(run.describe(rows))
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(job)

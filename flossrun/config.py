@@ -14,22 +14,10 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from flossrun.tasks import TASK_NAMES, TASK_TAPS
-
 FLOSS_NAMES = ("none", "pre", "pre_during")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 SCALES = ("quick", "paper")
-
-
-@dataclass
-class TaskConfig:
-    name: str = "delayed_xor"  # delayed_copy | delayed_xor | temporal_xor
-    delay: int = 20  # longest lag d (steps); loss counts t > d
-    T: int = 300  # sequence length (steps)
-    channels: int = 1  # S independent input/output streams
-    taps: int = 2  # m taps of the parity (1 for copy, 2 for XOR)
-    amplitude: float = 1.0  # input scale: x_t ∈ {0, amplitude}
 
 
 @dataclass
@@ -61,6 +49,10 @@ class TrainConfig:
     success_threshold: float = 0.95  # final test accuracy counted as success
     log_every: int = 10  # epochs between training-metric rows in metrics.csv
     checkpoint_every: int = 500  # epochs between checkpoints (resume points)
+    milestones: list[int] = field(
+        default_factory=list
+    )  # epochs after which lr is multiplied by gamma
+    gamma: float = 0.1  # learning-rate factor at each milestone
 
 
 @dataclass
@@ -81,8 +73,9 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "float32"  # float32 | float64
     threads: int = 0  # torch CPU threads (0 = torch default; joblib workers use 1)
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: Any = None  # the task group: one schema per task (flossrun.tasks.TASKS)
     model: Any = None  # the model group: one schema per architecture (flossrun.models.MODELS)
+    analysis: Any = None  # the analysis group: none | orbit | landscape (flossrun.analyses)
     floss: FlossConfig = field(default_factory=FlossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diag: DiagConfig = field(default_factory=DiagConfig)
@@ -99,13 +92,18 @@ OmegaConf.register_new_resolver("scaled", scaled, replace=True)
 
 def register_configs() -> None:
     """Register the schema so ``configs/config.yaml`` can build on it (``- flossrun_schema``),
-    and each model's config as ``<name>_schema`` in the ``model`` group (its YAML's default)."""
+    and each model's, task's and analysis's config as ``<name>_schema`` in its group (the
+    default of its YAML)."""
+    from flossrun.analyses import ANALYSES
     from flossrun.models import MODELS
+    from flossrun.tasks import TASKS, _load_tasks
 
+    _load_tasks()
     cs = ConfigStore.instance()
     cs.store(name="flossrun_schema", node=RunConfig)
-    for name, spec in MODELS.items():
-        cs.store(group="model", name=f"{name}_schema", node=spec.config)
+    for group, registry in (("model", MODELS), ("task", TASKS), ("analysis", ANALYSES)):
+        for name, spec in registry.items():
+            cs.store(group=group, name=f"{name}_schema", node=spec.config)
 
 
 class ConfigError(ValueError):
@@ -130,25 +128,38 @@ def is_number(v: Any) -> bool:
 
 
 def check_model_keys(args: list[str]) -> None:
-    """Fail in one line on a command-line ``model.<key>=`` that the chosen ``model=`` (every
-    one of a sweep; ``vanilla`` by default) does not have; Hydra would reject it in many."""
+    """Fail in one line on a command-line ``model.<key>=``, ``task.<key>=`` or
+    ``analysis.<key>=`` that the chosen ``model=``/``task=``/``analysis=`` (every one of a sweep;
+    the default otherwise) does not have; Hydra would reject it in many lines."""
+    from flossrun.analyses import ANALYSES
     from flossrun.models import MODELS
+    from flossrun.tasks import TASKS, _load_tasks
 
-    chosen = ["vanilla"]
-    keys = []
+    _load_tasks()
+    groups = {"model": (MODELS, "vanilla"), "task": (TASKS, "delayed_xor"),
+              "analysis": (ANALYSES, "none")}  # fmt: skip
+    chosen = {g: [default] for g, (_, default) in groups.items()}
+    keys: list[tuple[str, str]] = []
     for arg in args:
         key, sep, value = arg.lstrip("+~").partition("=")
         if not sep or arg.startswith("-"):
             continue
-        if key == "model":
-            chosen = [v for v in value.split(",") if v in MODELS] or chosen
-        elif key.startswith("model.") and "." not in key[6:]:
-            keys.append(key[6:])
-    for key in keys:
-        for name in chosen:
-            known = ", ".join(sorted(MODELS[name].config.__dataclass_fields__))
-            if key not in MODELS[name].config.__dataclass_fields__:
-                raise ConfigError(f"model.{key}: not an option of model={name} (allowed: {known})")
+        group, _, sub = key.partition(".")
+        if group not in groups:
+            continue
+        if not sub:
+            chosen[group] = [v for v in value.split(",") if v in groups[group][0]] or chosen[group]
+        elif "." not in sub:
+            keys.append((group, sub))
+    for group, key in keys:
+        registry = groups[group][0]
+        for name in chosen[group]:
+            fields = registry[name].config.__dataclass_fields__
+            if key not in fields:
+                known = ", ".join(sorted(fields))
+                raise ConfigError(
+                    f"{group}.{key}: not an option of {group}={name} (allowed: {known})"
+                )
 
 
 def validate_floss(f: DictConfig, D: int, model: str) -> None:
@@ -186,22 +197,12 @@ def validate_floss(f: DictConfig, D: int, model: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check every key for impossible values; raise :class:`ConfigError` on the first one."""
     t, m, f, tr, dg = cfg.task, cfg.model, cfg.floss, cfg.train, cfg.diag
-    need(t.name in TASK_NAMES, "task.name", t.name, f"allowed: {', '.join(TASK_NAMES)}")
-    need(t.delay >= 1, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T)")
-    need(t.T > t.delay, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T={t.T})")
-    need(t.taps >= 1, "task.taps", t.taps, "must be >= 1")
-    if t.name in TASK_TAPS:
-        need(
-            t.taps == TASK_TAPS[t.name],
-            "task.taps",
-            t.taps,
-            f"must be {TASK_TAPS[t.name]} for {t.name}",
-        )
-    need(t.delay % t.taps == 0, "task.delay", t.delay, f"must be a multiple of task.taps={t.taps}")
-    need(t.channels >= 1, "task.channels", t.channels, "must be >= 1")
+    from flossrun.analyses import analysis_config
     from flossrun.models import model_config
+    from flossrun.tasks import task_config
 
-    model = model_config(m)  # its own keys, checked by the model's config
+    task = task_config(t)  # its own keys, checked by the task's config
+    model = model_config(m)  # likewise for the model
     need(f.name in FLOSS_NAMES, "floss.name", f.name, f"allowed: {', '.join(FLOSS_NAMES)}")
     if f.name != "none":  # floss=none ignores the other floss.* keys
         validate_floss(f, model.state_dim, model.name)
@@ -209,6 +210,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("batch", "eval_every", "test_size", "log_every", "checkpoint_every"):
         need(tr[key] >= 1, f"train.{key}", tr[key], "must be >= 1")
     need(tr.lr > 0, "train.lr", tr.lr, "must be > 0")
+    ms = list(tr.get("milestones") or [])
+    need(
+        all(isinstance(m, int) and m >= 1 for m in ms) and ms == sorted(ms),
+        "train.milestones", ms, "must be increasing epochs >= 1",
+    )  # fmt: skip
+    need(0 < tr.get("gamma", 0.1) <= 1, "train.gamma", tr.get("gamma"), "must be in (0, 1]")
     need(tr.clip > 0, "train.clip", tr.clip, "must be > 0")
     need(
         0 <= tr.success_threshold <= 1,
@@ -223,6 +230,10 @@ def validate(cfg: DictConfig) -> None:
         f"must be in [0, {dg.steps - 1}] (< diag.steps)",
     )
     if dg.jacobian:
+        need(
+            hasattr(task, "delay"), "diag.jacobian", dg.jacobian,
+            f"needs a delayed-parity task (task={task.name} has no error signal per lag)",
+        )  # fmt: skip
         top = min(dg.steps - dg.transient, t.T - 1)
         need(
             all(0 < lag <= top for lag in dg.lags), "diag.lags", dg.lags,
@@ -241,6 +252,12 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.dtype in DTYPES, "dtype", cfg.dtype, f"allowed: {', '.join(DTYPES)}")
     need(cfg.scale in SCALES, "scale", cfg.scale, f"allowed: {', '.join(SCALES)}")
     need(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0 = torch default)")
+    analysis = analysis_config(cfg.get("analysis"), task, model)  # checked against both
+    if analysis.name == "landscape":
+        need(
+            cfg.realizations == 1, "realizations", cfg.realizations,
+            "must be 1 for analysis=landscape (one network per landscape; sweep seed= instead)",
+        )  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:

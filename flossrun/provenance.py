@@ -33,6 +33,14 @@ def run_identity(cfg: DictConfig, device: str) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IDENTITY:
         plain.pop(key, None)
+    # keys at a value that changes nothing are left out, so runs from before they existed keep
+    # their folders: no analysis, no learning-rate milestones
+    if (plain.get("analysis") or {}).get("name", "none") == "none":
+        plain.pop("analysis", None)
+    train = plain.get("train") or {}
+    if not train.get("milestones", []):
+        train.pop("milestones", None)
+        train.pop("gamma", None)
     plain["device"] = device
     return plain
 

@@ -30,7 +30,7 @@ from flossrun.fast.ops import realization_mean
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import build_model
 from flossrun.provenance import identity_diff, identity_text, run_identity
-from flossrun.tasks import make_task, random_bits
+from flossrun.tasks import build_task
 from flossrun.training import evaluate, floss_epoch, make_adam, model_threads, train_epoch
 
 log = logging.getLogger("flossrun")
@@ -46,26 +46,30 @@ class Run:
         self.device, self.dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
         self.identity = identity_text(run_identity(cfg, self.device.type))
         self.seeds = seeding.realization_seeds(cfg.seed, cfg.realizations)
-        t = cfg.task
-        self.task = make_task(
-            t.name, t.delay, T=t.T, channels=t.channels, amplitude=t.amplitude, taps=t.taps
-        )
+        self.task = build_task(cfg.task)
         self.model = build_model(
-            cfg.model, t.channels, t.channels, self.seeds, dtype=self.dtype, device=self.device
+            cfg.model, self.task.S, self.task.O, self.seeds, dtype=self.dtype, device=self.device
         )
         self.train_opt = make_adam(list(self.model.parameters()), cfg.train.lr)
         self.floss_opt = make_adam(self.model.floss_parameters(), cfg.floss.lr)
         self.gens = {s: seeding.generators(self.seeds, s) for s in STREAMS}
-        self.x_test, self.y_test = self.task.sample(
+        self.x_test, self.y_test = self.task.test_set(
             seeding.generators(self.seeds, "test"),
             cfg.train.test_size,
             dtype=self.dtype,
             device=self.device,
         )
-        bits = random_bits(
-            seeding.generators(self.seeds, "diag"), cfg.diag.steps, 1, t.channels, dtype=self.dtype
-        )
-        self.x_diag = (bits * t.amplitude).to(self.device)  # [T_diag, R, 1, S]
+        self.x_diag = self.task.drive(
+            seeding.generators(self.seeds, "diag"), cfg.diag.steps, 1, dtype=self.dtype,
+            device=self.device,
+        )  # [T_diag, R, 1, S]  # fmt: skip
+        self.orbits = None  # the orbit analysis (docs/design.md §11) snapshots during training
+        if cfg.get("analysis") is not None and cfg.analysis.name == "orbit":
+            from flossrun.analyses.orbit import OrbitRecorder
+
+            self.orbits = OrbitRecorder(
+                cfg.analysis, self.task, self.seeds, self.model.state_dim, cfg.train.epochs
+            )
         target = cfg.floss.target
         self.target = OmegaConf.to_object(target) if OmegaConf.is_config(target) else float(target)
         self.alive = torch.ones(cfg.realizations, dtype=torch.bool, device=self.device)
@@ -74,7 +78,7 @@ class Run:
             "finished": False, "wall": 0.0, "epochs_to_success": [math.nan] * cfg.realizations,
             "last_eval": {},
         }  # fmt: skip
-        self.logs: dict[str, list] = {"metrics": [], "spectra": [], "diagnostics": []}
+        self.logs: dict[str, list] = {"metrics": [], "spectra": [], "diagnostics": [], "orbits": []}
         self._t0 = time.perf_counter()
 
     @property
@@ -88,6 +92,16 @@ class Run:
         """``floss=pre_during`` with k > 0: flossing phases during training."""
         f = self.cfg.floss
         return f.name == "pre_during" and f.k > 0 and f.epochs > 0 and f.times > 0
+
+    def lr_at(self, epoch: int) -> float:
+        """Training learning rate at ``epoch`` (1-based): ``train.lr`` times ``train.gamma`` for
+        every milestone already passed (a step schedule; a function of the epoch, so resuming
+        from a checkpoint continues it exactly)."""
+        if not hasattr(self, "_lr"):
+            t = self.cfg.train
+            self._lr = (float(t.lr), float(t.get("gamma", 0.1)), list(t.get("milestones") or []))
+        lr, gamma, milestones = self._lr
+        return lr * gamma ** sum(m < epoch for m in milestones)
 
     # --- checkpoints ----------------------------------------------------------------------
     @property
@@ -137,6 +151,8 @@ class Run:
             io.write_csv(
                 self.out / "diagnostics.csv", io.DIAGNOSTICS_COLUMNS, self.logs["diagnostics"]
             )
+        if self.orbits is not None:
+            self.orbits.write(self.out, self.logs.get("orbits", []))
 
     # --- logging helpers ------------------------------------------------------------------
     def record(self, phase: str, epoch: int, values: dict[str, torch.Tensor]) -> None:
@@ -172,6 +188,7 @@ class Run:
                 self.floss_phase(cfg.floss.pre_epochs, "preflossing")
                 self.full_spectrum("preflossed", 0)
             self.eval_point(0)
+            self.orbit_point(0)
             st["pre_done"] = True
             self.save()
         E = cfg.train.epochs
@@ -182,6 +199,7 @@ class Run:
             st["train_done"] = epoch
             if epoch % cfg.train.eval_every == 0 or epoch == E:
                 self.eval_point(epoch)
+            self.orbit_point(epoch)
             phase_due = epoch % cfg.floss.every == 0 and st["phases_done"] < cfg.floss.times
             phase = self.interflossing and phase_due and epoch < E
             if phase:
@@ -198,21 +216,21 @@ class Run:
 
     def train_step(self, epoch: int, bar) -> None:
         cfg = self.cfg.train
+        for group in self.train_opt.param_groups:
+            group["lr"] = self.lr_at(epoch)
         x, y = self.task.sample(self.gens["train"], cfg.batch, dtype=self.dtype, device=self.device)
         out = train_epoch(self.model, self.task, x, y, self.train_opt, cfg.clip, self.alive)
         if epoch % cfg.log_every == 0 or epoch == 1:
             self.record("train", epoch, out)
-            bar.set_postfix(
-                loss=f"{out['loss'].median():.3f}",
-                acc=f"{out['accuracy'].median():.3f}",
-                **self._lam_postfix(),
-            )
+            shown = {k: f"{v.median():.3f}" for k, v in out.items() if k != "grad_h0_norm"}
+            bar.set_postfix(**shown, **self._lam_postfix())
 
     def floss_phase(self, epochs: int, desc: str) -> None:
-        f, S, amp = self.cfg.floss, self.cfg.task.channels, self.cfg.task.amplitude
+        f = self.cfg.floss
         for _ in tqdm(range(epochs), desc=desc, disable=None, leave=False):
-            bits = random_bits(self.gens["floss"], f.steps, f.batch, S, dtype=self.dtype)
-            x = (bits * amp).to(self.device)
+            x = self.task.drive(
+                self.gens["floss"], f.steps, f.batch, dtype=self.dtype, device=self.device
+            )
             out = floss_epoch(
                 self.model, x, f.k, f.transient, self.target, self.floss_opt, self.alive,
                 qr_every=f.qr_every, frames=self.gens["frame"],
@@ -234,14 +252,23 @@ class Run:
         self.record("eval", epoch, out)
         self.state["last_eval"] = {k: v.tolist() for k, v in out.items()}
         ets = self.state["epochs_to_success"]
-        for r, acc in enumerate(out["test_accuracy"].tolist()):
-            if math.isnan(ets[r]) and acc >= cfg.train.success_threshold:
+        for r, ok in enumerate(self.task.succeeded(out, cfg).tolist()):
+            if math.isnan(ets[r]) and ok:
                 ets[r] = epoch
+        shown = "  ".join(
+            f"{k.replace('_', ' ')} {v.median():.3f}" for k, v in out.items() if k != "lambda_1"
+        )
         log.info(
-            "epoch %d/%d  test acc %.3f  test loss %.3f  λ1 %.3f (medians over %d)",
-            epoch, cfg.train.epochs, out["test_accuracy"].median(), out["test_loss"].median(),
-            lam[:, 0].median(), cfg.realizations,
+            "epoch %d/%d  %s  λ1 %.3f (medians over %d)",
+            epoch, cfg.train.epochs, shown, lam[:, 0].median(), cfg.realizations,
         )  # fmt: skip
+
+    def orbit_point(self, epoch: int) -> None:
+        """An orbit snapshot (docs/design.md §11) when the orbit analysis has one due."""
+        if self.orbits is None or not self.orbits.due(epoch):
+            return
+        with model_threads(self.model, self.device):
+            self.logs.setdefault("orbits", []).append(self.orbits.snapshot(self.model, epoch))
 
     def full_spectrum(self, stage: str, epoch: int) -> None:
         """Full spectrum (and, with ``diag.jacobian``, the Jacobian diagnostics) at a stage."""
@@ -289,11 +316,12 @@ def summary_rows(run: Run) -> list[tuple]:
     ev, st = run.state["last_eval"], run.state
     final = [r for r in run.logs["spectra"] if r[2] == "final" and r[4] == 1]
     lam1 = {r[0]: r[5] for r in final} or dict(enumerate(ev["lambda_1"]))
+    ok = run.task.succeeded({k: torch.tensor(v) for k, v in ev.items()}, run.cfg).tolist()
+    acc = ev.get("test_accuracy", [math.nan] * len(run.seeds))  # tasks without an accuracy: nan
     rows = []
     for r, seed in enumerate(run.seeds):
-        acc = ev["test_accuracy"][r]
         diverged = not bool(run.alive[r])
-        success = bool(acc >= run.cfg.train.success_threshold) and not diverged
-        rows.append((r, seed, acc, ev["test_loss"][r], success, st["epochs_to_success"][r],
+        success = bool(ok[r]) and not diverged
+        rows.append((r, seed, acc[r], ev["test_loss"][r], success, st["epochs_to_success"][r],
                      diverged, lam1[r], round(st["wall"], 3)))  # fmt: skip
     return rows

@@ -1,4 +1,20 @@
-"""Delayed-parity tasks (docs/design.md §3): delayed copy, delayed XOR and temporal XOR.
+"""The task seam (docs/design.md §3, §10) and the delayed-parity tasks: delayed copy, delayed
+XOR and temporal XOR.
+
+A task provides, for an ensemble of ``R`` realizations with one CPU generator each:
+
+    S, O                                   input and output channels
+    sample(gens, batch) -> x, y            a training batch, both ``[T, R, B, ·]``
+    test_set(gens, size) -> x, y           the fixed held-out set
+    drive(gens, steps, batch) -> x         inputs for flossing and diagnostics ``[steps, R, B, S]``
+    loss(z, y) -> [R]                      the training loss of outputs ``z [T, R, B, O]``
+    metrics(z, y) -> {name: [R]}           what is logged besides the loss (``accuracy``)
+    succeeded(test) -> [R] bool            what "success" means, from ``evaluate``'s numbers
+    success_text                           that rule in words (terminal summary)
+
+Each task is a config dataclass (its fields documented, :meth:`TaskConfig.check` validating
+them) registered with a builder via :func:`register_task`; ``configs/task/<name>.yaml`` sets the
+values. :func:`build_task` builds the task that ``task=`` names.
 
 Inputs are ``S`` independent streams of i.i.d. fair bits times ``amplitude``. Channel ``s`` has
 its own target: the parity of ``m`` taps of its own stream spread evenly over the delay ``d``,
@@ -12,8 +28,9 @@ bits and a realization sees the same bits alone or inside an ensemble.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -99,6 +116,46 @@ class DelayedParity:
         hit = ((z[d:] > 0).to(y.dtype) == y[d:]).to(z.dtype)
         return realization_mean(hit, dim=1)
 
+    # --- the task seam ---------------------------------------------------------------------
+    @property
+    def S(self) -> int:
+        """Input channels."""
+        return self.channels
+
+    @property
+    def O(self) -> int:  # noqa: E743 (the paper's name for the output size)
+        """Output channels (one per stream)."""
+        return self.channels
+
+    success_text = "test accuracy >= train.success_threshold"
+
+    def test_set(
+        self, gens: Sequence[torch.Generator], size: int, **kw: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` held-out sequences per realization (``[T, R, size, S]``)."""
+        return self.sample(gens, size, **kw)
+
+    def drive(
+        self,
+        gens: Sequence[torch.Generator],
+        steps: int,
+        batch: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """Random bits times ``amplitude``: ``[steps, R, batch, S]`` (flossing, diagnostics)."""
+        bits = random_bits(gens, steps, batch, self.channels, dtype=dtype)
+        return (bits * self.amplitude).to(device)
+
+    def metrics(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``accuracy [R]`` (the loss is logged on its own)."""
+        return {"accuracy": self.accuracy(z, y)}
+
+    def succeeded(self, test: dict[str, torch.Tensor], cfg: Any) -> torch.Tensor:
+        """``[R]`` bool: final ``test_accuracy`` ≥ ``train.success_threshold``."""
+        return test["test_accuracy"] >= cfg.train.success_threshold
+
 
 def random_bits(
     gens: Sequence[torch.Generator],
@@ -134,3 +191,115 @@ def make_task(
     elif taps is None:
         raise ValueError("taps must be given (an integer >= 1) for temporal_xor")
     return DelayedParity(delay=delay, taps=taps, channels=channels, T=T, amplitude=amplitude)
+
+
+# --- the seam: configs and the registry ----------------------------------------------------
+@dataclass
+class TaskConfig:
+    """Fields every task has; each task's dataclass adds its own."""
+
+    name: str = "delayed_xor"  # task: a key of flossrun.tasks.TASKS
+    T: int = 300  # sequence length (steps)
+
+    def check(self) -> None:
+        """Raise :class:`flossrun.config.ConfigError` on the first impossible value."""
+        from flossrun.config import need
+
+        need(self.T >= 2, "task.T", self.T, "must be >= 2")
+
+
+@dataclass
+class ParityConfig(TaskConfig):
+    """``task=delayed_copy | delayed_xor | temporal_xor`` (docs/design.md §3)."""
+
+    delay: int = 20  # longest lag d (steps); loss counts t > d
+    channels: int = 1  # S independent input/output streams
+    taps: int = 2  # m taps of the parity (1 for copy, 2 for XOR)
+    amplitude: float = 1.0  # input scale: x_t ∈ {0, amplitude}
+
+    def check(self) -> None:
+        from flossrun.config import need
+
+        t = self
+        need(t.delay >= 1, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T)")
+        need(t.T > t.delay, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T={t.T})")
+        need(t.taps >= 1, "task.taps", t.taps, "must be >= 1")
+        if t.name in TASK_TAPS:
+            tap = TASK_TAPS[t.name]
+            need(t.taps == tap, "task.taps", t.taps, f"must be {tap} for {t.name}")
+        need(
+            t.delay % t.taps == 0,
+            "task.delay",
+            t.delay,
+            f"must be a multiple of task.taps={t.taps}",
+        )
+        need(t.channels >= 1, "task.channels", t.channels, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registry entry: the config dataclass and the function that builds the task from it."""
+
+    name: str
+    config: type[TaskConfig]
+    build: Callable[[Any], Any]
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(name: str, config: type[TaskConfig]) -> Callable[[Callable], Callable]:
+    """Decorator of a builder ``cfg -> task``: make ``task=<name>`` use it."""
+
+    def add(build: Callable) -> Callable:
+        TASKS[name] = TaskSpec(name, config, build)
+        return build
+
+    return add
+
+
+for _name in TASK_NAMES:
+    register_task(_name, ParityConfig)(
+        lambda c: make_task(
+            c.name, c.delay, T=c.T, channels=c.channels, amplitude=c.amplitude, taps=c.taps
+        )
+    )
+
+
+def _load_tasks() -> None:
+    """Import the task modules that register themselves (kept lazy: they import this one)."""
+    import flossrun.sine_generator  # noqa: F401
+
+
+def task_config(fields: Any) -> TaskConfig:
+    """The config dataclass of ``fields`` (a mapping or DictConfig with ``name``), checked.
+
+    Raises :class:`flossrun.config.ConfigError` naming the key: an unknown ``task.name``, a key
+    the task does not have, or an impossible value.
+    """
+    from omegaconf import OmegaConf
+
+    from flossrun.config import ConfigError, need
+
+    _load_tasks()
+    if OmegaConf.is_config(fields):
+        fields = OmegaConf.to_container(fields, resolve=True)
+    fields = dict(fields)
+    name = fields.get("name", "delayed_xor")
+    need(name in TASKS, "task.name", name, f"allowed: {', '.join(sorted(TASKS))}")
+    config = TASKS[name].config
+    known = set(config.__dataclass_fields__)
+    for key in fields:
+        if key not in known:
+            raise ConfigError(
+                f"task.{key}: not an option of task={name} (allowed: {', '.join(sorted(known))})"
+            )
+    cfg = config(**fields)
+    cfg.check()
+    return cfg
+
+
+def build_task(fields: Any) -> Any:
+    """The task that ``task=`` names, from its config fields (see :func:`task_config`)."""
+    cfg = task_config(fields)
+    return TASKS[cfg.name].build(cfg)

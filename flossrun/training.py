@@ -16,7 +16,6 @@ from flossrun.fast.ops import realization_norm
 from flossrun.fast.parallel import caller_on_one_thread
 from flossrun.flossing import floss_exponents, flossing_loss
 from flossrun.lyapunov import SeedLike
-from flossrun.tasks import DelayedParity
 
 EVAL_CHUNK = 128  # test sequences per forward pass (bounds memory: T·R·chunk·N floats)
 
@@ -93,7 +92,7 @@ def constrain(model) -> None:
 
 def train_epoch(
     model,
-    task: DelayedParity,
+    task,
     x: torch.Tensor,
     y: torch.Tensor,
     optimizer: torch.optim.Optimizer,
@@ -103,7 +102,8 @@ def train_epoch(
     """One Adam step on all parameters for the batch ``x, y [T, R, B, S]``, then
     ``model.constrain()``.
 
-    Updates ``alive [R]`` in place; returns ``[R]`` tensors ``loss`` (nats/bit), ``accuracy``
+    ``task``: any task of the seam (:mod:`flossrun.tasks`). Updates ``alive [R]`` in place;
+    returns ``[R]`` tensors ``loss`` (the task's unit), the task's ``metrics`` (``accuracy``)
     and ``grad_h0_norm`` (‖∂L/∂h0‖ before clipping).
     """
     params = list(model.parameters())
@@ -117,11 +117,7 @@ def train_epoch(
     clip_per_realization(params, clip)
     guarded_step(optimizer, params, alive)
     constrain(model)
-    return {
-        "loss": loss.detach(),
-        "accuracy": task.accuracy(z.detach(), y),
-        "grad_h0_norm": grad_h0,
-    }
+    return {"loss": loss.detach(), **task.metrics(z.detach(), y), "grad_h0_norm": grad_h0}
 
 
 def floss_epoch(
@@ -152,18 +148,16 @@ def floss_epoch(
 
 
 @torch.no_grad()
-def evaluate(
-    model, task: DelayedParity, x: torch.Tensor, y: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Test loss and accuracy ``[R]`` on a fixed set ``x, y [T, R, n, S]`` (chunked)."""
+def evaluate(model, task, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``test_loss`` and ``test_<metric>`` for each of the task's metrics, ``[R]`` each, on a
+    fixed set ``x, y [T, R, n, ·]`` (chunked; chunk means weighted by their size)."""
     n = x.shape[2]
-    loss = torch.zeros(model.R, dtype=x.dtype, device=x.device)
-    acc = torch.zeros_like(loss)
+    out: dict[str, torch.Tensor] = {}
     for start in range(0, n, EVAL_CHUNK):
         xb, yb = x[:, :, start : start + EVAL_CHUNK], y[:, :, start : start + EVAL_CHUNK]
         with model_threads(model, x.device):
             z = model.predict(xb)
         w = xb.shape[2] / n
-        loss += w * task.loss(z, yb)
-        acc += w * task.accuracy(z, yb)
-    return {"test_loss": loss, "test_accuracy": acc}
+        for name, v in {"loss": task.loss(z, yb), **task.metrics(z, yb)}.items():
+            out[f"test_{name}"] = out.get(f"test_{name}", 0.0) + w * v
+    return out

@@ -231,3 +231,34 @@ def test_every_model_alone_equals_itself_inside_an_ensemble(name):
     alone = run([1])
     for key, value in together.items():
         assert torch.equal(value, alone[key]), (name, key, (value - alone[key]).abs().max())
+
+
+@pytest.mark.parametrize("name", ["lstm", "orthogonal"])
+def test_sine_training_and_orbit_snapshots_alone_equal_inside_an_ensemble(name):
+    """The sine generator (docs/design.md §10) and the orbit analysis (§11): seed 1 trained alone
+    and inside seeds 0..2, then its open-loop orbits and their λ1, equal bit for bit."""
+    from flossrun import seeding, training
+    from flossrun.analyses import OrbitConfig
+    from flossrun.analyses.orbit import OrbitRecorder
+    from flossrun.models import build_model
+    from flossrun.tasks import build_task
+
+    task = build_task({"name": "sine_generator", "T": 30})
+    orbit = OrbitConfig(n_omega=3, inits=2, steps=50, burn_in=30)
+
+    def run(seeds: list[int]) -> dict[str, torch.Tensor]:
+        model = build_model({"name": name, "N": 8}, task.S, task.O, seeds)
+        opt = training.make_adam(list(model.parameters()), 1e-2)
+        alive = torch.ones(len(seeds), dtype=torch.bool)
+        gens = seeding.generators(seeds, "train")
+        for _ in range(3):
+            x, y = task.sample(gens, 5)
+            training.train_epoch(model, task, x, y, opt, 0.25, alive)
+        snap = OrbitRecorder(orbit, task, seeds, model.state_dim, 3).snapshot(model, 3)
+        i = seeds.index(1)
+        out = {k: v.detach()[i] for k, v in model.named_parameters()}
+        return {**out, "orbit": snap["outputs"][i], "orbit_lambda_1": snap["lambda_1"][i]}
+
+    together, alone = run([0, 1, 2]), run([1])
+    for key, value in together.items():
+        assert torch.equal(value, alone[key]), (name, key, (value - alone[key]).abs().max())

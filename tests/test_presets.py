@@ -13,7 +13,7 @@ from flossrun.cli import CONFIG_DIR
 from flossrun.config import validate
 
 PRESETS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
-GROUPS = ("task", "model", "floss")
+GROUPS = ("task", "model", "floss", "analysis", "variant")
 
 
 def group_sweeps(preset: str, scale: str) -> list[list[str]]:
@@ -38,3 +38,12 @@ def test_preset_composes_and_validates(preset, scale):
 def test_architectures_preset_sweeps_every_compared_model():
     models = {o[1] for o in group_sweeps("architectures", "quick")}
     assert models == {f"model={m}" for m in ("vanilla", "lstm", "gru", "orthogonal", "stable")}
+
+
+def test_attractor_presets_sweep_their_named_conditions():
+    orbit = {o[0] for o in group_sweeps("orbit_diagram", "quick")}
+    assert orbit == {
+        f"variant=orbit_{v}" for v in ("lstm", "stable_lstm", "orthogonal", "lstm_floss")
+    }
+    land = {o[0] for o in group_sweeps("loss_landscape", "paper")}
+    assert land == {f"variant=landscape_{v}" for v in ("chaotic", "lstm", "lstm_floss")}

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from flossrun.report.attractors import landscape_summary, orbit_summary
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import format_value, setting_label, short_names, sort_key
 from flossrun.report.stats import (
@@ -75,6 +76,16 @@ CLAIMS: dict[str, Claim] = {
         "Flossing works across RNN architectures (vanilla, LSTM, GRU, orthogonal, stable).",
         "floss.name",
         (("none", "pre"),),
+    ),
+    "orbit_diagram": Claim(
+        "6",
+        "Training an LSTM sine generator turns a fixed point into a limit cycle; a stable LSTM "
+        "stays at a fixed point.",
+    ),
+    "loss_landscape": Claim(
+        "7",
+        "The loss is smooth where λ1 < 0 and rugged where λ1 > 0; where do flossed networks "
+        "sit (λ1 and roughness along their slices)?",
     ),
 }
 
@@ -285,6 +296,8 @@ SUMMARIES: dict[str, Callable[[Collection], str]] = {
     "jacobian": _jacobian,
     "k_sweep": _k_sweep,
     "architectures": _architectures,
+    "orbit_diagram": orbit_summary,
+    "loss_landscape": landscape_summary,
 }
 
 

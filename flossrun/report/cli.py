@@ -98,19 +98,20 @@ def report(
 
 def condition_text(rows: pd.DataFrame) -> str:
     """One experiment's conditions as a text table: n, successes (95 % CI), medians, code."""
+    # a task without an accuracy (the sine generator) shows its test loss instead
+    score, name = ("test_accuracy", "median_acc")
+    if rows[f"{score}_median"].isna().all() and "test_loss_median" in rows:
+        score, name = ("test_loss", "median_loss")
     shown = pd.DataFrame(
         {
             "n": rows["n"],
             "success (95% CI)": [
                 format_rate(k, n) for k, n in zip(rows["successes"], rows["n"], strict=True)
             ],
-            "median_acc [25-75%]": [
+            f"{name} [25-75%]": [
                 f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
                 for m, lo, hi in zip(
-                    rows["test_accuracy_median"],
-                    rows["test_accuracy_q25"],
-                    rows["test_accuracy_q75"],
-                    strict=True,
+                    rows[f"{score}_median"], rows[f"{score}_q25"], rows[f"{score}_q75"], strict=True
                 )
             ],
             "median_epochs": rows["epochs_to_success_median"].map(lambda v: f"{v:.3g}"),

@@ -167,6 +167,7 @@ def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.Da
         ok = used[used["success"].fillna(False).astype(bool)]
         for col, rows_of in (
             ("test_accuracy", used),
+            ("test_loss", used),
             ("lambda_1", used),
             ("epochs_to_success", ok),
         ):

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from flossrun.report.attractors import loss_landscape, orbit_diagram
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import FLOSS_SETTING_KEYS, Conditions, format_value, short_names
 from flossrun.report.panels import (
@@ -261,6 +262,8 @@ FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
         k_sweep,
         temporal_complexity,
         architectures,
+        orbit_diagram,
+        loss_landscape,
         generic,
     )
 }

@@ -1,0 +1,127 @@
+"""Orbit (bifurcation) diagrams during training (docs/design.md §11).
+
+At each snapshot epoch every realization is run open loop — constant input ω, no feedback —
+for ``steps`` steps from ``inits`` initial states per ω, and the outputs after ``burn_in`` are
+kept. The initial states are drawn once per realization (its ``"orbit"`` stream) from
+N(0, init_std²), so every snapshot starts from the same states. λ1 (nats/step) of the same
+trajectories comes from :func:`flossrun.lyapunov.lyapunov_spectrum` over the steps after the
+burn-in. A fixed point leaves one distinct output value per trajectory, a limit cycle of period
+p leaves p, a quasi-periodic or chaotic orbit about as many as steps kept.
+
+Files (:meth:`OrbitRecorder.write`): ``orbits.pt`` holds ``epochs [E]``, ``omega [W]``,
+``seeds [R]``, ``outputs [E, R, W, I, steps − burn_in]`` (the first output channel) and
+``lambda_1 [E, R, W, I]``; ``orbits.csv`` one row per trajectory and snapshot
+(``ORBIT_COLUMNS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from flossrun import io, seeding
+from flossrun.lyapunov import lyapunov_spectrum
+
+QR_EVERY = 5  # steps between renormalisations of the one tangent vector (|λ1| ≪ 1 per step)
+ORBIT_COLUMNS = (
+    "realization", "seed", "epoch", "omega_index", "omega", "init", "distinct", "low", "high",
+    "lambda_1",
+)  # fmt: skip
+
+
+def distinct_values(y: torch.Tensor, tol: float) -> torch.Tensor:
+    """Number of distinct values along the last axis of ``y [..., n]``: 1 + the gaps larger
+    than ``tol`` between sorted neighbours. Returns an int64 tensor ``[...]``."""
+    s = torch.sort(y, dim=-1).values
+    return 1 + (s.diff(dim=-1) > tol).sum(-1)
+
+
+def orbit_omegas(task, n: int) -> torch.Tensor:
+    """``n`` inputs evenly spaced over the task's ω range (float64 ``[n]``)."""
+    return torch.linspace(task.omega_min, task.omega_max, n, dtype=torch.float64)
+
+
+def initial_states(seeds: Sequence[int], shape: tuple[int, ...], std: float) -> torch.Tensor:
+    """``[R, *shape]`` float64 draws from N(0, std²), one ``"orbit"`` stream per realization."""
+    gens = seeding.generators(seeds, "orbit")
+    return torch.stack([torch.randn(*shape, generator=g, dtype=torch.float64) for g in gens]) * std
+
+
+@torch.no_grad()
+def open_loop(
+    model, omega: torch.Tensor, h0: torch.Tensor, steps: int, burn_in: int, seeds: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs and λ1 of the open-loop runs of ``model`` from ``h0 [R, W, I, D]`` at the
+    constant inputs ``omega [W]``.
+
+    Returns ``outputs [R, W, I, steps − burn_in]`` (first output channel, after the burn-in)
+    and ``lambda_1 [R, W, I]`` (nats/step, over the steps after the burn-in).
+    """
+    R, W, I, D = h0.shape
+    h = h0.reshape(R, W * I, D).to(model.h0)
+    x = omega.repeat_interleave(I).reshape(1, W * I, 1).to(model.h0)  # [1, W·I, 1]
+    x = x.expand(steps, W * I, model.S)  # shared by every realization
+    hs = model(x[burn_in:], model(x[:burn_in], h)[-1]) if burn_in else model(x, h)
+    z = model.logits(hs)[..., 0]  # [T_keep, R, W·I]
+    lam = lyapunov_spectrum(
+        model, h, x, 1, transient=burn_in, qr_every=QR_EVERY, seed=list(seeds)
+    ).exponents
+    outputs = z.permute(1, 2, 0).reshape(R, W, I, -1)
+    return outputs, lam[..., 0].reshape(R, W, I)
+
+
+class OrbitRecorder:
+    """Takes the snapshots of one run; its ``snapshots`` list lives in the run's checkpoint."""
+
+    def __init__(self, cfg, task, seeds: Sequence[int], D: int, epochs: int) -> None:
+        """``cfg``: the ``analysis`` node (an :class:`~flossrun.analyses.OrbitConfig`'s keys),
+        ``D`` the model's state size, ``epochs`` the run's training epochs."""
+        self.cfg, self.seeds, self.epochs = cfg, list(seeds), epochs
+        self.every = int(cfg.every)  # read once: a DictConfig lookup costs more than a step
+        self.omega = orbit_omegas(task, cfg.n_omega)  # [W]
+        self.h0 = initial_states(self.seeds, (cfg.n_omega, cfg.inits, D), cfg.init_std)
+
+    def due(self, epoch: int) -> bool:
+        """Snapshot at epoch 0, every ``every`` epochs and at the last epoch."""
+        return epoch % self.every == 0 or epoch == self.epochs
+
+    def snapshot(self, model, epoch: int) -> dict:
+        """One snapshot: ``{"epoch", "outputs" [R, W, I, T_keep], "lambda_1" [R, W, I]}``
+        (float32 on the CPU)."""
+        c = self.cfg
+        out, lam = open_loop(model, self.omega, self.h0, c.steps, c.burn_in, self.seeds)
+        return {"epoch": epoch, "outputs": out.float().cpu(), "lambda_1": lam.float().cpu()}
+
+    def rows(self, snapshots: list[dict]) -> list[tuple]:
+        """Tidy rows (``ORBIT_COLUMNS``): one per snapshot, realization, ω and initial state."""
+        rows = []
+        for snap in snapshots:
+            out, lam = snap["outputs"], snap["lambda_1"]
+            n = distinct_values(out, self.cfg.distinct_tol)
+            low, high = out.amin(-1), out.amax(-1)
+            R, W, I = lam.shape
+            for r in range(R):
+                for w in range(W):
+                    for i in range(I):
+                        rows.append((
+                            r, self.seeds[r], snap["epoch"], w, float(self.omega[w]), i,
+                            int(n[r, w, i]), float(low[r, w, i]), float(high[r, w, i]),
+                            float(lam[r, w, i]),
+                        ))  # fmt: skip
+        return rows
+
+    def write(self, out: Path, snapshots: list[dict]) -> None:
+        """``orbits.pt`` and ``orbits.csv`` (atomic) from the snapshots so far."""
+        if not snapshots:
+            return
+        data = {
+            "epochs": torch.tensor([s["epoch"] for s in snapshots]),
+            "omega": self.omega,
+            "seeds": torch.tensor(self.seeds),
+            "outputs": torch.stack([s["outputs"] for s in snapshots]),
+            "lambda_1": torch.stack([s["lambda_1"] for s in snapshots]),
+        }
+        io.save_checkpoint(Path(out) / "orbits.pt", data)
+        io.write_csv(Path(out) / "orbits.csv", ORBIT_COLUMNS, self.rows(snapshots))

@@ -1,0 +1,227 @@
+"""The job seam (docs/design.md §11): what one ``flossrun`` job computes in its run folder.
+
+    analysis=none                           TrainJob: the training schedule (flossrun.runner.Run)
+    analysis=orbit                          TrainJob with orbit snapshots during training (both)
+    analysis=landscape network=trained      LandscapeJob: train, then the landscape (both)
+    analysis=landscape network=chaotic_lstm LandscapeJob of a built-in network (no training)
+
+Every job has ``execute()`` (run or resume; False if it had finished), ``summary_rows()``
+(``io.SUMMARY_COLUMNS``), ``plot()`` and ``describe(rows)`` (a few lines for the terminal).
+:func:`flossrun.cli.job` does the rest the same way for all: validation, the folder checks,
+provenance, ``summary.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from flossrun import io
+from flossrun.analyses import landscape as ls
+from flossrun.analyses.orbit import orbit_omegas
+from flossrun.config import resolve_device
+from flossrun.models import build_model
+from flossrun.provenance import identity_text, run_identity
+from flossrun.runner import Run, summary_rows
+from flossrun.tasks import build_task
+
+LANDSCAPE_COLUMNS = ("path", "point", "s1", "s2", "loss", "lambda_1")
+
+
+def task_label(cfg: DictConfig) -> str:
+    """``delayed_xor d=20 T=300`` or ``sine_generator T=400``."""
+    t = cfg.task
+    return f"{t.name}" + (f" d={t.delay}" if "delay" in t else "") + f" T={t.T}"
+
+
+class TrainJob:
+    """A training run (``analysis=none`` or ``orbit``)."""
+
+    def __init__(self, cfg: DictConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.run = Run(cfg, self.out)
+
+    def execute(self) -> bool:
+        return self.run.execute()
+
+    def summary_rows(self) -> list[tuple]:
+        return summary_rows(self.run)
+
+    def title(self) -> str:
+        c = self.cfg
+        return (
+            f"{task_label(c)}, {c.model.name} N={c.model.N}, "
+            f"floss={c.floss.name} k={c.floss.k}, R={c.realizations}"
+        )
+
+    def plot(self) -> None:
+        from flossrun import plots
+
+        plots.plot_run(self.out, self.title())
+
+    def describe(self, rows: list[tuple]) -> str:
+        """Successes, median accuracy (if the task has one) and λ1, where the files are."""
+        c = self.cfg
+        acc = [r[2] for r in rows if not math.isnan(r[2])]
+        score = (
+            f"median final test accuracy {statistics.median(acc):.3f}"
+            if acc
+            else f"median final test loss {statistics.median(r[3] for r in rows):.4g}"
+        )
+        n_ok, n_div = sum(r[4] for r in rows), sum(r[6] for r in rows)
+        diverged = f" ({n_div} diverged)" if n_div else ""
+        lam = statistics.median(r[7] for r in rows)
+        extra = "  orbits:  orbits.pt, orbits.csv\n" if self.run.orbits is not None else ""
+        return (
+            f"flossrun: {task_label(c)}, {c.model.name} N={c.model.N}, "
+            f"floss={c.floss.name} (k={c.floss.k})\n"
+            f"  success: {n_ok}/{len(rows)} realizations reached {self.run.task.success_text}"
+            f"{diverged}\n"
+            f"  {score}, median final λ1 {lam:+.3f} nats/step, {rows[0][8]:.0f} s\n"
+            f"  results: {self.out}/summary.csv (metrics.csv, spectra.csv)\n{extra}"
+            f"  plots:   {self.out}/plots/"
+        )
+
+
+class LandscapeJob:
+    """Loss and λ1 along paths through a built-in network, or through the one this run trains
+    (which is trained first, resumably, by a :class:`TrainJob` in the same folder)."""
+
+    def __init__(self, cfg: DictConfig, out: Path) -> None:
+        self.cfg, self.out, self.a = cfg, Path(out), cfg.analysis
+        self.device, self.dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
+        self.trainer = TrainJob(cfg, out) if self.a.network == "trained" else None
+        self.stats: dict[str, dict[str, float]] = {}
+        self.lambda_1 = math.nan  # λ1 of the network analysed (s = 1 of the first path)
+        self.wall = 0.0
+
+    # --- the two networks -----------------------------------------------------------------
+    def chaotic(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The paths through the chaotic LSTM: ``scale`` (and ``grid``)."""
+        a, seed = self.a, int(self.cfg.seed)
+        net = ls.chaotic_lstm(seed, dtype=self.dtype, device=self.device)
+        x = torch.zeros(a.steps, 1, 1, dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            ref = net(x, net.initial_state(1))[a.burn_in :, :, :, : net.N]  # [T_keep, 1, 1, N]
+        loss = ls.state_mse(ref, a.burn_in, net.N)
+        zero = {k: torch.zeros_like(v) for k, v in ls.parameters_of(net, ls.CHAOTIC_PARAMS).items()}
+        theta = ls.parameters_of(net, ls.CHAOTIC_PARAMS)
+        d = ls.random_direction(theta, seed)
+        return self.paths(net, zero, theta, {"scale": (zero, theta)}, d, loss, x)
+
+    def trained(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The paths through the trained network: ``from_init``, ``random`` (and ``grid``)."""
+        a, run, seed = self.a, self.trainer.run, int(self.cfg.seed)
+        init = build_model(
+            self.cfg.model, run.task.S, run.task.O, [seed], dtype=self.dtype, device=self.device
+        )
+        net = copy_first(run.model)
+        theta0, theta = ls.parameters_of(init), ls.parameters_of(net)
+        delta = {k: theta[k] - theta0[k] for k in theta}
+        d = ls.random_direction(theta, seed, norms=delta)
+        behind = {k: theta[k] - d[k] for k in theta}  # θ(s) = θ_trained + (s − 1) d
+        task = build_task(self.cfg.task)
+        omega = orbit_omegas(task, a.sequences).reshape(1, -1)  # [1, B]
+        xs, ys = task.sequences(omega, dtype=self.dtype, device=self.device)  # [T, 1, B, 1]
+        loss = ls.task_loss(task, xs[:, 0], ys[:, 0])
+        mid = float(orbit_omegas(task, 3)[1])
+        x = torch.full((a.steps, 1, task.S), mid, dtype=self.dtype, device=self.device)
+        paths = {"from_init": (theta0, theta), "random": (behind, theta)}
+        return self.paths(net, theta0, theta, paths, d, loss, x)
+
+    def paths(self, net, a0, b0, lines, d, loss, x) -> dict[str, dict[str, torch.Tensor]]:
+        """Evaluate the 1-D ``lines`` ({name: (θ_a, θ_b)}) and the grid a0 + s1(b0 − a0) + s2 d."""
+        a, seed, out = self.a, int(self.cfg.seed), {}
+        s = ls.s_values(a.s_min, a.s_max, a.points)
+        for name, (lo, hi) in lines.items():
+            res = ls.evaluate_points(
+                net, ls.path_points(lo, hi, s), loss, x, a.burn_in, seed=seed, chunk=a.chunk
+            )
+            out[name] = {"s1": s, "s2": torch.zeros_like(s), **res}
+            self.stats[name] = ls.path_stats(s, res["loss"], res["lambda_1"])
+            if math.isnan(self.lambda_1):
+                self.lambda_1 = self.stats[name]["lambda_1_at_1"]
+        if a.grid:
+            g1 = torch.linspace(*a.grid_s1, a.grid, dtype=torch.float64)
+            g2 = torch.linspace(*a.grid_s2, a.grid, dtype=torch.float64)
+            s1, s2 = (t.flatten() for t in torch.meshgrid(g1, g2, indexing="ij"))
+            pts = ls.grid_points(a0, b0, d, s1, s2)
+            res = ls.evaluate_points(net, pts, loss, x, a.burn_in, seed=seed, chunk=a.chunk)
+            out["grid"] = {"s1": s1, "s2": s2, **res}
+        return out
+
+    # --- the job --------------------------------------------------------------------------
+    def execute(self) -> bool:
+        t0 = time.perf_counter()
+        if self.trainer is not None:
+            self.trainer.execute()  # resumes, or returns at once if training had finished
+        from flossrun.models.lstm import LSTM
+        from flossrun.training import model_threads
+
+        # loops of small per-step ops: one intra-op thread on CPU, as the models' own passes
+        with model_threads(self.trainer.run.model if self.trainer else LSTM, self.device):
+            results = self.trained() if self.trainer else self.chaotic()
+        self.write(results)
+        self.wall = time.perf_counter() - t0
+        if self.trainer is None:  # the folder's record that this job finished (cli.check_folder)
+            identity = identity_text(run_identity(self.cfg, self.device.type))
+            io.save_checkpoint(
+                self.out / "checkpoint.pt", {"config": identity, "state": {"finished": True}}
+            )
+        return True
+
+    def write(self, results: dict[str, dict[str, torch.Tensor]]) -> None:
+        """``landscape.csv`` (tidy, ``LANDSCAPE_COLUMNS``) and ``landscape.pt`` (per path:
+        ``s1, s2, loss, lambda_1 [P]`` and ``outputs [P, steps − burn_in]``)."""
+        rows = []
+        for name, r in results.items():
+            cols = [r[k].tolist() for k in ("s1", "s2", "loss", "lambda_1")]
+            rows += [(name, i, *v) for i, v in enumerate(zip(*cols, strict=True))]
+        io.write_csv(self.out / "landscape.csv", LANDSCAPE_COLUMNS, rows)
+        io.save_checkpoint(self.out / "landscape.pt", {"stats": self.stats, "paths": results})
+
+    def summary_rows(self) -> list[tuple]:
+        if self.trainer is not None:
+            return self.trainer.summary_rows()
+        seed, lam, wall = int(self.cfg.seed), self.lambda_1, round(self.wall, 3)
+        return [(0, seed, math.nan, math.nan, False, math.nan, False, lam, wall)]
+
+    def plot(self) -> None:
+        if self.trainer is not None:
+            self.trainer.plot()
+
+    def describe(self, rows: list[tuple]) -> str:
+        lines = [f"flossrun: loss landscape of {self.a.network} ({self.cfg.model.name})"]
+        if self.trainer is not None:
+            lines = [self.trainer.describe(rows), lines[0]]
+        for name, st in self.stats.items():
+            lines.append(
+                f"  {name}: λ1 crosses 0 at s = {st['crossing']:.3f}; loss variation per unit s "
+                f"{st['tv_stable']:.3g} where λ1 < 0, {st['tv_chaotic']:.3g} where λ1 ≥ 0"
+            )
+        lines.append(f"  results: {self.out}/landscape.csv (landscape.pt)")
+        return "\n".join(lines)
+
+
+def copy_first(model):
+    """A one-realization copy of realization 0 of an ensemble (the network a landscape of a
+    trained run analyses; the landscape presets train one realization)."""
+    import copy
+
+    net = copy.deepcopy(model)
+    for name, p in model.named_parameters():
+        setattr(net, name, torch.nn.Parameter(p.detach()[:1].clone(), requires_grad=False))
+    return net
+
+
+def make_job(cfg: DictConfig, out: Path) -> TrainJob | LandscapeJob:
+    """The job that the config's ``analysis`` asks for (see the module docstring)."""
+    analysis = cfg.get("analysis")
+    if analysis is not None and analysis.name == "landscape":
+        return LandscapeJob(cfg, out)
+    return TrainJob(cfg, out)
