@@ -135,34 +135,35 @@ def _lone(s: slice, device: torch.device) -> bool:
     return s.stop - s.start == 1 and device.type == "cpu"
 
 
-def _sliced_forward(W, u, h0, Q0, qr_at, keep, trace):
-    """:func:`_forward` over the ensemble's slices: ``(block_logs, h_T, slices, traces)``."""
-    slices = ensemble_slices(W.shape[0], W.device)
+def _sliced_forward(fwd, slices, W, u, h0, Q0, qr_at, keep, trace):
+    """A Benettin kernel ``fwd`` over the ensemble's ``slices``: ``(block_logs, h_T, traces)``."""
     calls = []
     for s in slices:
         call = (W[s], u[:, s], h0[s], Q0[s])
         if _lone(s, W.device):
             call = tuple(blas.paired(x, 1 if i == 1 else 0) for i, x in enumerate(call))
         calls.append((*call, qr_at, keep, trace))
-    logs, h, traces = zip(*map_slices(forward_jit, calls), strict=True)
+    logs, h, traces = zip(*map_slices(fwd, calls), strict=True)
     logs = [x[:, :1] if _lone(s, W.device) else x for x, s in zip(logs, slices, strict=True)]
     h = [x[:1] if _lone(s, W.device) else x for x, s in zip(h, slices, strict=True)]
-    return _cat(logs, 1), _cat(h, 0), slices, traces
+    return _cat(logs, 1), _cat(h, 0), traces
 
 
-class _VanillaLyapunov(torch.autograd.Function):
+class _SlicedBenettin(torch.autograd.Function):
+    """A forward kernel and its hand-written adjoint (``fwd``, ``bwd``), run slice by slice."""
+
     @staticmethod
-    def forward(ctx, W, u, h0, Q0, qr_at, keep):
-        logs, h, slices, traces = _sliced_forward(W, u, h0, Q0, qr_at, keep, True)
+    def forward(ctx, fwd, bwd, slices, W, u, h0, Q0, qr_at, keep):
+        logs, h, traces = _sliced_forward(fwd, slices, W, u, h0, Q0, qr_at, keep, True)
         ctx.save_for_backward(W)
-        ctx.trace = (slices, traces, keep)
+        ctx.trace = (bwd, slices, traces, keep)
         return logs, h
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_logs, g_h):
         (W,) = ctx.saved_tensors
-        slices, traces, keep = ctx.trace
+        bwd, slices, traces, keep = ctx.trace
         calls = []
         for s, steps in zip(slices, traces, strict=True):
             if _lone(s, W.device):
@@ -170,11 +171,28 @@ class _VanillaLyapunov(torch.autograd.Function):
                 calls.append((blas.paired(W[s]), steps, keep, gl, gh_))
             else:
                 calls.append((W[s], steps, keep, g_logs[:, s], g_h[s]))
-        gW, gu, gh = (list(x) for x in zip(*map_slices(backward_jit, calls), strict=True))
+        gW, gu, gh = (list(x) for x in zip(*map_slices(bwd, calls), strict=True))
         for i, s in enumerate(slices):
             if _lone(s, W.device):
                 gW[i], gu[i], gh[i] = gW[i][:1], gu[i][:, :1], gh[i][:1]
-        return _cat(gW, 0), _cat(gu, 1), _cat(gh, 0), None, None, None
+        return None, None, None, _cat(gW, 0), _cat(gu, 1), _cat(gh, 0), None, None, None
+
+
+def sliced_benettin(
+    fwd, bwd, slices: Sequence[slice], W, u, h0, Q0, qr_at: Sequence[bool], keep: Sequence[bool]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the flags, then run a fused Benettin pass (``fwd``/``bwd`` step loops of the same
+    signature as :func:`_forward`/:func:`_backward`) over ``slices`` of the ensemble:
+    differentiable when autograd needs it, otherwise without a trace."""
+    if len(qr_at) != u.shape[0] or len(keep) != u.shape[0]:
+        raise ValueError(f"qr_at and keep need one flag per step ({u.shape[0]})")
+    if not any(keep):
+        raise ValueError("keep must mark at least one QR step")
+    qr_at, keep = [bool(f) for f in qr_at], [bool(f) for f in keep]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (W, u, h0)):
+        return _SlicedBenettin.apply(fwd, bwd, slices, W, u, h0, Q0, qr_at, keep)
+    logs, h, _ = _sliced_forward(fwd, slices, W, u, h0, Q0, qr_at, keep, False)  # no trace
+    return logs, h
 
 
 def vanilla_lyapunov(
@@ -192,12 +210,5 @@ def vanilla_lyapunov(
     accumulate that QR's logs. Returns ``block_logs [n_kept, R, B, k]`` (nats) and the final
     state ``h_T [R, B, N]``, differentiable w.r.t. ``W``, ``u`` and ``h0``.
     """
-    if len(qr_at) != u.shape[0] or len(keep) != u.shape[0]:
-        raise ValueError(f"qr_at and keep need one flag per step ({u.shape[0]})")
-    if not any(keep):
-        raise ValueError("keep must mark at least one QR step")
-    qr_at, keep = [bool(f) for f in qr_at], [bool(f) for f in keep]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (W, u, h0)):
-        return _VanillaLyapunov.apply(W, u, h0, Q0, qr_at, keep)
-    logs, h, _, _ = _sliced_forward(W, u, h0, Q0, qr_at, keep, False)  # no trace kept
-    return logs, h
+    slices = ensemble_slices(W.shape[0], W.device)
+    return sliced_benettin(forward_jit, backward_jit, slices, W, u, h0, Q0, qr_at, keep)

@@ -47,13 +47,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from flossrun.fast import blas
-from flossrun.fast.floss import _cat, _lone
+from flossrun.fast.floss import sliced_benettin
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh, sigmoid
-from flossrun.fast.parallel import ensemble_slices, map_slices
+from flossrun.fast.parallel import ensemble_slices
 from flossrun.fast.qr import cholesky_qr_rows, qr_backward_rows
 
 
@@ -224,48 +223,6 @@ forward_jit = script(_forward)
 backward_jit = script(_backward)
 
 
-def _sliced_forward(W, u, h0, Q0, qr_at, keep, trace):
-    """:func:`_forward` over the ensemble's slices: ``(block_logs, h_T, slices, traces)``."""
-    slices = ensemble_slices(W.shape[0], W.device)
-    calls = []
-    for s in slices:
-        call = (W[s], u[:, s], h0[s], Q0[s])
-        if _lone(s, W.device):
-            call = tuple(blas.paired(x, 1 if i == 1 else 0) for i, x in enumerate(call))
-        calls.append((*call, qr_at, keep, trace))
-    logs, h, traces = zip(*map_slices(forward_jit, calls), strict=True)
-    logs = [x[:, :1] if _lone(s, W.device) else x for x, s in zip(logs, slices, strict=True)]
-    h = [x[:1] if _lone(s, W.device) else x for x, s in zip(h, slices, strict=True)]
-    return _cat(logs, 1), _cat(h, 0), slices, traces
-
-
-class _LSTMLyapunov(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, W, u, h0, Q0, qr_at, keep):
-        logs, h, slices, traces = _sliced_forward(W, u, h0, Q0, qr_at, keep, True)
-        ctx.save_for_backward(W)
-        ctx.trace = (slices, traces, keep)
-        return logs, h
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_logs, g_h):
-        (W,) = ctx.saved_tensors
-        slices, traces, keep = ctx.trace
-        calls = []
-        for s, steps in zip(slices, traces, strict=True):
-            if _lone(s, W.device):
-                gl, gh_ = blas.zero_paired(g_logs[:, s], 1), blas.zero_paired(g_h[s])
-                calls.append((blas.paired(W[s]), steps, keep, gl, gh_))
-            else:
-                calls.append((W[s], steps, keep, g_logs[:, s], g_h[s]))
-        gW, gu, gh = (list(x) for x in zip(*map_slices(backward_jit, calls), strict=True))
-        for i, s in enumerate(slices):
-            if _lone(s, W.device):
-                gW[i], gu[i], gh[i] = gW[i][:1], gu[i][:, :1], gh[i][:1]
-        return _cat(gW, 0), _cat(gu, 1), _cat(gh, 0), None, None, None
-
-
 def lstm_lyapunov(
     W: torch.Tensor,
     u: torch.Tensor,
@@ -282,12 +239,5 @@ def lstm_lyapunov(
     logs. Returns ``block_logs [n_kept, R, B, k]`` (nats) and the final state ``[R, B, 2N]``,
     differentiable w.r.t. ``W``, ``u`` and ``h0``.
     """
-    if len(qr_at) != u.shape[0] or len(keep) != u.shape[0]:
-        raise ValueError(f"qr_at and keep need one flag per step ({u.shape[0]})")
-    if not any(keep):
-        raise ValueError("keep must mark at least one QR step")
-    qr_at, keep = [bool(f) for f in qr_at], [bool(f) for f in keep]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (W, u, h0)):
-        return _LSTMLyapunov.apply(W, u, h0, Q0, qr_at, keep)
-    logs, h, _, _ = _sliced_forward(W, u, h0, Q0, qr_at, keep, False)  # no trace kept
-    return logs, h
+    slices = ensemble_slices(W.shape[0], W.device)
+    return sliced_benettin(forward_jit, backward_jit, slices, W, u, h0, Q0, qr_at, keep)
