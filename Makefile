@@ -36,7 +36,7 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 bench: $(STAMP)  ## speed and memory against a reference loop (scripts/bench.py)
 	$(BIN)/python scripts/bench.py
 
-figures: $(STAMP)  ## run every preset (finished runs are skipped) and draw every figure; SCALE=quick|paper
+figures: $(STAMP)  ## run every preset (finished runs are skipped) and draw every figure; SCALE=quick|medium|paper
 	$(BIN)/python scripts/make_figures.py --scale $(SCALE)
 
 clean:  ## remove the virtual environment and caches (keeps outputs/)

@@ -1,4 +1,4 @@
-"""Run every experiment preset and draw every figure (``make figures [SCALE=quick|paper]``).
+"""Run every experiment preset and draw every figure (``make figures [SCALE=quick|medium|paper]``).
 
 For each preset: ``flossrun -m experiment=<preset> scale=<scale>`` (finished runs are skipped,
 so a second call only redraws and an interrupted one continues), then ``flossrun-report`` into
@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from flossrun.config import SCALES
 from flossrun.io import write_text
 from flossrun.report import report
 from flossrun.report.claims import CLAIMS, summarize
@@ -45,7 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--scale", choices=["quick", "paper"], default="quick")
+    ap.add_argument("--scale", choices=list(SCALES), default="quick")
     ap.add_argument("--only", nargs="*", default=list(CLAIMS), help="presets to run (default: all)")
     ap.add_argument("--no-run", action="store_true", help="only redraw from existing results")
     ap.add_argument("extra", nargs="*", help="overrides passed to every flossrun call")

@@ -26,7 +26,7 @@ def group_sweeps(preset: str, scale: str) -> list[list[str]]:
     return [list(c) for c in itertools.product(*axes)]
 
 
-@pytest.mark.parametrize("scale", ["quick", "paper"])
+@pytest.mark.parametrize("scale", ["quick", "medium", "paper"])
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_composes_and_validates(preset, scale):
     for overrides in group_sweeps(preset, scale):
