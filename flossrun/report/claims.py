@@ -122,7 +122,7 @@ def comparisons(col: Collection, preset: str) -> pd.DataFrame:
     key = claim.compare if claim else None
     if key is None or key not in col.results.columns:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    within = [k for k in col.cell_keys.get(preset, []) if k != key and k in col.results.columns]
+    within = [k for k in _cell_keys(col, preset) if k != key and k in col.results.columns]
     table = success_counts(col.results, [*within, key])
     rows = []
     groups = table.groupby(within, sort=False) if within else [((), table)]
@@ -146,6 +146,14 @@ def comparisons(col: Collection, preset: str) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _cell_keys(col: Collection, preset: str) -> list[str]:
+    """The condition keys of ``preset`` in ``col``, else those of its only experiment (a pilot
+    sweep reported as that preset)."""
+    if preset in col.cell_keys or len(col.experiments) != 1:
+        return col.cell_keys.get(preset, [])
+    return col.cell_keys.get(col.experiments[0], [])
 
 
 def _tuple(values: Any) -> tuple:
@@ -381,19 +389,30 @@ def _success_sentence(col: Collection, preset: str) -> str:
     return "Successes / realizations (95 % CI) — " + "; ".join(cells) + "."
 
 
-def _k_sweep(col: Collection) -> str:
-    rates = success_counts(col.results, ["floss.k"]).set_index("floss.k")
-    res = counted(col.results)
-    parts = [
+def _k_rates(results: pd.DataFrame) -> str:
+    """``k=0: 0/3 (0.00–0.56), acc 0.498 [0.498, 0.499] (n=3); k=1: ...`` in numeric order of k:
+    successes/n (95 % CI) and the median final test accuracy [25–75 %] of counted networks."""
+    rates = success_counts(results, ["floss.k"]).set_index("floss.k")
+    return "; ".join(
         f"k={format_value(k)}: {format_rate(rates.loc[k, 'successes'], rates.loc[k, 'n'])}, "
         f"acc {_spread(g['test_accuracy'], '.3f')}"
-        for k, g in _groups(res, "floss.k")
-    ]
-    return (
-        "Successes (95 % CI) and median final test accuracy [25–75 %] per k — "
-        + "; ".join(parts)
-        + "."
+        for k, g in _groups(counted(results), "floss.k")
     )
+
+
+def _k_sweep(col: Collection) -> str:
+    """Per setting of the other grid keys (channels S, delay d), in numeric order: successes
+    (95 % CI) and median final test accuracy [25–75 %] per k."""
+    within = [k for k in _cell_keys(col, "k_sweep") if k != "floss.k" and k in col.results]
+    head = "Successes (95 % CI) and median final test accuracy [25–75 %] per k — "
+    if not within:
+        return head + _k_rates(col.results) + "."
+    groups = counted(col.results).groupby(within)
+    parts = [
+        f"{setting_label(within, _tuple(values))}: {_k_rates(g)}"
+        for values, g in sorted(groups, key=lambda item: sort_key(_tuple(item[0])))
+    ]
+    return head + " | ".join(parts) + "."
 
 
 def _architectures(col: Collection) -> str:
