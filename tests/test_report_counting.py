@@ -287,3 +287,13 @@ def test_k_sweep_figure_draws_one_colour_per_channel_count(k_grid: Path):
     assert len(accuracy.get_legend().get_texts()) == 3
     colours = {line.get_color() for line in exponents.lines} - {"0.4"}  # less the λ = 0 line
     assert len(colours) == 3  # λ1 and λk after preflossing, λ1 initial: one colour per S
+
+
+def test_a_pilot_sweep_reported_as_the_k_sweep_keeps_its_channel_blocks(tmp_path: Path):
+    for S in (1, 2):
+        for k in (0, 4):
+            settings = {"name": "pilot_k", "floss.k": k, "task.channels": S, "realizations": 2}
+            make_run(tmp_path / f"k={k},S={S}", settings)
+    table = comparisons(collect([tmp_path]).subset("pilot_k"), "k_sweep")
+    assert table["setting"].tolist() == ["channels=1", "channels=2"]
+    assert (table["n_a"] == 2).all()
