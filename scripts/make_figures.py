@@ -4,7 +4,9 @@ For each preset: ``flossrun -m experiment=<preset> scale=<scale>`` (finished run
 so a second call only redraws and an interrupted one continues), then ``flossrun-report`` into
 ``outputs/figures/<scale>/<preset>/``, and finally ``outputs/figures/<scale>/index.md``: per
 preset its claim, setting, measured numbers, success comparisons with 95 % intervals and
-Fisher's exact test, code versions and figures (:mod:`flossrun.report.index`).
+Fisher's exact test, rank tests of the median claims, code versions and figures
+(:mod:`flossrun.report.index`); both tables also as ``comparisons.csv`` and
+``median_comparisons.csv`` there.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from flossrun.config import SCALES
 from flossrun.io import write_text
 from flossrun.report import report
 from flossrun.report.claims import CLAIMS, summarize
-from flossrun.report.index import index_markdown, preset_section
+from flossrun.report.index import index_markdown, preset_section, write_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOSSRUN = str(Path(sys.executable).parent / "flossrun")
@@ -61,6 +63,7 @@ def main() -> int:
         res = report([ROOT / "outputs" / preset / args.scale], out=out_root / preset)
         sections.append(preset_section(preset, res, out_root, secs / 60 if secs else None))
         write_text(out_root / "index.md", index_markdown(args.scale, sections))  # after each
+        write_tables(out_root, sections)
         print(f"--- {preset}: {summarize(preset, res['collection'].subset(preset))}", flush=True)
     print(f"\nfigures and index: {out_root / 'index.md'}")
     if failures:

@@ -234,3 +234,66 @@ def test_real_multirun_with_overlapping_seeds_reports_three_networks(tmp_path: P
     assert (row["runs"], row["n"], row["duplicates"]) == (2, 3, 1)
     results = pd.read_csv(sweep / "results.csv")
     assert sorted(results.loc[results["counted"], "seed"]) == [0, 1, 2]
+
+
+GRID = {1: 30, 2: 20, 10: 5}  # channels S → delay d (text order would put 10 before 2)
+
+
+@pytest.fixture
+def k_grid(tmp_path: Path) -> Path:
+    """A k × S grid with one delay per S, written in text order; successes fall with S."""
+    root = tmp_path / "k_grid"
+    for S, d in sorted(GRID.items(), key=str):
+        for k in (16, 0, 4):
+            success = [k >= 4 and S < 10, k >= 16 and S == 1, False]
+            settings = {"name": "k_sweep", "floss.k": k, "task.channels": S, "task.delay": d}
+            make_run(
+                root / f"floss.k={k},task.channels={S}", {**settings, "realizations": 3}, success
+            )
+    return root
+
+
+def test_k_sweep_grid_compares_each_k_with_k0_per_channels_and_delay(k_grid: Path):
+    col = collect([k_grid]).subset("k_sweep")
+    table = comparisons(col, "k_sweep")
+    settings = [f"channels={S}, delay={d}" for S, d in GRID.items()]
+    assert table["setting"].tolist() == [s for s in settings for _ in range(2)]
+    assert table[["a", "b"]].values.tolist() == [["k=0", "k=4"], ["k=0", "k=16"]] * 3
+    assert table["successes_b"].tolist() == [1, 2, 1, 1, 0, 0]
+    assert (table["n_a"] == 3).all() and (table["successes_a"] == 0).all()
+    assert table["p_value"].iloc[1] == pytest.approx(fisher_p(0, 3, 2, 3))
+
+
+def test_k_sweep_summary_states_each_channel_count_in_numeric_order(k_grid: Path):
+    text = summarize("k_sweep", collect([k_grid]).subset("k_sweep"))
+    blocks = text.split(" — ", 1)[1].split(" | ")
+    assert [b.split(":")[0] for b in blocks] == [
+        f"channels={S}, delay={d}" for S, d in GRID.items()
+    ]
+    assert "k=0: 0/3 (0.00–0.56), acc 0.600 [0.600, 0.600] (n=3); k=4: 1/3" in blocks[0]
+    assert "k=16: 2/3" in blocks[0] and "k=16: 0/3" in blocks[2]
+    assert [blocks[0].index(f"k={k}:") for k in (0, 4, 16)] == sorted(
+        blocks[0].index(f"k={k}:") for k in (0, 4, 16)
+    )
+
+
+def test_k_sweep_figure_draws_one_colour_per_channel_count(k_grid: Path):
+    from flossrun.report.figures import k_sweep
+
+    fig = k_sweep(collect([k_grid]).subset("k_sweep"))
+    success, accuracy, exponents = fig.axes[:3]
+    labels = [t.get_text() for t in success.get_legend().get_texts()]
+    assert labels == [f"channels={S}, delay={d} (n=3 per point)" for S, d in GRID.items()]
+    assert len(accuracy.get_legend().get_texts()) == 3
+    colours = {line.get_color() for line in exponents.lines} - {"0.4"}  # less the λ = 0 line
+    assert len(colours) == 3  # λ1 and λk after preflossing, λ1 initial: one colour per S
+
+
+def test_a_pilot_sweep_reported_as_the_k_sweep_keeps_its_channel_blocks(tmp_path: Path):
+    for S in (1, 2):
+        for k in (0, 4):
+            settings = {"name": "pilot_k", "floss.k": k, "task.channels": S, "realizations": 2}
+            make_run(tmp_path / f"k={k},S={S}", settings)
+    table = comparisons(collect([tmp_path]).subset("pilot_k"), "k_sweep")
+    assert table["setting"].tolist() == ["channels=1", "channels=2"]
+    assert (table["n_a"] == 2).all()

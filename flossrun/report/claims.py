@@ -3,8 +3,11 @@ one sentence of measured numbers.
 
 :func:`comparisons` pairs conditions of a preset (none vs pre, pre vs pre_during, each k vs
 k = 0) at every value of its other condition keys (task, delay, taps, channels) and tests each
-pair with Fisher's exact test; :func:`summarize` states the medians (with 25–75 % ranges and n)
-of the presets without success rates. ``make figures`` writes both to ``index.md``.
+pair with Fisher's exact test; :func:`rank_comparisons` tests the claims measured by medians
+rather than success rates (claim 1: |λ1 − λ*| before vs after flossing, Wilcoxon signed-rank;
+claim 2: Jacobian condition number and error signal, flossed vs not, Mann–Whitney U);
+:func:`summarize` states the medians (with 25–75 % ranges and n) of the presets without success
+rates. ``make figures`` writes all three to ``index.md``.
 """
 
 from __future__ import annotations
@@ -13,18 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from flossrun.report.attractors import landscape_summary, orbit_summary
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import format_value, setting_label, short_names, sort_key
+from flossrun.report.panels import as_floats
 from flossrun.report.stats import (
     counted,
     fisher_p,
     format_p,
     format_rate,
+    mannwhitney_p,
     quartiles,
     success_counts,
+    wilcoxon_p,
 )
 
 
@@ -115,7 +122,7 @@ def comparisons(col: Collection, preset: str) -> pd.DataFrame:
     key = claim.compare if claim else None
     if key is None or key not in col.results.columns:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    within = [k for k in col.cell_keys.get(preset, []) if k != key and k in col.results.columns]
+    within = [k for k in _cell_keys(col, preset) if k != key and k in col.results.columns]
     table = success_counts(col.results, [*within, key])
     rows = []
     groups = table.groupby(within, sort=False) if within else [((), table)]
@@ -141,6 +148,14 @@ def comparisons(col: Collection, preset: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
+def _cell_keys(col: Collection, preset: str) -> list[str]:
+    """The condition keys of ``preset`` in ``col``, else those of its only experiment (a pilot
+    sweep reported as that preset)."""
+    if preset in col.cell_keys or len(col.experiments) != 1:
+        return col.cell_keys.get(preset, [])
+    return col.cell_keys.get(col.experiments[0], [])
+
+
 def _tuple(values: Any) -> tuple:
     return values if isinstance(values, tuple) else (values,)
 
@@ -161,6 +176,130 @@ def comparison_markdown(table: pd.DataFrame) -> list[str]:
             + f" {r.setting or '–'} | {r.a} | {format_rate(r.successes_a, r.n_a)} "
             f"| {r.b} | {format_rate(r.successes_b, r.n_b)} | {r.rate_difference:+.2f} "
             f"| {format_p(r.p_value)} |"
+        )
+    return lines
+
+
+RANK_COLUMNS = [
+    "claim", "setting", "quantity", "a", "median_a", "n_a", "b", "median_b", "n_b", "test",
+    "p_value",
+]  # fmt: skip
+WILCOXON = "Wilcoxon signed-rank, paired"
+MANN_WHITNEY = "Mann–Whitney U"
+DISTANCE = "|λ1 − λ*| (nats/step)"
+
+
+def _rank_row(
+    quantity: str, setting: str, a: str, x: pd.Series, b: str, y: pd.Series, paired: bool = False
+) -> dict[str, Any]:
+    """One row of :func:`rank_comparisons`: medians and n of ``x``/``y`` and the two-sided p of
+    Wilcoxon's signed-rank test (``paired``: ``x``, ``y`` aligned) or Mann–Whitney's U."""
+    return {
+        "setting": setting,
+        "quantity": quantity,
+        "a": a,
+        "median_a": quartiles(x)[1],
+        "n_a": int(np.isfinite(pd.to_numeric(x, errors="coerce")).sum()),
+        "b": b,
+        "median_b": quartiles(y)[1],
+        "n_b": int(np.isfinite(pd.to_numeric(y, errors="coerce")).sum()),
+        "test": WILCOXON if paired else MANN_WHITNEY,
+        "p_value": wilcoxon_p(x, y) if paired else mannwhitney_p(x, y),
+    }
+
+
+def _target_distance_tests(col: Collection) -> list[dict[str, Any]]:
+    """Claim 1, per target λ*: |λ1 − λ*| (nats/step) at initialisation vs after preflossing,
+    paired by network (run, realization); Wilcoxon signed-rank test."""
+    s = _with_config(col.spectra, col, ["floss.target"])
+    s = s[(s["index"] == 1) & s["stage"].isin(["initial", "preflossed"])]
+    rows = []
+    for target, g in _groups(s, "floss.target"):
+        lam_star = (as_floats(target) or [np.nan])[0]
+        pairs = g.pivot_table(index=["run", "realization"], columns="stage", values="value")
+        if not {"initial", "preflossed"} <= set(pairs.columns):
+            continue
+        pairs = (pairs[["initial", "preflossed"]] - lam_star).abs().dropna()
+        setting = f"target={format_value(target)}"
+        before, after = pairs["initial"], pairs["preflossed"]
+        row = _rank_row(DISTANCE, setting, "initial", before, "preflossed", after, paired=True)
+        rows.append(row)
+    return rows
+
+
+def _per_network(d: pd.DataFrame, name: str, stage: str) -> pd.Series:
+    """One value per network (run, realization) of the rows of ``d`` at ``name`` and ``stage``."""
+    rows = d[(d["floss.name"] == name) & (d["stage"] == stage)]
+    return rows.groupby(["run", "realization"])["value"].first()
+
+
+def _jacobian_tests(col: Collection) -> list[dict[str, Any]]:
+    """Claim 2, per flossed k: log10 σ1/σk of the long-term Jacobian at the largest lag τ and
+    ‖∂L/∂h_{t−τ}‖ at the middle lag, of unflossed networks at the end of training (``none``,
+    ``final``) vs flossed ones after preflossing and at the end (``pre``, ``preflossed`` and
+    ``final``); Mann–Whitney U test."""
+    d = _with_config(col.diagnostics, col, ["floss.name", "floss.k"])
+    if not len(d):
+        return []
+    cond = d[(d["name"] == "log10_condition") & (d["index"] == d["floss.k"])]
+    cond = cond[cond["lag"] == cond["lag"].max()]
+    err = d[d["name"] == "error_signal_norm"]
+    lags = sorted(err["lag"].unique())
+    err = err[err["lag"] == lags[len(lags) // 2]] if lags else err
+    rows = []
+    for quantity, rows_of in (("log10 σ1/σk", cond), ("‖∂L/∂h‖", err)):
+        for k, g in _groups(rows_of, "floss.k"):
+            if not len(g):
+                continue
+            setting = f"k={format_value(k)}, τ={format_value(g['lag'].iloc[0])}"
+            unflossed = _per_network(g, "none", "final")
+            for stage in ("preflossed", "final"):
+                flossed = _per_network(g, "pre", stage)
+                if len(unflossed) and len(flossed):
+                    b = f"pre/{stage}"
+                    rows.append(_rank_row(quantity, setting, "none/final", unflossed, b, flossed))
+    return rows
+
+
+RANK_TESTS: dict[str, Callable[[Collection], list[dict[str, Any]]]] = {
+    "lyapunov_control": _target_distance_tests,
+    "jacobian": _jacobian_tests,
+}
+
+
+def rank_comparisons(col: Collection, preset: str) -> pd.DataFrame:
+    """Rank tests of the claims measured by medians rather than success rates.
+
+    One row per comparison: ``setting``, ``quantity`` compared, conditions ``a``/``b`` with
+    their ``median_a``/``median_b`` and ``n_a``/``n_b`` (networks with a finite value), the
+    ``test`` and its two-sided ``p_value``. Claim 1 (``lyapunov_control``): |λ1 − λ*| before vs
+    after preflossing per target, Wilcoxon signed-rank paired by network. Claim 2
+    (``jacobian``): condition number at the largest lag and error signal at the middle lag,
+    ``none`` at the end vs ``pre`` after preflossing and at the end, Mann–Whitney U. Empty for
+    other presets.
+    """
+    claim = CLAIMS.get(preset)
+    test = RANK_TESTS.get(preset)
+    rows = test(col) if test is not None and claim is not None else []
+    return pd.DataFrame([{"claim": claim.number, **r} for r in rows], columns=RANK_COLUMNS)
+
+
+def rank_markdown(table: pd.DataFrame) -> list[str]:
+    """``table`` of :func:`rank_comparisons` as markdown lines (median (n) per side, test, p);
+    with a ``preset`` column (several presets' tables concatenated) it is shown too."""
+    preset = "preset" in table.columns
+    lines = [
+        "| claim |" + (" preset |" if preset else "") + " setting | A | median A (n) "
+        "| B | median B (n) | test | p (two-sided) |",
+        "|---|" + ("---|" if preset else "") + "---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples(index=False):
+        quantity = r.quantity.replace("|", "\\|")  # a literal | in a markdown cell
+        lines.append(
+            f"| {r.claim} |"
+            + (f" {r.preset} |" if preset else "")
+            + f" {r.setting}: {quantity} | {r.a} | {r.median_a:.3g} ({r.n_a}) "
+            f"| {r.b} | {r.median_b:.3g} ({r.n_b}) | {r.test} | {format_p(r.p_value)} |"
         )
     return lines
 
@@ -250,19 +389,30 @@ def _success_sentence(col: Collection, preset: str) -> str:
     return "Successes / realizations (95 % CI) — " + "; ".join(cells) + "."
 
 
-def _k_sweep(col: Collection) -> str:
-    rates = success_counts(col.results, ["floss.k"]).set_index("floss.k")
-    res = counted(col.results)
-    parts = [
+def _k_rates(results: pd.DataFrame) -> str:
+    """``k=0: 0/3 (0.00–0.56), acc 0.498 [0.498, 0.499] (n=3); k=1: ...`` in numeric order of k:
+    successes/n (95 % CI) and the median final test accuracy [25–75 %] of counted networks."""
+    rates = success_counts(results, ["floss.k"]).set_index("floss.k")
+    return "; ".join(
         f"k={format_value(k)}: {format_rate(rates.loc[k, 'successes'], rates.loc[k, 'n'])}, "
         f"acc {_spread(g['test_accuracy'], '.3f')}"
-        for k, g in _groups(res, "floss.k")
-    ]
-    return (
-        "Successes (95 % CI) and median final test accuracy [25–75 %] per k — "
-        + "; ".join(parts)
-        + "."
+        for k, g in _groups(counted(results), "floss.k")
     )
+
+
+def _k_sweep(col: Collection) -> str:
+    """Per setting of the other grid keys (channels S, delay d), in numeric order: successes
+    (95 % CI) and median final test accuracy [25–75 %] per k."""
+    within = [k for k in _cell_keys(col, "k_sweep") if k != "floss.k" and k in col.results]
+    head = "Successes (95 % CI) and median final test accuracy [25–75 %] per k — "
+    if not within:
+        return head + _k_rates(col.results) + "."
+    groups = counted(col.results).groupby(within)
+    parts = [
+        f"{setting_label(within, _tuple(values))}: {_k_rates(g)}"
+        for values, g in sorted(groups, key=lambda item: sort_key(_tuple(item[0])))
+    ]
+    return head + " | ".join(parts) + "."
 
 
 def _architectures(col: Collection) -> str:

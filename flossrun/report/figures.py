@@ -170,24 +170,70 @@ def during_training(exp: Collection) -> Figure | None:
     return finish(fig, cond, "Flossing during training extends the delay bridged", skip=(x,))
 
 
+def _accuracy_vs(ax, cond: Conditions, results: pd.DataFrame, x: str) -> None:
+    """Final test accuracy vs ``x`` per condition: median line with its 25–75 % band, dots for
+    single realizations; n per condition in the legend."""
+    for name, colour, g in cond.groups(results):
+        ax.scatter(g[x], g["test_accuracy"], color=colour, s=9, alpha=0.4, lw=0)
+        band(ax, g, x, "test_accuracy", color=colour, label=cond.legend(name), marker="o")
+    ax.set(xlabel=label(x), ylabel=f"{label('final_accuracy')} (median, 25–75 %)")
+    if ax.lines:
+        ax.legend()
+    else:
+        no_data(ax)
+
+
+def _exponents_vs_k(ax, cond: Conditions, spectra: pd.DataFrame, x: str) -> None:
+    """λ1 (solid) and λ_k (dashed) after preflossing vs k (median, 25–75 % band) and λ1 at
+    initialisation (dotted), per condition: λ1 far below 0 after flossing means the network
+    did not floss; λ1 ≈ 0 with low accuracy means it flossed and then failed to train."""
+    if spectra.empty:
+        no_data(ax)
+        return
+    sp = spectra.assign(_k=pd.to_numeric(cond.column(spectra, x), errors="coerce"))
+    sp = sp[sp["_k"] > 0]
+    for _, colour, g in cond.groups(sp):
+        flossed = g[g["stage"] == "preflossed"]
+        band(ax, g[(g["stage"] == "initial") & (g["index"] == 1)], "_k", color=colour, ls=":")
+        band(ax, flossed[flossed["index"] == 1], "_k", color=colour, marker="o")
+        band(ax, flossed[flossed["index"] == flossed["_k"]], "_k", color=colour, ls="--")
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set(xlabel=label(x), ylabel=f"{label('lambda_i')} (median, 25–75 %)")
+    if not ax.lines:
+        no_data(ax, "no preflossed spectrum")
+        return
+    styles = (("-", "λ1 after preflossing"), ("--", "λk after preflossing"), (":", "λ1 initial"))
+    proxies = [Line2D([], [], color="0.3", ls=ls) for ls, _ in styles]
+    ax.legend(proxies, [text for _, text in styles])
+
+
+def _k_axes(axes, ks: pd.Series) -> None:
+    """k in numeric order on a symlog axis (ticks at the k swept) when it spans beyond 10."""
+    ks = sorted(pd.to_numeric(ks, errors="coerce").dropna().unique())
+    if not ks or ks[0] < 0 or ks[-1] <= 10:
+        return
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=-0.3, right=ks[-1] * 1.3)
+        ax.set_xticks(ks, [format_value(float(k)) for k in ks])
+
+
 def k_sweep(exp: Collection) -> Figure | None:
-    """Final test accuracy (dots: realizations, line: median) and success rate vs k."""
+    """The k × S grid, one colour per number of channels S (and its delay d): success rate
+    (95 % Wilson bars), final test accuracy (median, 25–75 %) and λ1, λk after preflossing
+    (nats/step) vs k, so large-k failures show as either not flossed or not trained."""
     x = preset_settings(exp).get("x") or "floss.k"
     cond = Conditions.of(exp, fixed=(x,))
     res = counted(exp.results)
-    fig, axes = new_figure(2)
-    for name, colour, g in cond.groups(res):
-        axes[0, 0].scatter(g[x], g["test_accuracy"], color=colour, s=9, alpha=0.4, lw=0)
-        med = g.groupby(x)["test_accuracy"].median()
-        axes[0, 0].plot(med.index, med.to_numpy(), "o-", color=colour, label=cond.legend(name))
-    axes[0, 0].set(xlabel=label(x), ylabel=label("final_accuracy"))
-    axes[0, 0].legend()
-    success_vs(axes[0, 1], cond, res, x)
-    xs = pd.to_numeric(res[x], errors="coerce")
-    if xs.notna().all() and len(xs) and xs.min() >= 0 and xs.max() > 10:
-        for ax in axes[0]:
-            ax.set_xscale("symlog", linthresh=1)
-            ax.set_xlim(left=-0.3)
+    fig, axes = new_figure(3)
+    success_vs(axes[0, 0], cond, res, x)
+    _accuracy_vs(axes[0, 1], cond, res, x)
+    _exponents_vs_k(axes[0, 2], cond, exp.spectra, x)
+    axes[0, 0].set_title("success")
+    axes[0, 1].set_title("final accuracy")
+    axes[0, 2].set_title("exponents after preflossing")
+    if res[x].notna().all():
+        _k_axes(axes[0], res[x])
     return finish(fig, cond, "More flossed exponents k for tasks with more memory", skip=(x,))
 
 

@@ -1,5 +1,6 @@
 """The report's statistics, in one place: success counts with Wilson intervals, Fisher's exact
-test between two conditions, and medians with their 25–75 % range (docs/design.md §5, §8).
+test between two conditions, rank tests of medians (Wilcoxon signed-rank for paired values,
+Mann–Whitney U for two samples) and medians with their 25–75 % range (docs/design.md §5, §8).
 
 A realization *counts* when its run finished and it is not a duplicate of a network already
 counted (``counted`` column, see :mod:`flossrun.report.collect`); every rate, interval, test and
@@ -11,8 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, fisher_exact
+from scipy.stats import binomtest, fisher_exact, mannwhitneyu, wilcoxon
 
 CONFIDENCE = 0.95
 
@@ -33,6 +35,36 @@ def fisher_p(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
         return math.nan
     table = [[int(k_a), int(n_a - k_a)], [int(k_b), int(n_b - k_b)]]
     return float(fisher_exact(table, alternative="two-sided").pvalue)
+
+
+def _finite(values: Sequence[float] | pd.Series) -> np.ndarray:
+    x = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
+    return x[np.isfinite(x)]
+
+
+def wilcoxon_p(before: Sequence[float], after: Sequence[float]) -> float:
+    """Two-sided p-value of the Wilcoxon signed-rank test of paired ``after − before``.
+
+    Pairs with a non-finite value are dropped; nan with no pair or when every difference is 0.
+    scipy's exact distribution is used for small n without ties (e.g. 10 pairs all in one
+    direction: p = 2/2¹⁰).
+    """
+    a = pd.to_numeric(pd.Series(list(before)), errors="coerce").to_numpy(float)
+    b = pd.to_numeric(pd.Series(list(after)), errors="coerce").to_numpy(float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    diff = b[keep] - a[keep]
+    if not len(diff) or not diff.any():
+        return math.nan
+    return float(wilcoxon(diff, alternative="two-sided").pvalue)
+
+
+def mannwhitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of the Mann–Whitney U test of samples ``a`` vs ``b`` (finite values
+    only; nan when either is empty). Exact for small samples without ties (scipy)."""
+    x, y = _finite(a), _finite(b)
+    if not len(x) or not len(y):
+        return math.nan
+    return float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
 
 
 def counted(results: pd.DataFrame) -> pd.DataFrame:
