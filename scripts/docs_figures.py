@@ -1,0 +1,64 @@
+"""Copy the figures of one ``make figures`` scale into ``docs/figures/`` as small PNGs (for the
+README), together with the index's comparison tables.
+
+    .venv/bin/python scripts/docs_figures.py --scale medium
+
+Each ``outputs/figures/<scale>/<preset>/figures/<preset>.png`` (by default of the presets the
+README shows, claims 1–5) is scaled to at most
+``--width`` pixels and saved with a 256-colour palette as ``docs/figures/<preset>_<scale>.png``
+(typically 60–150 kB instead of 300 kB); ``comparisons.csv`` and ``median_comparisons.csv`` are
+copied as ``docs/figures/<name>_<scale>.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from flossrun.config import SCALES
+from flossrun.report.claims import CLAIMS
+
+ROOT = Path(__file__).resolve().parent.parent
+README_FIGURES = ["lyapunov_control", "jacobian", "preflossing", "during_training", "k_sweep"]
+
+
+def shrink(src: Path, dst: Path, width: int) -> int:
+    """``src`` scaled to at most ``width`` pixels wide, palette PNG at ``dst``; returns bytes."""
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        if im.width > width:
+            im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+        im.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(dst, optimize=True)
+    return dst.stat().st_size
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", choices=list(SCALES), default="medium")
+    ap.add_argument("--width", type=int, default=1400, help="maximum width in pixels")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
+    ap.add_argument("--only", nargs="*", choices=list(CLAIMS), default=README_FIGURES)
+    args = ap.parse_args()
+    src_root = ROOT / "outputs" / "figures" / args.scale
+    if not (src_root / "index.md").is_file():
+        print(f"no {src_root / 'index.md'}: run make figures SCALE={args.scale}", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    for preset in args.only:
+        src = src_root / preset / "figures" / f"{preset}.png"
+        if src.is_file():
+            size = shrink(src, args.out / f"{preset}_{args.scale}.png", args.width)
+            print(f"{preset}: {size / 1e3:.0f} kB")
+    for table in ("comparisons", "median_comparisons"):
+        if (src_root / f"{table}.csv").is_file():
+            shutil.copyfile(src_root / f"{table}.csv", args.out / f"{table}_{args.scale}.csv")
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
