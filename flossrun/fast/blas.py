@@ -29,7 +29,7 @@ def _block_aligned(n_elems: int, itemsize: int) -> bool:
     return (n_elems * itemsize) % 64 == 0
 
 
-def _offset_aligned(x: torch.Tensor) -> bool:
+def offset_aligned(x: torch.Tensor) -> bool:
     """The view starts 64 bytes into its storage times an integer (PyTorch's CPU allocator
     aligns every storage to 64 bytes)."""
     return (x.storage_offset() * x.element_size()) % 64 == 0
@@ -45,17 +45,18 @@ def batched_route(a: torch.Tensor, b: torch.Tensor) -> bool:
         _block_aligned(M * K, e)
         and _block_aligned(K * N, e)
         and _block_aligned(M * N, e)
-        and _offset_aligned(a)
-        and _offset_aligned(b)
+        and offset_aligned(a)
+        and offset_aligned(b)
     )
 
 
 def aligned_empty(n: int, M: int, N: int, like: torch.Tensor) -> torch.Tensor:
-    """Zeros ``[n, M, N]`` whose matrices start 64 bytes apart at least and never contiguously
-    (the batch stride is padded), so that ATen runs one GEMM per matrix into it."""
+    """Uninitialised ``[n, M, N]`` whose matrices start 64 bytes apart at least and never
+    contiguously (the batch stride is padded), so that ATen runs one GEMM per matrix into it
+    (with ``beta=0``, which never reads the old contents)."""
     unit = 64 // like.element_size()
     stride = ((M * N + unit - 1) // unit) * unit + unit
-    flat = torch.zeros(n * stride, dtype=like.dtype, device=like.device)
+    flat = torch.empty(n * stride, dtype=like.dtype, device=like.device)
     return flat.as_strided([n, M, N], [stride, N, 1])
 
 
@@ -104,7 +105,7 @@ def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``out = a @ b`` in place (``out [n, M, N]`` contiguous); returns ``out``."""
     if a.device.type != "cpu" or (batched_route(a, b) and a.shape[0] > 1):
-        if _offset_aligned(out) or a.device.type != "cpu":
+        if offset_aligned(out) or a.device.type != "cpu":
             return torch.bmm(a, b, out=out)
     return out.copy_(bmm(a, b))
 
@@ -117,7 +118,7 @@ def baddbmm_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1
     """
     if a.device.type != "cpu":
         return c.baddbmm_(a, b, alpha=alpha)
-    if batched_route(a, b) and _offset_aligned(c):
+    if batched_route(a, b) and offset_aligned(c):
         if a.shape[0] > 1:
             return c.baddbmm_(a, b, alpha=alpha)
         pair = _pair(c).baddbmm_(_pair(a), _pair(b), alpha=alpha)

@@ -128,7 +128,7 @@ class _VanillaRNN(torch.autograd.Function):
         d_t, phi_t = delta.unbind(0), phis.unbind(0)
         dT = d_t[0].transpose(1, 2)
         direct = blas.direct(dT, phi_t[0]) and blas.direct(d_t[0], W)
-        direct = direct and blas.direct(d_t[-1], W) and blas._offset_aligned(back)
+        direct = direct and blas.direct(d_t[-1], W) and blas.offset_aligned(back)
         for t in range(T - 1, -1, -1):  # d_t[t] is δ_{t+1} (h_{t+1} = hs[t])
             if t < T - 1:
                 torch.addcmul(one, phi_t[t + 1], phi_t[t + 1], value=-1, out=dphi)

@@ -59,11 +59,18 @@ def _forward(
     Qt = Q0.transpose(-1, -2).reshape(R, B * k, N)  # Q_0ᵀ, trajectories stacked [R, B·k, N]
     steps: list[list[torch.Tensor]] = []
     logs: list[torch.Tensor] = []
+    direct = False  # plain batched products every step (decided once, at t = 0: blas.direct)
     for t in range(u.shape[0]):
         d, p = dtanh(h), torch.tanh(h)  # [R, B, N]
         Pt = (Qt.view(R, B, k, N) * d.unsqueeze(-2)).view(R, B * k, N)  # (φ'(h_{t-1}) ⊙ Q)ᵀ
-        At = blas.bmm(Pt, WT)  # A_tᵀ = P_tᵀ Wᵀ [R, B·k, N]
-        h = blas.baddbmm(u[t], p, WT)
+        if t == 0:
+            direct = blas.direct(Pt, WT) and blas.direct(p, WT)
+        if direct:
+            At = torch.bmm(Pt, WT)  # A_tᵀ = P_tᵀ Wᵀ [R, B·k, N]
+            h = torch.empty_like(p).copy_(u[t]).baddbmm_(p, WT)
+        else:
+            At = blas.bmm(Pt, WT)
+            h = blas.baddbmm(u[t], p, WT)
         record = [Qt, d, p]
         if qr_at[t]:
             Qt, Rt, logr = cholesky_qr_rows(At.view(R * B, k, N), True)  # Qᵀ written into At
@@ -94,6 +101,9 @@ def _backward(
     gQt: torch.Tensor | None = None  # Q̄ᵀ [R, B·k, N]
     gh = g_h
     j = g_logs.shape[0]
+    # plain batched products (blas.direct), decided once per kind of product: every step's
+    # operands are fresh buffers of the same shapes (-1: not seen yet)
+    direct_h, direct_q = -1, -1
     for t in range(T - 1, -1, -1):
         record = steps[t]
         Qt_prev, d, p = record[0], record[1], record[2]
@@ -107,16 +117,30 @@ def _backward(
             if gQt is not None or gr is not None:
                 gQ_ = None if gQt is None else gQt.view(R * B, k, N)
                 gAt = qr_backward_rows(gQ_, gr, Qt.view(R * B, k, N), Rt).view(R, B * k, N)
-        back = blas.bmm(gh, W).mul_(d)  # φ'(h_{t-1}) ⊙ Wᵀδ_t, as rows [R, B, N]
+        if direct_h < 0:
+            ok = blas.direct(gh, W) and blas.direct(gh.transpose(1, 2), p)
+            direct_h = 1 if ok and blas.offset_aligned(gW) else 0
+        back = torch.bmm(gh, W) if direct_h == 1 else blas.bmm(gh, W)
+        back.mul_(d)  # φ'(h_{t-1}) ⊙ Wᵀδ_t, as rows [R, B, N]
         if gAt is not None:
             Pt = (Qt_prev.view(R, B, k, N) * d.unsqueeze(-2)).view(R, B * k, N)
-            blas.baddbmm_(gW, gAt.transpose(1, 2), Pt)  # Ā Pᵀ
-            gPt = blas.bmm(gAt, W)  # (Wᵀ Ā)ᵀ [R, B·k, N]
+            if direct_q < 0:
+                ok = blas.direct(gAt.transpose(1, 2), Pt) and blas.direct(gAt, W)
+                direct_q = 1 if ok and blas.offset_aligned(gW) else 0
+            if direct_q == 1:
+                gW.baddbmm_(gAt.transpose(1, 2), Pt)  # Ā Pᵀ
+                gPt = torch.bmm(gAt, W)  # (Wᵀ Ā)ᵀ [R, B·k, N]
+            else:
+                blas.baddbmm_(gW, gAt.transpose(1, 2), Pt)
+                gPt = blas.bmm(gAt, W)
             gQt = (gPt.view(R, B, k, N) * d.unsqueeze(-2)).view(R, B * k, N)
             dbar = torch.linalg.vecdot(gPt.view(R, B, k, N), Qt_prev.view(R, B, k, N), dim=-2)
             back.addcmul_(dbar, p * d, value=-2.0)  # dφ'/dh
         gu[t].copy_(gh)
-        blas.baddbmm_(gW, gh.transpose(1, 2), p)
+        if direct_h == 1:
+            gW.baddbmm_(gh.transpose(1, 2), p)
+        else:
+            blas.baddbmm_(gW, gh.transpose(1, 2), p)
         gh = back
     return gW, gu, gh
 
