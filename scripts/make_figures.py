@@ -12,6 +12,7 @@ Fisher's exact test, rank tests of the median claims, code versions and figures
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -44,6 +45,17 @@ def run_preset(preset: str, scale: str, extra: list[str]) -> tuple[int, float]:
     return code, time.perf_counter() - t0
 
 
+WALL_TIMES = "wall_times.json"  # minutes per preset of the last call that ran it
+
+
+def wall_times(out_root: Path) -> dict[str, float]:
+    """Minutes per preset of the last ``make figures`` call that ran it (``--no-run`` redraws
+    keep them in ``index.md``; a rerun that only skips finished jobs records its own, short,
+    time)."""
+    path = out_root / WALL_TIMES
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -54,18 +66,27 @@ def main() -> int:
     ap.add_argument("extra", nargs="*", help="overrides passed to every flossrun call")
     args = ap.parse_args()
     out_root = ROOT / "outputs" / "figures" / args.scale
+    times = wall_times(out_root)
     sections = []
     failures = []
     for preset in args.only:
-        code, secs = (0, 0.0) if args.no_run else run_preset(preset, args.scale, args.extra)
+        if args.no_run:
+            code = 0
+        else:
+            code, secs = run_preset(preset, args.scale, args.extra)
+            times[preset] = secs / 60
+            write_text(out_root / WALL_TIMES, json.dumps(times, indent=1) + "\n")
         if code != 0:
             failures.append(preset)
         res = report([ROOT / "outputs" / preset / args.scale], out=out_root / preset)
-        sections.append(preset_section(preset, res, out_root, secs / 60 if secs else None))
+        sections.append(preset_section(preset, res, out_root, times.get(preset)))
         write_text(out_root / "index.md", index_markdown(args.scale, sections))  # after each
         write_tables(out_root, sections)
         print(f"--- {preset}: {summarize(preset, res['collection'].subset(preset))}", flush=True)
-    print(f"\nfigures and index: {out_root / 'index.md'}")
+    if not args.no_run:
+        total = sum(times[p] for p in args.only)
+        print(f"\nwall time of this call: {total:.1f} min ({len(args.only)} presets)")
+    print(f"figures and index: {out_root / 'index.md'}")
     if failures:
         print(f"presets with failed jobs: {', '.join(failures)}", file=sys.stderr)
     return 1 if failures else 0
