@@ -30,7 +30,7 @@ from flossrun.fast import blas
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh
 from flossrun.fast.parallel import ensemble_slices, map_slices
-from flossrun.fast.qr import cholesky_qr_rows, qr_backward_rows
+from flossrun.fast.qr import frame_qr, frame_qr_backward
 
 # The frame is kept transposed, ``Qt = Qᵀ [R, B·k, N]`` (the B trajectories' frames stacked as
 # rows), so that every product and the QR's triangular solves read and write row-major blocks
@@ -73,11 +73,10 @@ def _forward(
             h = blas.baddbmm(u[t], p, WT)
         record = [Qt, d, p]
         if qr_at[t]:
-            Qt, Rt, logr = cholesky_qr_rows(At.view(R * B, k, N), True)  # Qᵀ written into At
-            Qt = Qt.view(R, B * k, N)
+            Qt, Rt, logr = frame_qr(At, k)
             record += [Qt, Rt]
             if keep[t]:
-                logs.append(logr.view(R, B, k))
+                logs.append(logr)
         else:
             Qt = At
         if trace:
@@ -110,13 +109,11 @@ def _backward(
         gAt = gQt
         if len(record) == 5:  # a QR step
             Qt, Rt = record[3], record[4]
-            gr: torch.Tensor | None = None
+            g_logr: torch.Tensor | None = None
             if keep[t]:
                 j -= 1
-                gr = (g_logs[j] / torch.diagonal(Rt, 0, -2, -1).view(R, B, k)).view(R * B, k)
-            if gQt is not None or gr is not None:
-                gQ_ = None if gQt is None else gQt.view(R * B, k, N)
-                gAt = qr_backward_rows(gQ_, gr, Qt.view(R * B, k, N), Rt).view(R, B * k, N)
+                g_logr = g_logs[j]
+            gAt = frame_qr_backward(gQt, g_logr, Qt, Rt)
         if direct_h < 0:
             ok = blas.direct(gh, W) and blas.direct(gh.transpose(1, 2), p)
             direct_h = 1 if ok and blas.offset_aligned(gW) else 0

@@ -53,7 +53,7 @@ from flossrun.fast.floss import sliced_benettin
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh, sigmoid
 from flossrun.fast.parallel import ensemble_slices
-from flossrun.fast.qr import cholesky_qr_rows, qr_backward_rows
+from flossrun.fast.qr import frame_qr, frame_qr_backward
 
 
 def _sum_batch(x: torch.Tensor) -> torch.Tensor:
@@ -125,11 +125,10 @@ def _forward(
         else:
             record = []
         if qr_at[t]:
-            Qt, Rt, logr = cholesky_qr_rows(At.view(R * B, k, D), True)  # Qᵀ written into At
-            Qt = Qt.view(R, B * k, D)
+            Qt, Rt, logr = frame_qr(At, k)
             record += [Qt, Rt]
             if keep[t]:
-                logs.append(logr.view(R, B, k))
+                logs.append(logr)
         else:
             Qt = At
         if trace:
@@ -165,13 +164,11 @@ def _backward(
         gAt = gQt
         if len(rec) == 13:  # a QR step
             Qt, Rt = rec[11], rec[12]
-            gr: torch.Tensor | None = None
+            g_logr: torch.Tensor | None = None
             if keep[t]:
                 j -= 1
-                gr = (g_logs[j] / torch.diagonal(Rt, 0, -2, -1).view(R, B, k)).view(R * B, k)
-            if gQt is not None or gr is not None:
-                gQ_ = None if gQt is None else gQt.view(R * B, k, D)
-                gAt = qr_backward_rows(gQ_, gr, Qt.view(R * B, k, D), Rt).view(R, B * k, D)
+                g_logr = g_logs[j]
+            gAt = frame_qr_backward(gQt, g_logr, Qt, Rt)
         s_f = act[..., N : 2 * N]
         if gAt is not None:
             Z = gAt.view(R, B, k, D)  # overwritten into [Ā_h | Ē_c]

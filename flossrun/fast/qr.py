@@ -179,6 +179,32 @@ def qr_backward_rows(
     return torch.linalg.solve_triangular(R, Y, upper=True, out=Y)
 
 
+def frame_qr(At: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One QR step of a Benettin kernel: the ensemble's stacked frames ``Aᵀ [R, B·k, D]``
+    orthonormalised in place (:func:`cholesky_qr_rows`) -> ``Qᵀ [R, B·k, D]``,
+    ``R [R·B, k, k]`` and ``log R_ii [R, B, k]`` (nats)."""
+    n_r, rows, D = At.shape[0], At.shape[1], At.shape[2]
+    Qt, Rt, logr = cholesky_qr_rows(At.view(n_r * rows // k, k, D), True)  # Qᵀ written into At
+    return Qt.view(n_r, rows, D), Rt, logr.view(n_r, rows // k, k)
+
+
+def frame_qr_backward(
+    gQt: torch.Tensor | None, g_logr: torch.Tensor | None, Qt: torch.Tensor, Rt: torch.Tensor
+) -> torch.Tensor | None:
+    """The adjoint of :func:`frame_qr`: ``Āᵀ [R, B·k, D]`` from ``Q̄ᵀ [R, B·k, D]`` and
+    ``∂L/∂log R_ii [R, B, k]`` (either may be None; None when both are), given the step's
+    ``Qᵀ`` and ``R``."""
+    n, k = Rt.shape[0], Rt.shape[1]
+    gr: torch.Tensor | None = None
+    if g_logr is not None:
+        gr = (g_logr / torch.diagonal(Rt, 0, -2, -1).view(g_logr.shape)).view(n, k)
+    if gQt is None and gr is None:
+        return None
+    D = Qt.shape[2]
+    gQ_ = None if gQt is None else gQt.view(n, k, D)
+    return qr_backward_rows(gQ_, gr, Qt.view(n, k, D), Rt).view(Qt.shape)
+
+
 def _lower_mask(k: int, device: torch.device) -> torch.Tensor:
     """``[k, k]`` boolean, True on and below the diagonal."""
     return torch.ones(k, k, dtype=torch.bool, device=device).tril()

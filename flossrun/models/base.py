@@ -45,6 +45,24 @@ class Dynamics(Protocol):
     def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...
 
 
+def affine_drive(x: torch.Tensor, V: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Input drive ``V x_t + b`` for a whole sequence: ``x [T, R, B, S]`` (or shared
+    ``[T, B, S]``), ``V [R, M, S]``, ``b [R, M]`` -> ``[T, R, B, M]``.
+
+    One ``bmm`` of ``[x, 1]`` against ``[V, b]`` over all ``T·B`` rows of each realization, so
+    that the gradients of ``V`` and ``b`` are one ``bmm`` too (a broadcast bias would be reduced
+    by ``torch.sum``, whose rounding depends on the ensemble's size).
+    """
+    R, M = V.shape[0], V.shape[1]
+    if x.dim() == 3:  # shared input [T, B, S]
+        x = x.unsqueeze(1).expand(x.shape[0], R, *x.shape[1:])
+    T, _, B, S = x.shape
+    rows = torch.cat([x, torch.ones_like(x[..., :1])], -1).transpose(0, 1)  # [R, T, B, S+1]
+    Vb = torch.cat([V, b.unsqueeze(-1)], -1)  # [R, M, S+1]
+    u = blas.bmm(rows.reshape(R, T * B, S + 1), Vb.transpose(1, 2))  # [R, T·B, M]
+    return u.reshape(R, T, B, M).transpose(0, 1)
+
+
 def bmv(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Apply one matrix per realization to a batch of vectors.
 

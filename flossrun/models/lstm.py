@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from flossrun.fast import blas
 from flossrun.fast.lstm_floss import lstm_lyapunov
 from flossrun.fast.ops import dtanh, sigmoid
 from flossrun.models.base import (
     ModelConfig,
     RecurrentEnsemble,
+    affine_drive,
     bmm_columns,
     bmv,
     burn_in,
@@ -121,19 +121,8 @@ class LSTM(RecurrentEnsemble):
 
     def drive(self, x: torch.Tensor) -> torch.Tensor:
         """Input drive ``V x_t + b`` of every gate for a whole sequence: ``[T, R, B, S]`` (or
-        ``[T, B, S]``) -> ``[T, R, B, 4N]``.
-
-        One ``bmm`` of ``[x, 1]`` against ``[V, b]`` over all ``T·B`` rows of each realization,
-        so that the gradients of ``V`` and ``b`` are one ``bmm`` too (a broadcast bias would be
-        reduced by ``torch.sum``, whose rounding depends on the ensemble's size).
-        """
-        if x.dim() == 3:  # shared input [T, B, S]
-            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
-        T, R, B, S = x.shape
-        rows = torch.cat([x, torch.ones_like(x[..., :1])], -1).transpose(0, 1)  # [R, T, B, S+1]
-        Vb = torch.cat([self.V, self.b.unsqueeze(-1)], -1)  # [R, 4N, S+1]
-        u = blas.bmm(rows.reshape(R, T * B, S + 1), Vb.transpose(1, 2))  # [R, T·B, 4N]
-        return u.reshape(R, T, B, self.GATES * self.N).transpose(0, 1)
+        ``[T, B, S]``) -> ``[T, R, B, 4N]`` (:func:`flossrun.models.base.affine_drive`)."""
+        return affine_drive(x, self.V, self.b)
 
     def lyapunov_fused(
         self,

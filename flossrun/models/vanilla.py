@@ -24,6 +24,7 @@ from flossrun.fast.ops import dtanh
 from flossrun.models.base import (
     ModelConfig,
     RecurrentEnsemble,
+    affine_drive,
     bmm_columns,
     bmv,
     burn_in,
@@ -186,19 +187,9 @@ class VanillaRNN(RecurrentEnsemble):
         return z.reshape(*hs.shape[:-1], self.O)
 
     def drive(self, x: torch.Tensor) -> torch.Tensor:
-        """Input drive ``V x_t + b`` for a whole sequence: ``[T, R, B, S]`` -> ``[T, R, B, N]``.
-
-        One ``bmm`` of ``[x, 1]`` against ``[V, b]`` over all ``T·B`` rows of each realization,
-        so that the gradients of ``V`` and ``b`` are one ``bmm`` too (a broadcast bias would be
-        reduced by ``torch.sum``, whose rounding depends on the ensemble's size).
-        """
-        if x.dim() == 3:  # shared input [T, B, S]
-            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
-        T, R, B, S = x.shape
-        rows = torch.cat([x, torch.ones_like(x[..., :1])], -1).transpose(0, 1)  # [R, T, B, S+1]
-        Vb = torch.cat([self.V, self.b.unsqueeze(-1)], -1)  # [R, N, S+1]
-        u = blas.bmm(rows.reshape(R, T * B, S + 1), Vb.transpose(1, 2))  # [R, T·B, N]
-        return u.reshape(R, T, B, self.N).transpose(0, 1)
+        """Input drive ``V x_t + b`` for a whole sequence: ``[T, R, B, S]`` (or ``[T, B, S]``)
+        -> ``[T, R, B, N]`` (:func:`flossrun.models.base.affine_drive`)."""
+        return affine_drive(x, self.V, self.b)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states ``h_1..h_T`` for inputs ``x [T, R, B, S]`` (or ``[T, B, S]``).
