@@ -160,24 +160,37 @@ def _tuple(values: Any) -> tuple:
     return values if isinstance(values, tuple) else (values,)
 
 
-def comparison_markdown(table: pd.DataFrame) -> list[str]:
-    """``table`` of :func:`comparisons` as markdown lines (successes/n with 95 % Wilson CI);
-    with a ``preset`` column (several presets' tables concatenated) it is shown too."""
+def _markdown(
+    table: pd.DataFrame, header: list[str], cells: Callable[[Any], list[str]]
+) -> list[str]:
+    """Markdown lines of a comparison ``table``: the claim, the preset when the table has a
+    ``preset`` column (several presets' tables concatenated), then ``header``/``cells(row)``."""
     preset = "preset" in table.columns
-    lines = [
-        "| claim |" + (" preset |" if preset else "") + " setting | A | successes/n (95 % CI) "
-        "| B | successes/n (95 % CI) | Δ rate (B − A) | p (Fisher, two-sided) |",
-        "|---|" + ("---|" if preset else "") + "---|---|---|---|---|---|---|",
-    ]
+    head = ["claim", *(["preset"] if preset else []), *header]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.itertuples(index=False):
-        lines.append(
-            f"| {r.claim} |"
-            + (f" {r.preset} |" if preset else "")
-            + f" {r.setting or '–'} | {r.a} | {format_rate(r.successes_a, r.n_a)} "
-            f"| {r.b} | {format_rate(r.successes_b, r.n_b)} | {r.rate_difference:+.2f} "
-            f"| {format_p(r.p_value)} |"
-        )
+        row = [str(r.claim), *([str(r.preset)] if preset else []), *cells(r)]
+        lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def comparison_markdown(table: pd.DataFrame) -> list[str]:
+    """``table`` of :func:`comparisons` as markdown lines (successes/n with 95 % Wilson CI)."""
+    header = ["setting", "A", "successes/n (95 % CI)", "B", "successes/n (95 % CI)"]
+    header += ["Δ rate (B − A)", "p (Fisher, two-sided)"]
+    return _markdown(
+        table,
+        header,
+        lambda r: [
+            r.setting or "–",
+            r.a,
+            format_rate(r.successes_a, r.n_a),
+            r.b,
+            format_rate(r.successes_b, r.n_b),
+            f"{r.rate_difference:+.2f}",
+            format_p(r.p_value),
+        ],
+    )
 
 
 RANK_COLUMNS = [
@@ -285,23 +298,21 @@ def rank_comparisons(col: Collection, preset: str) -> pd.DataFrame:
 
 
 def rank_markdown(table: pd.DataFrame) -> list[str]:
-    """``table`` of :func:`rank_comparisons` as markdown lines (median (n) per side, test, p);
-    with a ``preset`` column (several presets' tables concatenated) it is shown too."""
-    preset = "preset" in table.columns
-    lines = [
-        "| claim |" + (" preset |" if preset else "") + " setting | A | median A (n) "
-        "| B | median B (n) | test | p (two-sided) |",
-        "|---|" + ("---|" if preset else "") + "---|---|---|---|---|---|---|",
-    ]
-    for r in table.itertuples(index=False):
-        quantity = r.quantity.replace("|", "\\|")  # a literal | in a markdown cell
-        lines.append(
-            f"| {r.claim} |"
-            + (f" {r.preset} |" if preset else "")
-            + f" {r.setting}: {quantity} | {r.a} | {r.median_a:.3g} ({r.n_a}) "
-            f"| {r.b} | {r.median_b:.3g} ({r.n_b}) | {r.test} | {format_p(r.p_value)} |"
-        )
-    return lines
+    """``table`` of :func:`rank_comparisons` as markdown lines (median (n) per side, test, p)."""
+    header = ["setting", "A", "median A (n)", "B", "median B (n)", "test", "p (two-sided)"]
+    return _markdown(
+        table,
+        header,
+        lambda r: [
+            f"{r.setting}: " + r.quantity.replace("|", "\\|"),  # a literal | in a markdown cell
+            r.a,
+            f"{r.median_a:.3g} ({r.n_a})",
+            r.b,
+            f"{r.median_b:.3g} ({r.n_b})",
+            r.test,
+            format_p(r.p_value),
+        ],
+    )
 
 
 def _spread(values: pd.Series, fmt: str = "+.3f") -> str:
