@@ -8,7 +8,8 @@ an OpenMP team. :func:`map_slices` runs one slice per core in a pool of threads 
 one intra-op thread; the slice functions are compiled by TorchScript (:mod:`flossrun.fast.jit`)
 so that they run without the GIL (a Python loop of small ops would keep handing it back and
 forth). On GPUs, with a single intra-op thread, or for one realization it calls the function
-once, on the whole ensemble.
+once, on the whole ensemble, in the calling thread set to one intra-op thread meanwhile (so
+that every realization's numbers come from single-threaded routines, alone or in an ensemble).
 
 Results are the same as one pass up to float rounding: every realization sees the same ops.
 """
@@ -73,6 +74,20 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
+@contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """The calling thread's intra-op threads set to one, and restored afterwards."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def ensemble_slices(R: int, device: torch.device) -> list[slice]:
     """Contiguous slices of ``R`` realizations: one per intra-op thread on CPU, else one."""
     cores = getattr(_caller, "workers", None) or torch.get_num_threads()
@@ -86,11 +101,15 @@ def ensemble_slices(R: int, device: torch.device) -> list[slice]:
 def map_slices(fn: Callable[..., T_], calls: Sequence[tuple]) -> list[T_]:
     """``[fn(*args) for args in calls]``, the calls side by side when there are several.
 
-    Each call runs without autograd in a pool thread with one intra-op thread; an exception in
-    any call is raised here after all calls have ended.
+    Each call runs without autograd on one intra-op thread: in a pool thread, or a single call
+    in the calling thread with its intra-op threads set to one meanwhile. LAPACK's triangular
+    solves (and possibly other MKL routines) round differently with more threads on some
+    instruction sets (MKL's AVX2 paths), so a lone realization, which is a single call, must
+    run on one thread as every ensemble member does. An exception in any call is raised here
+    after all calls have ended.
     """
     if len(calls) == 1:
-        with torch.no_grad():
+        with torch.no_grad(), one_intra_op_thread():
             return [fn(*calls[0])]
 
     def run(args: tuple) -> T_:

@@ -147,7 +147,9 @@ def cholesky_qr_rows(
     if bool(hard.any()):  # one host sync per QR
         idx = hard.nonzero().squeeze(1)
         Qh, Rh = _float64_rows(At64[idx], R64[idx], cond[idx], single_pass_cond, fallback_cond)
-        R64 = R64.index_copy(0, idx, Rh)
+        # in place: R keeps the column-major layout it has without a hard matrix (LAPACK's
+        # triangular solves round differently on another layout, on some instruction sets)
+        R64.index_copy_(0, idx, Rh)
         Qt[idx] = Qh.to(At.dtype)  # in place: Qt may be the caller's buffer
         R = R64.to(At.dtype)
     logr = torch.log(torch.diagonal(R64, 0, -2, -1)).to(At.dtype)
