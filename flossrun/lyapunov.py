@@ -28,10 +28,12 @@ from dataclasses import dataclass
 import torch
 
 from flossrun import seeding
+from flossrun.fast import blas
+from flossrun.fast.floss import checkpointing
 from flossrun.fast.ops import pairwise_sum
 from flossrun.fast.parallel import ensemble_slices, map_slices
 from flossrun.fast.qr import cholesky_qr
-from flossrun.models.base import Dynamics
+from flossrun.models.base import Dynamics, RecurrentEnsemble
 
 Orthonormalize = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 SeedLike = int | Sequence[int] | Sequence[torch.Generator]
@@ -140,6 +142,48 @@ def qr_times(T: int, transient: int, qr_every: int) -> list[int]:
     return times
 
 
+def ensemble_shapes(
+    model: RecurrentEnsemble, h0: torch.Tensor, inputs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h0`` and ``inputs`` of an ensemble of ``R`` networks (state size ``D``) in the kernels'
+    shapes, ``h0 [R, B, D]`` and ``inputs [T, B, S]`` (shared by the realizations) or
+    ``[T, R, B, S]``, from any accepted combination (views, no copies):
+
+    - ``h0 [D]`` (only for ``R = 1``) with ``inputs [T, S]``;
+    - ``h0 [R, D]`` with ``inputs [T, S]`` (shared) or ``[T, R, S]``;
+    - ``h0 [R, B, D]`` with ``inputs [T, S]``, ``[T, B, S]`` (shared) or ``[T, R, B, S]``.
+
+    Anything else raises a one-line ValueError naming these shapes (a state whose leading axis
+    is not the ``R`` realizations would silently mix them)."""
+    R, D = model.R, model.state_dim
+    expected = (
+        f"h0 [D] (R = 1 only), [R, D] or [R, B, D] with inputs [T, S], [T, R, S] (for h0 [R, D]) "
+        f"or [T, B, S], [T, R, B, S] (for h0 [R, B, D]); this model has R = {R}, D = {D}"
+    )
+    got = f"got h0 {list(h0.shape)} and inputs {list(inputs.shape)}"
+    shape, n_in = tuple(h0.shape), inputs.dim()
+    if not shape or shape[-1] != D or h0.dim() > 3 or (h0.dim() > 1 and shape[0] != R):
+        raise ValueError(f"lyapunov_spectrum expects {expected}; {got}")
+    if h0.dim() == 1 and R != 1:
+        raise ValueError(f"lyapunov_spectrum expects {expected}; {got} (h0 [D] is ambiguous)")
+    T, S = inputs.shape[0], inputs.shape[-1]
+    if h0.dim() == 1:
+        ok = n_in == 2
+        h, x = h0.reshape(1, 1, D), inputs.reshape(T, 1, S)
+    elif h0.dim() == 2:
+        ok = n_in == 2 or (n_in == 3 and inputs.shape[1] == R)
+        h = h0.unsqueeze(1)
+        x = inputs.unsqueeze(1) if n_in == 2 else inputs.unsqueeze(2)
+    else:
+        B = shape[1]
+        ok = n_in == 2 or (n_in == 3 and inputs.shape[1] == B)
+        ok = ok or (n_in == 4 and inputs.shape[1] == R and inputs.shape[2] == B)
+        h, x = h0, (inputs.unsqueeze(1).expand(T, B, S) if n_in == 2 else inputs)
+    if not ok:
+        raise ValueError(f"lyapunov_spectrum expects {expected}; {got}")
+    return h, x
+
+
 def lyapunov_spectrum(
     dynamics: Dynamics,
     h0: torch.Tensor,
@@ -149,15 +193,59 @@ def lyapunov_spectrum(
     qr_every: int = 1,
     seed: SeedLike = 0,
     orthonormalize: Orthonormalize | str = "auto",
+    checkpoint_every: int | None = None,
 ) -> LyapunovResult:
     """First ``k`` Lyapunov exponents (nats per step) along the trajectory from ``h0``.
 
-    ``h0 [..., D]``; ``inputs [T, ..., S]`` (whatever ``dynamics.step`` accepts per step, e.g.
-    ``[T, B, S]`` shared by all realizations). Exponents average over steps ``transient+1..T``.
-    ``orthonormalize``: a function ``A -> (Q, diag R)``, or ``"householder"``, ``"cholesky"``
-    or ``"auto"`` (see the module docstring).
-    Returns a :class:`LyapunovResult` with ``exponents [..., k]``.
+    For a model of :mod:`flossrun.models` (an ensemble of ``R`` networks with state size
+    ``D``), the accepted shapes (:func:`ensemble_shapes`) and the returned exponents are:
+
+    - ``h0 [D]`` (a model with ``R = 1``), ``inputs [T, S]`` -> ``exponents [k]``;
+    - ``h0 [R, D]``, ``inputs [T, S]`` (shared) or ``[T, R, S]`` -> ``exponents [R, k]``;
+    - ``h0 [R, B, D]`` (``B`` trajectories per network), ``inputs [T, S]``, ``[T, B, S]``
+      (shared) or ``[T, R, B, S]`` -> ``exponents [R, B, k]``;
+
+    all through the model's fused kernel where it has one (vanilla RNN, LSTMs); any other
+    shape is refused with a ValueError. For any other dynamics: ``h0 [..., D]`` and
+    ``inputs [T, ...]``, whatever ``dynamics.step`` accepts per step, -> ``exponents [..., k]``.
+    ``block_logs`` and ``h`` keep ``h0``'s leading shape the same way.
+
+    Exponents average over steps ``transient+1..T``. ``seed``: one int, or one per
+    realization (see :func:`initial_frame`). ``orthonormalize``: a function
+    ``A -> (Q, diag R)``, or ``"householder"``, ``"cholesky"`` or ``"auto"`` (see the module
+    docstring). ``checkpoint_every`` (fused kernels, with autograd): keep the state and frame
+    every m steps only and recompute each segment in the backward pass, O(√T) trace memory for
+    m ≈ √T at the cost of a second forward pass; ``None`` (default) does so with m = ⌈√T⌉ when
+    the whole trace would pass 128 MiB, ``0`` never. Results equal the plain pass to rounding.
+    Returns a :class:`LyapunovResult`.
     """
+    if isinstance(dynamics, RecurrentEnsemble):
+        lead = h0.shape[:-1]
+        h, x = ensemble_shapes(dynamics, h0, inputs)
+        with checkpointing(checkpoint_every):
+            res = _spectrum(dynamics, h, x, k, transient, qr_every, seed, orthonormalize)
+        n = res.block_logs.shape[0]
+        return LyapunovResult(
+            res.exponents.reshape(*lead, k),
+            res.block_logs.reshape(n, *lead, k),
+            res.block_steps,
+            res.h.reshape(h0.shape),
+        )
+    with checkpointing(checkpoint_every):
+        return _spectrum(dynamics, h0, inputs, k, transient, qr_every, seed, orthonormalize)
+
+
+def _spectrum(
+    dynamics: Dynamics,
+    h0: torch.Tensor,
+    inputs: torch.Tensor,
+    k: int,
+    transient: int,
+    qr_every: int,
+    seed: SeedLike,
+    orthonormalize: Orthonormalize | str,
+) -> LyapunovResult:
+    """:func:`lyapunov_spectrum` once the shapes are settled."""
     D, T = h0.shape[-1], inputs.shape[0]
     if not 1 <= k <= D:
         raise ValueError(f"k must be in [1, {D}] (the state dimension), got {k}")
@@ -186,13 +274,14 @@ def lyapunov_spectrum(
             return autograd_tangent(cell, h, x, Q)
 
     h, logs = h0, []
-    for t in range(1, T + 1):
-        x = inputs[t - 1]
-        Q = tangent(h, x, Q)  # [..., D, k]: one batched product for every trajectory and column
-        h = cell.step(h, x)
-        if t in due:
-            Q, r = orthonormalize(Q)
-            if t > transient:
-                logs.append(torch.log(torch.abs(r)))
+    with blas.pairing_once():  # a lone realization's weights paired once for the pass
+        for t in range(1, T + 1):
+            x = inputs[t - 1]
+            Q = tangent(h, x, Q)  # [..., D, k]: one batched product for every trajectory and column
+            h = cell.step(h, x)
+            if t in due:
+                Q, r = orthonormalize(Q)
+                if t > transient:
+                    logs.append(torch.log(torch.abs(r)))
     block_logs = torch.stack(logs)  # [n_blocks, ..., k]
     return LyapunovResult(pairwise_sum(block_logs) / sum(steps), block_logs, steps, h)

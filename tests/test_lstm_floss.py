@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from flossrun.fast import lstm_floss
+from flossrun.fast.floss import frame_rows
 from flossrun.fast.lstm_floss import lstm_lyapunov
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import build_model
@@ -124,12 +125,13 @@ def test_fused_pass_kernels_compile_with_torchscript_and_equal_python(float64):
     fwd, bwd = lstm_floss.forward_jit.compiled(), lstm_floss.backward_jit.compiled()
     assert isinstance(fwd, torch.jit.ScriptFunction) and isinstance(bwd, torch.jit.ScriptFunction)
     W, u, h0, Q0, qr_at, keep = (a.detach() if torch.is_tensor(a) else a for a in _inputs(B=2))
-    out_py = lstm_floss._forward(W, u, h0, Q0, qr_at, keep, True)
-    out_ts = fwd(W, u, h0, Q0, qr_at, keep, True)
-    torch.testing.assert_close(out_ts[:2], out_py[:2], rtol=1e-13, atol=1e-15)
+    Qt0 = frame_rows(Q0)
+    out_py = lstm_floss._forward(W, u, h0, Qt0, qr_at, keep, True)
+    out_ts = fwd(W, u, h0, Qt0, qr_at, keep, True)
+    torch.testing.assert_close(out_ts[:3], out_py[:3], rtol=1e-13, atol=1e-15)
     g_logs, g_h = torch.randn_like(out_py[0]), torch.randn_like(out_py[1])
-    grads_py = lstm_floss._backward(W, out_py[2], keep, g_logs, g_h)
-    grads_ts = bwd(W, out_ts[2], keep, g_logs, g_h)
+    grads_py = lstm_floss._backward(W, out_py[3], keep, g_logs, g_h, None, torch.zeros_like(W))
+    grads_ts = bwd(W, out_ts[3], keep, g_logs, g_h, None, torch.zeros_like(W))
     torch.testing.assert_close(grads_ts, grads_py, rtol=1e-13, atol=1e-15)
 
 

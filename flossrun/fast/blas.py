@@ -19,7 +19,12 @@ kernel's step loops call them). ``tests/test_determinism.py`` checks the guarant
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+from torch.autograd.function import once_differentiable
 
 ALIGN = 64  # bytes: MKL's result for a matrix depends on its address modulo this
 # (written out as 64 below: TorchScript cannot read module globals)
@@ -90,12 +95,101 @@ def zero_paired(g: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.cat([g, torch.zeros_like(g)], dim)
 
 
+class _PairScope(threading.local):
+    """Per thread: whether a :func:`pairing_once` block is open, and its recent pairs."""
+
+    size = 8  # pairs kept (least recently used dropped): a pass reuses two or three weights
+
+    def __init__(self) -> None:
+        self.active = False
+        self.entries: list[tuple[torch.Tensor, tuple, torch.Tensor]] = []
+
+
+_scope = _PairScope()
+
+
+@contextmanager
+def pairing_once() -> Iterator[None]:
+    """Within the block, a lone matrix entering several products is paired (:func:`_pair`) once
+    and the pair reused, as long as the same tensor (same object, address, view geometry and
+    version counter) comes again: a lone realization's weight matrix enters every step of a
+    Lyapunov pass, and pairing it per product copied ``2·N²`` numbers each time (and, through
+    glibc's heap, left resident memory that grew with every step). The block must not see a
+    tensor written through ``.data`` (invisible to the version counter); a pass of
+    :func:`flossrun.lyapunov.lyapunov_spectrum` opens one."""
+    if _scope.active:
+        yield
+        return
+    _scope.active, _scope.entries = True, []
+    try:
+        yield
+    finally:
+        _scope.active, _scope.entries = False, []
+
+
+def _pair_reused(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``(_pair(x), reused)``: from the open :func:`pairing_once` block's pairs when ``x`` was
+    paired there before (``reused``), else a new pair (recorded in the block)."""
+    with torch.no_grad():
+        if not _scope.active:
+            return _pair(x), False
+        key = (x.data_ptr(), tuple(x.shape), tuple(x.stride()), x._version)
+        for i, (t, k, pair) in enumerate(_scope.entries):
+            # the same tensor, or a view of the same base with the same geometry (the entries
+            # keep their tensors alive, so an address is never reused by another tensor)
+            same = t is x or (t._base is not None and t._base is x._base)
+            if same and k == key:
+                _scope.entries.insert(0, _scope.entries.pop(i))
+                return pair, True
+        pair = _pair(x)
+        _scope.entries = [(x, key, pair), *_scope.entries[: _scope.size - 1]]
+        return pair, False
+
+
+class _LonePairBmm(torch.autograd.Function):
+    """``a @ b`` of one matrix on the batched route, computed paired (:func:`_pair`). Autograd
+    would keep both pairs per product; this keeps the unpaired operands, or a pair reused from
+    a :func:`pairing_once` block (one object for every step), and computes the backward
+    products paired as autograd would (gradient ``[g, 0]`` against the pairs: the batched
+    GEMM's matrix 0 does not depend on matrix 1, so ``[g, g]`` gives the same numbers)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        (pa, ra), (pb, rb) = _pair_reused(a), _pair_reused(b)
+        ctx.save_for_backward(a, b)
+        ctx.pairs = (pa if ra else None, pb if rb else None)
+        return torch.bmm(pa, pb)[:1]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        a, b = ctx.saved_tensors
+        pa, pb = ctx.pairs
+        g2 = torch.cat([g, g]).contiguous()
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            pb = _pair(b) if pb is None else pb
+            ga = torch.bmm(g2, pb.transpose(1, 2))[:1]
+        if ctx.needs_input_grad[1]:
+            pa = _pair(a) if pa is None else pa
+            gb = torch.bmm(pa.transpose(1, 2), g2)[:1]
+        return ga, gb
+
+
+def _lone_pair_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return _LonePairBmm.apply(a, b)
+    return torch.bmm(_pair_reused(a)[0], _pair_reused(b)[0])[:1]
+
+
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for ``a [n, M, K]``, ``b [n, K, N]`` -> ``[n, M, N]`` (contiguous)."""
     if a.device.type != "cpu":
         return torch.bmm(a, b)
     if batched_route(a, b):
         if a.shape[0] == 1:
+            if not torch.jit.is_scripting():  # (the scripted kernels run without autograd)
+                return _lone_pair_bmm(a, b)
             return torch.bmm(_pair(a), _pair(b))[:1]
         return torch.bmm(a, b)
     out = aligned_empty(a.shape[0], a.shape[1], b.shape[2], a)

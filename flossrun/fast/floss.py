@@ -21,7 +21,10 @@ run side by side (:mod:`flossrun.fast.parallel`). Without autograd no trace is k
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -42,21 +45,24 @@ def _forward(
     W: torch.Tensor,
     u: torch.Tensor,
     h0: torch.Tensor,
-    Q0: torch.Tensor,
+    Qt0: torch.Tensor,
     qr_at: list[bool],
     keep: list[bool],
     trace: bool,
-) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
-    """The Benettin pass of one slice of the ensemble: ``(block_logs, h_T, trace)``.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
+    """The Benettin pass of one slice of the ensemble over the steps of ``u`` (a whole pass or
+    one checkpointed segment) from ``h0 [R, B, N]`` and the frame ``Qt0 = Q_0ᵀ [R, B·k, N]``:
+    ``(block_logs [n_kept, R, B, k], h_T, Q_Tᵀ, trace)``.
 
     ``trace`` (when asked for): per step ``[Q_{t-1}ᵀ, φ'(h_{t-1}), φ(h_{t-1})]``, plus
     ``[Q_tᵀ, R_t]`` at QR steps: all that :func:`_backward` needs. (``P_t`` is recomputed there:
     not keeping it saves a third of the trace's memory, at no measurable cost in time.)
     """
-    R, B, N, k = Q0.shape[0], Q0.shape[1], Q0.shape[2], Q0.shape[3]
+    R, B, N = h0.shape[0], h0.shape[1], h0.shape[2]
+    k = Qt0.shape[1] // B
     WT = W.transpose(1, 2).contiguous()
     h = h0
-    Qt = Q0.transpose(-1, -2).reshape(R, B * k, N)  # Q_0ᵀ, trajectories stacked [R, B·k, N]
+    Qt = Qt0  # Q_0ᵀ, trajectories stacked [R, B·k, N]
     steps: list[list[torch.Tensor]] = []
     logs: list[torch.Tensor] = []
     direct = False  # plain batched products every step (decided once, at t = 0: blas.direct)
@@ -81,7 +87,16 @@ def _forward(
             Qt = At
         if trace:
             steps.append(record)
-    return torch.stack(logs), h, steps
+    return stack_logs(logs, R, B, k, h), h, Qt, steps
+
+
+def stack_logs(
+    logs: list[torch.Tensor], R: int, B: int, k: int, like: torch.Tensor
+) -> torch.Tensor:
+    """The kept QRs' logs ``[n_kept, R, B, k]`` (``n_kept`` may be 0 in a checkpointed segment)."""
+    if len(logs) == 0:
+        return torch.empty([0, R, B, k], dtype=like.dtype, device=like.device)
+    return torch.stack(logs)
 
 
 def _backward(
@@ -90,14 +105,19 @@ def _backward(
     keep: list[bool],
     g_logs: torch.Tensor,
     g_h: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The adjoint of :func:`_forward` for one slice: ``(W̄, ū [T, R, B, N], h̄_0)``."""
+    g_Qt: torch.Tensor | None,
+    gW: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The adjoint of :func:`_forward` for one slice, from the adjoints of its outputs
+    (``g_logs``, ``g_h``, and ``g_Qt`` of the final frame, None for a whole pass; overwritten):
+    ``(W̄, ū [T, R, B, N], h̄_0, Q̄_0ᵀ)``. ``W̄`` is accumulated into ``gW`` (zeros for a whole
+    pass; a checkpointed pass hands one buffer from segment to segment, so that it adds the
+    same products in the same order)."""
     T = len(steps)
     R, B, N = g_h.shape[0], g_h.shape[1], g_h.shape[2]
     k = g_logs.shape[-1]
-    gW = torch.zeros_like(W)
     gu = torch.empty([T] + list(g_h.shape), dtype=g_h.dtype, device=g_h.device)  # noqa: RUF005
-    gQt: torch.Tensor | None = None  # Q̄ᵀ [R, B·k, N]
+    gQt = g_Qt  # Q̄ᵀ [R, B·k, N]
     gh = g_h
     j = g_logs.shape[0]
     # plain batched products (blas.direct), decided once per kind of product: every step's
@@ -139,7 +159,7 @@ def _backward(
         else:
             blas.baddbmm_(gW, gh.transpose(1, 2), p)
         gh = back
-    return gW, gu, gh
+    return gW, gu, gh, gQt
 
 
 def _cat(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
@@ -150,53 +170,145 @@ def _cat(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
 forward_jit = script(_forward)
 backward_jit = script(_backward)
 
+# Checkpointing (docs/performance.md): above this many bytes of trace a pass with autograd keeps
+# only the state and frame at every m-th step (m = ⌈√T⌉) and recomputes each segment's trace in
+# the backward pass, one segment at a time.
+AUTO_CHECKPOINT_BYTES = 128 * 2**20
+_checkpoint_every: ContextVar[int | None] = ContextVar("checkpoint_every", default=None)
+
+
+@contextmanager
+def checkpointing(every: int | None) -> Iterator[None]:
+    """Within the block, fused Benettin passes with autograd keep states and frames every
+    ``every`` steps and recompute the segments in the backward pass (``0``: never, keep the
+    whole trace; ``None``: automatic, when the trace would exceed ``AUTO_CHECKPOINT_BYTES``).
+    :func:`flossrun.lyapunov.lyapunov_spectrum` sets it from its ``checkpoint_every``."""
+    if every is not None and every < 0:
+        raise ValueError(
+            f"checkpoint_every must be None (automatic), 0 (never) or >= 1, got {every}"
+        )
+    token = _checkpoint_every.set(every)
+    try:
+        yield
+    finally:
+        _checkpoint_every.reset(token)
+
+
+def segment_length(T: int, trace_bytes: int) -> int:
+    """Steps per checkpointed segment for a pass of ``T`` steps whose whole trace would take
+    ``trace_bytes``: the :func:`checkpointing` setting, or automatic (0 = no checkpointing)."""
+    every = _checkpoint_every.get()
+    if every is None:
+        every = math.isqrt(T - 1) + 1 if trace_bytes > AUTO_CHECKPOINT_BYTES and T > 4 else 0
+    return 0 if every >= T else every
+
 
 def _lone(s: slice, device: torch.device) -> bool:
     """A slice of one realization on CPU runs paired with a copy of itself (fast.blas.paired)."""
     return s.stop - s.start == 1 and device.type == "cpu"
 
 
-def _sliced_forward(fwd, slices, W, u, h0, Q0, qr_at, keep, trace):
-    """A Benettin kernel ``fwd`` over the ensemble's ``slices``: ``(block_logs, h_T, traces)``."""
-    calls = []
-    for s in slices:
-        call = (W[s], u[:, s], h0[s], Q0[s])
-        if _lone(s, W.device):
-            call = tuple(blas.paired(x, 1 if i == 1 else 0) for i, x in enumerate(call))
-        calls.append((*call, qr_at, keep, trace))
-    logs, h, traces = zip(*map_slices(fwd, calls), strict=True)
-    logs = [x[:, :1] if _lone(s, W.device) else x for x, s in zip(logs, slices, strict=True)]
-    h = [x[:1] if _lone(s, W.device) else x for x, s in zip(h, slices, strict=True)]
-    return _cat(logs, 1), _cat(h, 0), traces
+class _Slices:
+    """The ensemble cut into slices in the kernels' shapes: ``W``, ``u`` per slice, a lone
+    realization paired with a copy of itself (``fast.blas.paired``), and the means to unpair."""
+
+    def __init__(self, slices: Sequence[slice], W: torch.Tensor, u: torch.Tensor) -> None:
+        self.slices = list(slices)
+        self.lone = [_lone(s, W.device) for s in self.slices]
+        self.W = [self.pair(W[s], i) for i, s in enumerate(self.slices)]
+        self.u = [self.pair(u[:, s], i, 1) for i, s in enumerate(self.slices)]
+
+    def pair(self, x: torch.Tensor, i: int, dim: int = 0) -> torch.Tensor:
+        return blas.paired(x, dim) if self.lone[i] else x
+
+    def zero_pair(self, g: torch.Tensor, i: int, dim: int = 0) -> torch.Tensor:
+        return blas.zero_paired(g, dim) if self.lone[i] else g
+
+    def unpair(self, x: torch.Tensor, i: int, dim: int = 0) -> torch.Tensor:
+        return x.narrow(dim, 0, 1) if self.lone[i] else x
+
+    def split(self, x: torch.Tensor, dim: int = 0) -> list[torch.Tensor]:
+        """``x`` cut along its realization axis ``dim``, each slice paired where lone."""
+        return [self.pair(x.narrow(dim, s.start, s.stop - s.start), i, dim)
+                for i, s in enumerate(self.slices)]  # fmt: skip
+
+    def join(self, parts: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
+        return _cat([self.unpair(x, i, dim) for i, x in enumerate(parts)], dim)
+
+
+def frame_rows(Q0: torch.Tensor) -> torch.Tensor:
+    """``Q0 [R, B, D, k]`` as the kernels keep it, ``Q_0ᵀ [R, B·k, D]`` (contiguous)."""
+    R, B, D, k = Q0.shape
+    return Q0.transpose(-1, -2).reshape(R, B * k, D).contiguous()
+
+
+def _trace_bytes(slices: Sequence[slice], h0: torch.Tensor, Q0: torch.Tensor, T: int) -> int:
+    """An estimate of a whole pass's trace: per step and trajectory the frame and its QR
+    (``2·k·D + k²``) and a dozen state-sized vectors, for every (paired) realization."""
+    R = sum(2 if _lone(s, h0.device) else s.stop - s.start for s in slices)
+    B, D, k = Q0.shape[1], Q0.shape[2], Q0.shape[3]
+    return T * R * B * (2 * k * D + k * k + 12 * D) * h0.element_size()
+
+
+def _run_slices(fwd, sl: _Slices, a: int, b: int, hs, Qts, qr_at, keep, trace):
+    """Steps ``a..b-1`` of every slice side by side: ``[(logs, h, Qt, steps)]`` per slice."""
+    calls = [(sl.W[i], sl.u[i][a:b], hs[i], Qts[i], qr_at[a:b], keep[a:b], trace)
+             for i in range(len(sl.slices))]  # fmt: skip
+    return map_slices(fwd, calls)
 
 
 class _SlicedBenettin(torch.autograd.Function):
-    """A forward kernel and its hand-written adjoint (``fwd``, ``bwd``), run slice by slice."""
+    """A forward kernel and its hand-written adjoint (``fwd``, ``bwd``), run slice by slice,
+    over the whole pass or in checkpointed segments of ``every`` steps (``every > 0``)."""
 
     @staticmethod
-    def forward(ctx, fwd, bwd, slices, W, u, h0, Q0, qr_at, keep):
-        logs, h, traces = _sliced_forward(fwd, slices, W, u, h0, Q0, qr_at, keep, True)
-        ctx.save_for_backward(W)
-        ctx.trace = (bwd, slices, traces, keep)
-        return logs, h
+    def forward(ctx, fwd, bwd, slices, every, W, u, h0, Q0, qr_at, keep):
+        sl = _Slices(slices, W, u)
+        T = u.shape[0]
+        bounds = [(a, min(a + every, T)) for a in range(0, T, every)] if every else [(0, T)]
+        hs, Qts = sl.split(h0), sl.split(frame_rows(Q0))
+        starts, logs = [], []
+        for a, b in bounds:
+            starts.append((hs, Qts))
+            out = _run_slices(fwd, sl, a, b, hs, Qts, qr_at, keep, not every)
+            logs.append([o[0] for o in out])
+            hs, Qts = [o[1] for o in out], [o[2] for o in out]
+        traces = None if every else [o[3] for o in out]
+        ctx.state = (fwd, bwd, sl, bounds, starts, traces, qr_at, keep)
+        per_slice = [torch.cat([seg[i] for seg in logs]) for i in range(len(sl.slices))]
+        return sl.join(per_slice, 1), sl.join(hs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_logs, g_h):
-        (W,) = ctx.saved_tensors
-        bwd, slices, traces, keep = ctx.trace
-        calls = []
-        for s, steps in zip(slices, traces, strict=True):
-            if _lone(s, W.device):
-                gl, gh_ = blas.zero_paired(g_logs[:, s], 1), blas.zero_paired(g_h[s])
-                calls.append((blas.paired(W[s]), steps, keep, gl, gh_))
+        fwd, bwd, sl, bounds, starts, traces, qr_at, keep = ctx.state
+        n = len(sl.slices)
+        # (only copy 0 of a pair carries the loss)
+        gls = [sl.zero_pair(g_logs[:, s], i, 1) for i, s in enumerate(sl.slices)]
+        ghs = [sl.zero_pair(g_h[s], i) for i, s in enumerate(sl.slices)]
+        gWs = [torch.zeros_like(w) for w in sl.W]
+        gQs: list[torch.Tensor | None] = [None] * n
+        gus: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        kept_after = sum(keep)
+        for seg in range(len(bounds) - 1, -1, -1):
+            a, b = bounds[seg]
+            if traces is None:  # recompute this segment's trace from its checkpoint
+                hs, Qts = starts[seg]
+                out = _run_slices(fwd, sl, a, b, hs, Qts, qr_at, keep, True)
+                steps = [o[3] for o in out]
             else:
-                calls.append((W[s], steps, keep, g_logs[:, s], g_h[s]))
-        gW, gu, gh = (list(x) for x in zip(*map_slices(bwd, calls), strict=True))
-        for i, s in enumerate(slices):
-            if _lone(s, W.device):
-                gW[i], gu[i], gh[i] = gW[i][:1], gu[i][:, :1], gh[i][:1]
-        return None, None, None, _cat(gW, 0), _cat(gu, 1), _cat(gh, 0), None, None, None
+                steps = traces
+            n_kept = sum(keep[a:b])
+            j0 = kept_after - n_kept
+            calls = [(sl.W[i], steps[i], keep[a:b], gls[i][j0:kept_after], ghs[i], gQs[i], gWs[i])
+                     for i in range(n)]  # fmt: skip
+            kept_after = j0
+            for i, (gW, gu, gh, gQ) in enumerate(map_slices(bwd, calls)):
+                gWs[i], ghs[i], gQs[i] = gW, gh, gQ
+                gus[i].append(gu)
+        gu = [torch.cat(parts[::-1]) if len(parts) > 1 else parts[0] for parts in gus]
+        grads = sl.join(gWs), sl.join(gu, 1), sl.join(ghs)
+        return None, None, None, None, *grads, None, None, None
 
 
 def sliced_benettin(
@@ -204,16 +316,20 @@ def sliced_benettin(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Check the flags, then run a fused Benettin pass (``fwd``/``bwd`` step loops of the same
     signature as :func:`_forward`/:func:`_backward`) over ``slices`` of the ensemble:
-    differentiable when autograd needs it, otherwise without a trace."""
-    if len(qr_at) != u.shape[0] or len(keep) != u.shape[0]:
-        raise ValueError(f"qr_at and keep need one flag per step ({u.shape[0]})")
+    differentiable when autograd needs it (checkpointed as :func:`checkpointing` says),
+    otherwise without a trace."""
+    T = u.shape[0]
+    if len(qr_at) != T or len(keep) != T:
+        raise ValueError(f"qr_at and keep need one flag per step ({T})")
     if not any(keep):
         raise ValueError("keep must mark at least one QR step")
     qr_at, keep = [bool(f) for f in qr_at], [bool(f) for f in keep]
     if torch.is_grad_enabled() and any(t.requires_grad for t in (W, u, h0)):
-        return _SlicedBenettin.apply(fwd, bwd, slices, W, u, h0, Q0, qr_at, keep)
-    logs, h, _ = _sliced_forward(fwd, slices, W, u, h0, Q0, qr_at, keep, False)  # no trace
-    return logs, h
+        every = segment_length(T, _trace_bytes(slices, h0, Q0, T))
+        return _SlicedBenettin.apply(fwd, bwd, slices, every, W, u, h0, Q0, qr_at, keep)
+    sl = _Slices(slices, W, u)  # no trace
+    out = _run_slices(fwd, sl, 0, T, sl.split(h0), sl.split(frame_rows(Q0)), qr_at, keep, False)
+    return sl.join([o[0] for o in out], 1), sl.join([o[1] for o in out])
 
 
 def vanilla_lyapunov(

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 import torch
 
 from flossrun.fast import blas
-from flossrun.fast.floss import sliced_benettin
+from flossrun.fast.floss import sliced_benettin, stack_logs
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh, sigmoid
 from flossrun.fast.parallel import ensemble_slices
@@ -70,22 +70,25 @@ def _forward(
     W: torch.Tensor,
     u: torch.Tensor,
     h0: torch.Tensor,
-    Q0: torch.Tensor,
+    Qt0: torch.Tensor,
     qr_at: list[bool],
     keep: list[bool],
     trace: bool,
-) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
-    """The Benettin pass of one slice of the ensemble: ``(block_logs, [h_T, c_T], trace)``.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
+    """The Benettin pass of one slice of the ensemble over the steps of ``u`` (a whole pass or
+    one checkpointed segment) from ``h0 = [h, c] [R, B, 2N]`` and ``Qt0 = Q_0ᵀ [R, B·k, 2N]``:
+    ``(block_logs [n_kept, R, B, k], [h_T, c_T], Q_Tᵀ, trace)``.
 
     ``trace`` (when asked for), per step: ``[Qt_{t-1}, K, h, act, act', m, κ, γ, tanh(c'),
     tanh'(c'), β]`` (``K`` the step's tangent weights), plus ``[Q_tᵀ, R_t]`` at QR steps.
     """
-    R, B, D, k = Q0.shape[0], Q0.shape[1], Q0.shape[2], Q0.shape[3]
+    R, B, D = h0.shape[0], h0.shape[1], h0.shape[2]
+    k = Qt0.shape[1] // B
     N = D // 2
     WT = W.transpose(1, 2).contiguous()  # [R, N, 4N]
     Wb = W.view(R, 1, 4 * N, N)  # broadcast over the trajectories
     h, c = h0[..., :N].contiguous(), h0[..., N:].contiguous()
-    Qt = Q0.transpose(-1, -2).reshape(R, B * k, D).contiguous()  # rows [q_h, q_c]
+    Qt = Qt0  # rows [q_h, q_c]
     steps: list[list[torch.Tensor]] = []
     logs: list[torch.Tensor] = []
     for t in range(u.shape[0]):
@@ -134,7 +137,7 @@ def _forward(
         if trace:
             steps.append(record)
         h, c = h_new, c_new
-    return torch.stack(logs), torch.cat([h, c], -1), steps
+    return stack_logs(logs, R, B, k, h), torch.cat([h, c], -1), Qt, steps
 
 
 def _backward(
@@ -143,16 +146,20 @@ def _backward(
     keep: list[bool],
     g_logs: torch.Tensor,
     g_h: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The adjoint of :func:`_forward` for one slice: ``(W̄, ū [T, R, B, 4N], h̄_0 [R, B, 2N])``."""
+    g_Qt: torch.Tensor | None,
+    gW: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The adjoint of :func:`_forward` for one slice, from the adjoints of its outputs (``g_Qt``
+    of the final frame: None for a whole pass; overwritten), accumulating ``W̄`` into ``gW``
+    (see :func:`flossrun.fast.floss._backward`): ``(W̄, ū [T, R, B, 4N], h̄_0 [R, B, 2N],
+    Q̄_0ᵀ)``."""
     T = len(steps)
     R, B, D = g_h.shape[0], g_h.shape[1], g_h.shape[2]
     N = D // 2
     k = g_logs.shape[-1]
     W5 = W.view(R, 1, 4, N, N)
-    gW = torch.zeros_like(W)
     gu = torch.empty([T, R, B, 4 * N], dtype=g_h.dtype, device=g_h.device)
-    gQt: torch.Tensor | None = None  # Q̄ᵀ [R, B·k, 2N]
+    gQt = g_Qt  # Q̄ᵀ [R, B·k, 2N]
     gh, gc = g_h[..., :N], g_h[..., N:]
     zeros = torch.zeros([R, B, N], dtype=g_h.dtype, device=g_h.device)
     j = g_logs.shape[0]
@@ -213,7 +220,7 @@ def _backward(
     # the state's share of W̄ for all steps in one product: W̄ += Σ_t ā_t h_{t-1}ᵀ
     H = torch.stack([rec[2] for rec in steps], 1).view(R, T * B, N)
     blas.baddbmm_(gW, gu.transpose(0, 1).reshape(R, T * B, 4 * N).transpose(1, 2), H)
-    return gW, gu, torch.cat([gh, gc], -1)
+    return gW, gu, torch.cat([gh, gc], -1), gQt
 
 
 forward_jit = script(_forward)
