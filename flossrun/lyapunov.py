@@ -273,15 +273,21 @@ def _spectrum(
         def tangent(h, x, Q):
             return autograd_tangent(cell, h, x, Q)
 
-    h, logs = h0, []
+    h, logs, n_logged = h0, [], 0
+    # without autograd the logs go straight into one buffer (no small tensor kept per step)
+    buffer = None if torch.is_grad_enabled() else Q.new_empty([len(kept), *Q.shape[:-2], k])
     with blas.pairing_once():  # a lone realization's weights paired once for the pass
         for t in range(1, T + 1):
             x = inputs[t - 1]
-            Q = tangent(h, x, Q)  # [..., D, k]: one batched product for every trajectory and column
+            Q = tangent(h, x, Q)  # [..., D, k]: one batched product for all trajectories, columns
             h = cell.step(h, x)
             if t in due:
                 Q, r = orthonormalize(Q)
                 if t > transient:
-                    logs.append(torch.log(torch.abs(r)))
-    block_logs = torch.stack(logs)  # [n_blocks, ..., k]
+                    if buffer is None:
+                        logs.append(torch.log(torch.abs(r)))
+                    else:
+                        torch.log(torch.abs(r), out=buffer[n_logged])
+                    n_logged += 1
+    block_logs = torch.stack(logs) if buffer is None else buffer  # [n_blocks, ..., k]
     return LyapunovResult(pairwise_sum(block_logs) / sum(steps), block_logs, steps, h)

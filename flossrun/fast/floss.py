@@ -174,6 +174,7 @@ backward_jit = script(_backward)
 # only the state and frame at every m-th step (m = ⌈√T⌉) and recomputes each segment's trace in
 # the backward pass, one segment at a time.
 AUTO_CHECKPOINT_BYTES = 128 * 2**20
+NO_GRAD_SEGMENT = 256  # steps per call of a pass without autograd (no trace: any length works)
 _checkpoint_every: ContextVar[int | None] = ContextVar("checkpoint_every", default=None)
 
 
@@ -212,11 +213,13 @@ class _Slices:
     """The ensemble cut into slices in the kernels' shapes: ``W``, ``u`` per slice, a lone
     realization paired with a copy of itself (``fast.blas.paired``), and the means to unpair."""
 
-    def __init__(self, slices: Sequence[slice], W: torch.Tensor, u: torch.Tensor) -> None:
+    def __init__(
+        self, slices: Sequence[slice], W: torch.Tensor, u: torch.Tensor, pair_u: bool = True
+    ) -> None:
         self.slices = list(slices)
         self.lone = [_lone(s, W.device) for s in self.slices]
         self.W = [self.pair(W[s], i) for i, s in enumerate(self.slices)]
-        self.u = [self.pair(u[:, s], i, 1) for i, s in enumerate(self.slices)]
+        self.u = [self.pair(u[:, s], i, 1) for i, s in enumerate(self.slices)] if pair_u else []
 
     def pair(self, x: torch.Tensor, i: int, dim: int = 0) -> torch.Tensor:
         return blas.paired(x, dim) if self.lone[i] else x
@@ -327,9 +330,16 @@ def sliced_benettin(
     if torch.is_grad_enabled() and any(t.requires_grad for t in (W, u, h0)):
         every = segment_length(T, _trace_bytes(slices, h0, Q0, T))
         return _SlicedBenettin.apply(fwd, bwd, slices, every, W, u, h0, Q0, qr_at, keep)
-    sl = _Slices(slices, W, u)  # no trace
-    out = _run_slices(fwd, sl, 0, T, sl.split(h0), sl.split(frame_rows(Q0)), qr_at, keep, False)
-    return sl.join([o[0] for o in out], 1), sl.join([o[1] for o in out])
+    # no trace: in segments, so that a lone realization's paired drive is a segment's only
+    sl = _Slices(slices, W, u, pair_u=False)
+    hs, Qts, logs = sl.split(h0), sl.split(frame_rows(Q0)), []
+    for a in range(0, T, NO_GRAD_SEGMENT):
+        b = min(a + NO_GRAD_SEGMENT, T)
+        sl.u = [sl.pair(u[a:b, s], i, 1) for i, s in enumerate(sl.slices)]
+        out = _run_slices(fwd, sl, 0, b - a, hs, Qts, qr_at[a:b], keep[a:b], False)
+        hs, Qts = [o[1] for o in out], [o[2] for o in out]
+        logs.append(sl.join([o[0] for o in out], 1))
+    return torch.cat(logs) if len(logs) > 1 else logs[0], sl.join(hs)
 
 
 def vanilla_lyapunov(
