@@ -36,8 +36,8 @@ CODE = textwrap.dedent(
 def test_no_grad_memory_does_not_grow_with_the_number_of_steps(name, drive):
     """N = 32: from 300 to 3000 steps the peak grows by less than the input drive ``V x_t + b``
     (``drive``·N numbers a step, computed up front by the fused kernels; the generic path has
-    none) plus 6 MB (glibc heap slack). A trace would add 14 MB (vanilla, k = 4) to 90 MB (LSTM), a copy of the
-    GRU's weights per step 130 MB."""
+    none) plus 6 MB (glibc heap slack). A trace would add 14 MB (vanilla, k = 4) to 90 MB
+    (LSTM), a copy of the GRU's weights per step 130 MB."""
     proc = subprocess.run(
         [sys.executable, "-c", CODE, name, "32"], capture_output=True, text=True, timeout=300
     )
