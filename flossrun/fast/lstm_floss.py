@@ -66,6 +66,21 @@ def _sum_batch(x: torch.Tensor) -> torch.Tensor:
     return x[:, 0]
 
 
+def _tangent_weights(Wb: torch.Tensor, beta4: torch.Tensor) -> torch.Tensor:
+    """``K = [β_o ⊙ W_o; β_f ⊙ W_f + β_i ⊙ W_i + β_g ⊙ W_g]`` (rows scaled) ``[R, B, 2N, N]``
+    from ``Wb = W [R, 1, 4N, N]`` and ``β [R, B, 4N]`` (recomputed in the backward pass rather
+    than kept: an N × N matrix per step and trajectory)."""
+    R, B, N = beta4.shape[0], beta4.shape[1], Wb.shape[3]
+    K = torch.empty([R, B, 2 * N, N], dtype=Wb.dtype, device=Wb.device)
+    bc = beta4.unsqueeze(-1)  # [R, B, 4N, 1]
+    torch.mul(Wb[:, :, 3 * N :], bc[:, :, 3 * N :], out=K[:, :, :N])
+    Kc = K[:, :, N:]
+    torch.mul(Wb[:, :, N : 2 * N], bc[:, :, N : 2 * N], out=Kc)
+    Kc.addcmul_(Wb[:, :, :N], bc[:, :, :N])
+    Kc.addcmul_(Wb[:, :, 2 * N : 3 * N], bc[:, :, 2 * N : 3 * N])
+    return K
+
+
 def _forward(
     W: torch.Tensor,
     u: torch.Tensor,
@@ -79,8 +94,9 @@ def _forward(
     one checkpointed segment) from ``h0 = [h, c] [R, B, 2N]`` and ``Qt0 = Q_0ᵀ [R, B·k, 2N]``:
     ``(block_logs [n_kept, R, B, k], [h_T, c_T], Q_Tᵀ, trace)``.
 
-    ``trace`` (when asked for), per step: ``[Qt_{t-1}, K, h, act, act', m, κ, γ, tanh(c'),
-    tanh'(c'), β]`` (``K`` the step's tangent weights), plus ``[Q_tᵀ, R_t]`` at QR steps.
+    ``trace`` (when asked for), per step: ``[Qt_{t-1}, h, act, act', m, κ, γ, tanh(c'),
+    tanh'(c'), β]`` (the step's tangent weights ``K`` are recomputed from ``β``), plus
+    ``[Q_tᵀ, R_t]`` at QR steps.
     """
     R, B, D = h0.shape[0], h0.shape[1], h0.shape[2]
     k = Qt0.shape[1] // B
@@ -106,14 +122,7 @@ def _forward(
         m = torch.cat([t_g, c, s_i, tc], -1)
         beta4 = m * dact  # [R, B, 4N]
         gamma = s_o * dtc
-        # K = [β_o ⊙ W_o; β_f ⊙ W_f + β_i ⊙ W_i + β_g ⊙ W_g] (rows scaled), [R, B, 2N, N]
-        K = torch.empty([R, B, D, N], dtype=W.dtype, device=W.device)
-        bc = beta4.unsqueeze(-1)  # [R, B, 4N, 1]
-        torch.mul(Wb[:, :, 3 * N :], bc[:, :, 3 * N :], out=K[:, :, :N])
-        Kc = K[:, :, N:]
-        torch.mul(Wb[:, :, N : 2 * N], bc[:, :, N : 2 * N], out=Kc)
-        Kc.addcmul_(Wb[:, :, :N], bc[:, :, :N])
-        Kc.addcmul_(Wb[:, :, 2 * N : 3 * N], bc[:, :, 2 * N : 3 * N])
+        K = _tangent_weights(Wb, beta4)
         Qh = Qt.view(R * B, k, D)[:, :, :N]
         P = blas.bmm(Qh, K.view(R * B, D, N).transpose(1, 2)).view(R, B, k, D)
         At = torch.empty([R, B, k, D], dtype=Qt.dtype, device=Qt.device)  # [δh' | δc'], rows
@@ -124,7 +133,7 @@ def _forward(
         if trace:
             kappa = torch.cat([1.0 - 2.0 * act[..., :N], 1.0 - 2.0 * s_f, -2.0 * t_g], -1)
             kappa = torch.cat([kappa, 1.0 - 2.0 * s_o], -1)
-            record = [Qt, K, h, act, dact, m, kappa, gamma, tc, dtc, beta4]
+            record = [Qt, h, act, dact, m, kappa, gamma, tc, dtc, beta4]
         else:
             record = []
         if qr_at[t]:
@@ -158,6 +167,7 @@ def _backward(
     N = D // 2
     k = g_logs.shape[-1]
     W5 = W.view(R, 1, 4, N, N)
+    Wb = W.view(R, 1, 4 * N, N)
     gu = torch.empty([T, R, B, 4 * N], dtype=g_h.dtype, device=g_h.device)
     gQt = g_Qt  # Q̄ᵀ [R, B·k, 2N]
     gh, gc = g_h[..., :N], g_h[..., N:]
@@ -165,12 +175,12 @@ def _backward(
     j = g_logs.shape[0]
     for t in range(T - 1, -1, -1):
         rec = steps[t]
-        Qt_prev, K = rec[0], rec[1]
-        act, dact, m, kappa = rec[3], rec[4], rec[5], rec[6]
-        gamma, tc, dtc, beta = rec[7], rec[8], rec[9], rec[10]
+        Qt_prev = rec[0]
+        act, dact, m, kappa = rec[2], rec[3], rec[4], rec[5]
+        gamma, tc, dtc, beta = rec[6], rec[7], rec[8], rec[9]
         gAt = gQt
-        if len(rec) == 13:  # a QR step
-            Qt, Rt = rec[11], rec[12]
+        if len(rec) == 12:  # a QR step
+            Qt, Rt = rec[10], rec[11]
             g_logr: torch.Tensor | None = None
             if keep[t]:
                 j -= 1
@@ -184,6 +194,7 @@ def _backward(
             Qc = Qt_prev.view(R, B, k, D)[..., N:]
             galpha = torch.linalg.vecdot(Ec, Qc, dim=-2)
             ggamma = torch.linalg.vecdot(gAh, Qc, dim=-2) * s_f  # + Σ_k Ā_h ⊙ (Q_h K_cᵀ) below
+            K = _tangent_weights(Wb, beta)
             Zr = Z.view(R * B, k, D)
             Qh = Qt_prev.view(R * B, k, D)[:, :, :N]
             M = blas.bmm(Zr.transpose(1, 2), Qh).view(R, B, 2, 1, N, N)  # [Ā_h | Ē_c]ᵀ Q_h
@@ -218,7 +229,7 @@ def _backward(
         gh = blas.bmm(ga, W)  # (Wᵀ ā)ᵀ [R, B, N]
         gc = gc_tot * s_f + gb_f * ds_f
     # the state's share of W̄ for all steps in one product: W̄ += Σ_t ā_t h_{t-1}ᵀ
-    H = torch.stack([rec[2] for rec in steps], 1).view(R, T * B, N)
+    H = torch.stack([rec[1] for rec in steps], 1).view(R, T * B, N)
     blas.baddbmm_(gW, gu.transpose(0, 1).reshape(R, T * B, 4 * N).transpose(1, 2), H)
     return gW, gu, torch.cat([gh, gc], -1), gQt
 
