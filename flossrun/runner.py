@@ -304,6 +304,8 @@ class Run:
                 for k in ks:
                     cond = condition_number(log_sv[li, r], k).item()
                     rows.append((r, seed, stage, lag, k, "log10_condition", cond))
+                bound = jac.log_sv_error[li, r, 0].item()  # certified, nats (NaN values above)
+                rows.append((r, seed, stage, lag, 0, "log_singular_value_error", bound))
                 rows.append((r, seed, stage, lag, 0, "error_signal_norm", err[li, r].item()))
 
     def _lam_postfix(self) -> dict[str, str]:
