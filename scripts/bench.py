@@ -314,7 +314,7 @@ def main() -> None:
     bench_spectrum.add_arguments(ap)
     args = ap.parse_args()
     if args.spectrum:
-        print("\n".join(bench_spectrum.rows_from(args)))
+        bench_spectrum.rows_from(args)  # prints each row as it comes
         return
     if args._memory:
         kind, R = args._memory.split(":")

@@ -28,7 +28,7 @@ from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import VanillaRNN
 
 SIZES = (256, 512, 1024)
-TRANSIENT, T_NOGRAD, T_GRAD, GAIN = 50, 200, 20, 3.0  # make bench sizes (steps); g
+TRANSIENT, T_NOGRAD, T_GRAD, GAIN = 20, 100, 10, 3.0  # make bench sizes (steps); g
 
 
 def _peak_rss_mib() -> float:
@@ -94,6 +94,7 @@ def spectrum_rows(
         f"{'N':>5} {'grad':>5} {'T':>5} {'seconds':>8} {'ms/step':>8} {'peak MiB':>9} "
         f"{'Δ MiB':>8} {'λ_1':>8}",
     ]
+    print("\n".join(lines), flush=True)
     for N in sizes:
         for g in (False, True) if grad else (False,):
             T = T_grad if g else T_nograd
@@ -103,6 +104,7 @@ def spectrum_rows(
                 f"{N:>5} {'yes' if g else 'no':>5} {T:>5} {r['s']:8.1f} {ms:8.2f} "
                 f"{r['peak_mib']:9.0f} {r['peak_mib'] - r['base_mib']:8.0f} {r['lambda_1']:8.4f}"
             )
+            print(lines[-1], flush=True)
     return lines
 
 
@@ -135,7 +137,7 @@ def main() -> None:
         N, T, g, threads, transient = (int(v) for v in ints)
         print(json.dumps(spectrum_child(N, T, bool(g), threads, transient, orth)))
         return
-    print("\n".join(rows_from(args)))
+    rows_from(args)  # prints each row as it comes
 
 
 if __name__ == "__main__":
