@@ -143,8 +143,12 @@ def train_epoch(
         metrics = {k: _scatter(v, idx, alive.shape[0]) for k, v in metrics.items()}
         grad_h0 = torch.where(active, grad_h0, torch.nan)
     clip_per_realization(params, clip)
+    frozen = [] if idx is None else [p.detach()[~active].clone() for p in params]
     guarded_step(optimizer, params, step_mask)
     constrain(model)
+    with torch.no_grad():
+        for p, saved in zip(params, frozen, strict=False):  # constrain() may touch them all
+            p[~active] = saved
     return {**metrics, "grad_h0_norm": grad_h0}
 
 
