@@ -53,6 +53,7 @@ class TrainConfig:
         default_factory=list
     )  # epochs after which lr is multiplied by gamma
     gamma: float = 0.1  # learning-rate factor at each milestone
+    freeze_after_success: int = 0  # M > 0: stop training after M successful evaluations in a row
 
 
 @dataclass
@@ -230,6 +231,8 @@ def validate(cfg: DictConfig) -> None:
     )  # fmt: skip
     need(0 < tr.get("gamma", 0.1) <= 1, "train.gamma", tr.get("gamma"), "must be in (0, 1]")
     need(tr.clip > 0, "train.clip", tr.clip, "must be > 0")
+    fz = tr.get("freeze_after_success", 0)
+    need(fz >= 0, "train.freeze_after_success", fz, "must be >= 0 (0 = off)")
     need(
         0 <= tr.success_threshold <= 1,
         "train.success_threshold",

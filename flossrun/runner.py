@@ -219,10 +219,12 @@ class Run:
         for group in self.train_opt.param_groups:
             group["lr"] = self.lr_at(epoch)
         x, y = self.task.sample(self.gens["train"], cfg.batch, dtype=self.dtype, device=self.device)
-        out = train_epoch(self.model, self.task, x, y, self.train_opt, cfg.clip, self.alive)
+        out = train_epoch(
+            self.model, self.task, x, y, self.train_opt, cfg.clip, self.alive, ~self.frozen()
+        )
         if epoch % cfg.log_every == 0 or epoch == 1:
             self.record("train", epoch, out)
-            shown = {k: f"{v.median():.3f}" for k, v in out.items() if k != "grad_h0_norm"}
+            shown = {k: f"{v.nanmedian():.3f}" for k, v in out.items() if k != "grad_h0_norm"}
             bar.set_postfix(**shown, **self._lam_postfix())
 
     def floss_phase(self, epochs: int, desc: str) -> None:
@@ -231,10 +233,12 @@ class Run:
             x = self.task.drive(
                 self.gens["floss"], f.steps, f.batch, dtype=self.dtype, device=self.device
             )
+            active = self.alive & ~self.frozen()  # frozen networks are not flossed either
             out = floss_epoch(
-                self.model, x, f.k, f.transient, self.target, self.floss_opt, self.alive,
+                self.model, x, f.k, f.transient, self.target, self.floss_opt, active,
                 qr_every=f.qr_every, frames=self.gens["frame"],
             )  # fmt: skip
+            self.alive &= active | self.frozen()
             self.state["floss_done"] += 1
             lam1 = realization_mean(out["exponents"][..., 0])  # [R]
             self.record(
@@ -252,9 +256,11 @@ class Run:
         self.record("eval", epoch, out)
         self.state["last_eval"] = {k: v.tolist() for k, v in out.items()}
         ets = self.state["epochs_to_success"]
+        streak = self.state.setdefault("success_streak", [0] * cfg.realizations)
         for r, ok in enumerate(self.task.succeeded(out, cfg).tolist()):
             if math.isnan(ets[r]) and ok:
                 ets[r] = epoch
+            streak[r] = streak[r] + 1 if ok else 0
         shown = "  ".join(
             f"{k.replace('_', ' ')} {v.median():.3f}" for k, v in out.items() if k != "lambda_1"
         )
@@ -262,6 +268,13 @@ class Run:
             "epoch %d/%d  %s  λ1 %.3f (medians over %d)",
             epoch, cfg.train.epochs, shown, lam[:, 0].median(), cfg.realizations,
         )  # fmt: skip
+
+    def frozen(self) -> torch.Tensor:
+        """``[R]`` bool: realizations that met the success criterion at the last
+        ``train.freeze_after_success`` evaluations in a row (0: none); training skips them."""
+        M = self.cfg.train.get("freeze_after_success", 0)
+        streak = self.state.get("success_streak", [0] * self.cfg.realizations)
+        return torch.tensor([M > 0 and s >= M for s in streak], device=self.device)
 
     def orbit_point(self, epoch: int) -> None:
         """An orbit snapshot (docs/design.md §11) when the orbit analysis has one due."""
@@ -304,6 +317,8 @@ class Run:
                 for k in ks:
                     cond = condition_number(log_sv[li, r], k).item()
                     rows.append((r, seed, stage, lag, k, "log10_condition", cond))
+                bound = jac.log_sv_error[li, r, 0].item()  # certified, nats (NaN values above)
+                rows.append((r, seed, stage, lag, 0, "log_singular_value_error", bound))
                 rows.append((r, seed, stage, lag, 0, "error_signal_norm", err[li, r].item()))
 
     def _lam_postfix(self) -> dict[str, str]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+from torch.func import functional_call
 
 from flossrun.fast.ops import realization_norm
 from flossrun.fast.parallel import caller_on_one_thread
@@ -98,6 +99,7 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     clip: float,
     alive: torch.Tensor,
+    active: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """One Adam step on all parameters for the batch ``x, y [T, R, B, S]``, then
     ``model.constrain()``.
@@ -105,19 +107,67 @@ def train_epoch(
     ``task``: any task of the seam (:mod:`flossrun.tasks`). Updates ``alive [R]`` in place;
     returns ``[R]`` tensors ``loss`` (the task's unit), the task's ``metrics`` (``accuracy``)
     and ``grad_h0_norm`` (‖∂L/∂h0‖ before clipping).
+
+    ``active [R]`` (bool, default all): realizations left out (``train.freeze_after_success``)
+    are not computed at all — the others run as a sub-ensemble (their parameters gathered by
+    index, gradients scattered back) — and keep their parameters exactly; their returned values
+    are NaN. The others' numbers are those of the full ensemble: a realization computes the same
+    alone as inside any ensemble (docs/design.md §6), ``x``/``y`` are drawn for all ``R`` from
+    per-realization streams, and Adam and the clipping act per realization.
     """
     params = list(model.parameters())
     optimizer.zero_grad(set_to_none=False)
+    idx = None if active is None or bool(active.all()) else active.nonzero().squeeze(1)
+    if idx is not None and idx.numel() == 0:
+        names = task.metrics(torch.zeros(*y.shape[:-1], model.O, dtype=x.dtype), y)  # keys only
+        nan = torch.full_like(alive, torch.nan, dtype=x.dtype)
+        return {"loss": nan, **dict.fromkeys(names, nan), "grad_h0_norm": nan}
     with model_threads(model, x.device):
-        z = model.predict(x)  # [T, R, B, O]
-        loss = task.loss(z, y)  # [R]
+        if idx is None:
+            z = model.predict(x)  # [T, R, B, O]
+        else:
+            x, y = x[:, idx], y[:, idx]
+            sub = {f"m.{n}": p[idx] for n, p in model.named_parameters()}
+            z = functional_call(_Predict(model), sub, (x,))  # [T, R', B, O]
+        loss = task.loss(z, y)  # [R] (or [R'])
         loss.sum().backward()
     grad_h0 = realization_norm(model.h0.grad)
-    alive &= torch.isfinite(loss) & finite_grads(params)
+    ok = torch.isfinite(loss) & finite_grads(params)[idx if idx is not None else slice(None)]
+    metrics = {"loss": loss.detach(), **task.metrics(z.detach(), y)}
+    if idx is None:
+        alive &= ok
+        step_mask = alive
+    else:
+        alive[idx] &= ok
+        step_mask = alive & active
+        metrics = {k: _scatter(v, idx, alive.shape[0]) for k, v in metrics.items()}
+        grad_h0 = torch.where(active, grad_h0, torch.nan)
     clip_per_realization(params, clip)
-    guarded_step(optimizer, params, alive)
+    frozen = [] if idx is None else [p.detach()[~active].clone() for p in params]
+    guarded_step(optimizer, params, step_mask)
     constrain(model)
-    return {"loss": loss.detach(), **task.metrics(z.detach(), y), "grad_h0_norm": grad_h0}
+    with torch.no_grad():
+        for p, saved in zip(params, frozen, strict=False):  # constrain() may touch them all
+            p[~active] = saved
+    return {**metrics, "grad_h0_norm": grad_h0}
+
+
+class _Predict(torch.nn.Module):
+    """``model.predict`` as a module's forward, so ``functional_call`` can swap its parameters."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m.predict(x)
+
+
+def _scatter(v: torch.Tensor, idx: torch.Tensor, R: int) -> torch.Tensor:
+    """``[R']`` values at realizations ``idx`` into an ``[R]`` tensor, NaN elsewhere."""
+    out = torch.full((R,), torch.nan, dtype=v.dtype, device=v.device)
+    out[idx] = v
+    return out
 
 
 def floss_epoch(

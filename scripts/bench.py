@@ -18,9 +18,14 @@ wall time of ``make figures SCALE=paper``.
     .venv/bin/python scripts/bench.py                       # CPU, R = 1, 16, 64
     .venv/bin/python scripts/bench.py --device cuda --R 1,16,64,256,1024
     .venv/bin/python scripts/bench.py --quick               # smoke test
+    .venv/bin/python scripts/bench.py --spectrum            # only the full-spectrum rows
 
 Then the LSTM rows (:mod:`bench_lstm`, ``model=lstm``, N = 80, D = 160, k = 75): flossrun's
 generic model path against a per-network LSTM loop, timed the same way (``--no-lstm`` skips).
+
+``--spectrum`` prints instead the full-spectrum rows (:mod:`bench_spectrum`): time and peak
+memory of k = N at N = 256, 512, 1024, with and without grad, float64, one subprocess per row
+(options ``--N``, ``--T``, ``--T-grad``, ``--transient``, ``--threads``, ``--orthonormalize``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import subprocess
 import sys
 import time
 
+import bench_spectrum
 import torch
 import torch.nn.functional as F
 
@@ -304,7 +310,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
     ap.add_argument("--no-lstm", action="store_true", help="skip the LSTM rows")
     ap.add_argument("--_memory", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--spectrum", action="store_true", help="only the full-spectrum rows")
+    bench_spectrum.add_arguments(ap)
     args = ap.parse_args()
+    if args.spectrum:
+        bench_spectrum.rows_from(args)  # prints each row as it comes
+        return
     if args._memory:
         kind, R = args._memory.split(":")
         memory_child(kind, int(R), args.device)
