@@ -399,12 +399,15 @@ def test_runs_use_the_models_learning_rates_unless_set(tmp_path, name, floss):
         assert "lr" not in identity["model"] and "floss_lr" not in identity["model"]
 
 
-def test_architectures_preset_gives_each_swept_model_its_own_learning_rates():
+def test_architectures_preset_trains_each_swept_model_at_its_own_rate():
     rates = {}
     for name in ("vanilla", "lstm", "gru", "orthogonal", "stable"):
-        cfg = composed("experiment=architectures", f"model={name}", "scale=medium")
-        rates[name] = learning_rates(cfg)
-        assert rates[name] == (MODELS[name].config().lr, MODELS[name].config().floss_lr)
+        for scale in ("quick", "medium"):
+            cfg = composed("experiment=architectures", f"model={name}", f"scale={scale}")
+            rates[name] = learning_rates(cfg)
+            assert rates[name] == (MODELS[name].config().lr, 1e-2)  # the preset flosses at 1e-2
+        paper = composed("experiment=architectures", f"model={name}", "scale=paper")
+        assert learning_rates(paper) == (MODELS[name].config().lr, 1e-3)
     assert rates["lstm"][0] > rates["vanilla"][0]  # the gated nets learn at a larger rate
 
 

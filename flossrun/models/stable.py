@@ -26,6 +26,7 @@ class StableConfig(VanillaConfig):
     """``model=stable``: a vanilla RNN kept contracting, D = N."""
 
     name: str = "stable"  # architecture
+    lr: float = 3.0e-3  # training Adam lr where train.lr is null (pilot: docs/pilots.md)
     rho: float = 0.9  # bound on the spectral norm ‖W‖₂ of every realization, in (0, 1)
 
     def check(self) -> None:
