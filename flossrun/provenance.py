@@ -42,8 +42,8 @@ def run_identity(cfg: DictConfig, device: str) -> dict[str, Any]:
     if not train.get("milestones", []):
         train.pop("milestones", None)
         train.pop("gamma", None)
-    # the learning rates in effect (train.lr / floss.lr, else the model's own) stand in the
-    # train and floss sections, as before the models had their own
+    # a run is identified by the learning rates in effect (train.lr / floss.lr, else the
+    # model's own), written as train.lr and floss.lr; model.lr / model.floss_lr are left out
     train["lr"], plain["floss"]["lr"] = learning_rates(cfg)
     for key in ("lr", "floss_lr"):
         plain["model"].pop(key, None)

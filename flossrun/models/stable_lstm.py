@@ -1,8 +1,8 @@
 """The stable LSTM (Miller & Hardt, 2019, as used by Ribeiro et al., AISTATS 2020).
 
 An :class:`flossrun.models.lstm.LSTM` whose weights satisfy a sufficient condition for a
-contracting state map: every column of each gate's recurrent block ``W_i, W_f, W_g, W_o`` is
-rescaled to a fixed ℓ1 norm, and so is every column of the forget gate's input block ``V_f``.
+contracting state map: every column of each gate's recurrent block ``W_i, W_f, W_g, W_o`` has
+a bounded ℓ1 norm, and so has every column of the forget gate's input block ``V_f``.
 The constraint is applied at initialisation and after every optimiser step (training and
 flossing), as Ribeiro et al.'s code does after each step. Their constants are the defaults:
 ℓ1 norms 0.395 (input), 0.155 (forget), 0.099 (cell), 0.395 (output), 0.25 (input-to-forget).
