@@ -31,7 +31,7 @@ class FlossConfig:
     steps: int = 55  # time steps per flossing sequence
     transient: int = 16  # steps discarded before exponents accumulate
     qr_every: int = 1  # steps between QR re-orthonormalisations
-    lr: float = 1e-3  # flossing Adam learning rate (betas 0.9/0.999)
+    lr: float | None = None  # flossing Adam learning rate (betas 0.9/0.999); null: model.floss_lr
     pre_epochs: int = 500  # flossing epochs before training (preflossing)
     every: int = 100  # training epochs between flossing phases (interflossing)
     epochs: int = 500  # flossing epochs per interflossing phase
@@ -42,7 +42,7 @@ class FlossConfig:
 class TrainConfig:
     epochs: int = 3001  # training epochs (one fresh batch each)
     batch: int = 16  # sequences per training epoch
-    lr: float = 1e-3  # Adam learning rate (betas 0.9/0.999, eps 1e-8)
+    lr: float | None = None  # Adam learning rate (betas 0.9/0.999, eps 1e-8); null: model.lr
     clip: float = 0.03  # max gradient norm per parameter tensor and realization
     eval_every: int = 100  # epochs between test-set evaluations
     test_size: int = 512  # held-out test sequences (fixed, own seed)
@@ -202,7 +202,7 @@ def validate_floss(f: DictConfig, D: int, model: str) -> None:
         f"must be in [0, {f.steps - 1}] (< floss.steps)",
     )
     need(f.qr_every >= 1, "floss.qr_every", f.qr_every, "must be >= 1")
-    need(f.lr > 0, "floss.lr", f.lr, "must be > 0")
+    need(f.lr is None or f.lr > 0, "floss.lr", f.lr, "must be > 0 or null")
     for key in ("pre_epochs", "epochs", "times"):
         need(f[key] >= 0, f"floss.{key}", f[key], "must be >= 0")
     need(f.every >= 1, "floss.every", f.every, "must be >= 1")
@@ -223,7 +223,7 @@ def validate(cfg: DictConfig) -> None:
     need(tr.epochs >= 0, "train.epochs", tr.epochs, "must be >= 0")
     for key in ("batch", "eval_every", "test_size", "log_every", "checkpoint_every"):
         need(tr[key] >= 1, f"train.{key}", tr[key], "must be >= 1")
-    need(tr.lr > 0, "train.lr", tr.lr, "must be > 0")
+    need(tr.lr is None or tr.lr > 0, "train.lr", tr.lr, "must be > 0 or null")
     ms = list(tr.get("milestones") or [])
     need(
         all(isinstance(m, int) and m >= 1 for m in ms) and ms == sorted(ms),

@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
+from flossrun.models.base import learning_rates
 
 PROVENANCE_FILE = "provenance.json"
 CONFLICT_FILE = "conflict.txt"
@@ -41,6 +42,11 @@ def run_identity(cfg: DictConfig, device: str) -> dict[str, Any]:
     if not train.get("milestones", []):
         train.pop("milestones", None)
         train.pop("gamma", None)
+    # a run is identified by the learning rates in effect (train.lr / floss.lr, else the
+    # model's own), written as train.lr and floss.lr; model.lr / model.floss_lr are left out
+    train["lr"], plain["floss"]["lr"] = learning_rates(cfg)
+    for key in ("lr", "floss_lr"):
+        plain["model"].pop(key, None)
     plain["device"] = device
     return plain
 

@@ -29,6 +29,7 @@ from flossrun.diagnostics import condition_number, error_signal_norms, long_term
 from flossrun.fast.ops import realization_mean
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import build_model
+from flossrun.models.base import learning_rates
 from flossrun.provenance import identity_diff, identity_text, run_identity
 from flossrun.tasks import build_task
 from flossrun.training import evaluate, floss_epoch, make_adam, model_threads, train_epoch
@@ -50,8 +51,9 @@ class Run:
         self.model = build_model(
             cfg.model, self.task.S, self.task.O, self.seeds, dtype=self.dtype, device=self.device
         )
-        self.train_opt = make_adam(list(self.model.parameters()), cfg.train.lr)
-        self.floss_opt = make_adam(self.model.floss_parameters(), cfg.floss.lr)
+        self.lr, floss_lr = learning_rates(cfg)  # train.lr / floss.lr, else the model's own
+        self.train_opt = make_adam(list(self.model.parameters()), self.lr)
+        self.floss_opt = make_adam(self.model.floss_parameters(), floss_lr)
         self.gens = {s: seeding.generators(self.seeds, s) for s in STREAMS}
         self.x_test, self.y_test = self.task.test_set(
             seeding.generators(self.seeds, "test"),
@@ -94,12 +96,12 @@ class Run:
         return f.name == "pre_during" and f.k > 0 and f.epochs > 0 and f.times > 0
 
     def lr_at(self, epoch: int) -> float:
-        """Training learning rate at ``epoch`` (1-based): ``train.lr`` times ``train.gamma`` for
-        every milestone already passed (a step schedule; a function of the epoch, so resuming
-        from a checkpoint continues it exactly)."""
+        """Training learning rate at ``epoch`` (1-based): ``train.lr`` (else ``model.lr``) times
+        ``train.gamma`` for every milestone already passed (a step schedule; a function of the
+        epoch, so resuming from a checkpoint continues it exactly)."""
         if not hasattr(self, "_lr"):
             t = self.cfg.train
-            self._lr = (float(t.lr), float(t.get("gamma", 0.1)), list(t.get("milestones") or []))
+            self._lr = (self.lr, float(t.get("gamma", 0.1)), list(t.get("milestones") or []))
         lr, gamma, milestones = self._lr
         return lr * gamma ** sum(m < epoch for m in milestones)
 

@@ -101,6 +101,8 @@ class ModelConfig:
 
     name: str = "vanilla"  # architecture: a key of flossrun.models.MODELS
     N: int = 80  # hidden units
+    lr: float = 1.0e-3  # training Adam learning rate of this architecture, where train.lr is null
+    floss_lr: float = 1.0e-3  # flossing Adam learning rate, where floss.lr is null
 
     @property
     def state_dim(self) -> int:
@@ -112,6 +114,20 @@ class ModelConfig:
         from flossrun.config import need
 
         need(self.N >= 1, "model.N", self.N, "must be >= 1")
+        need(self.lr > 0, "model.lr", self.lr, "must be > 0")
+        need(self.floss_lr > 0, "model.floss_lr", self.floss_lr, "must be > 0")
+
+
+def learning_rates(cfg: Any) -> tuple[float, float]:
+    """The Adam learning rates ``(training, flossing)`` of a composed run config (DictConfig):
+    ``train.lr`` and ``floss.lr`` where set, else the architecture's own ``model.lr`` and
+    ``model.floss_lr`` (defaults chosen per model by a pilot, docs/pilots.md)."""
+    train, floss, model = cfg.train.get("lr"), cfg.floss.get("lr"), cfg.model
+    if train is None:
+        train = model.get("lr", ModelConfig.lr)
+    if floss is None:
+        floss = model.get("floss_lr", ModelConfig.floss_lr)
+    return float(train), float(floss)
 
 
 @dataclass(frozen=True)

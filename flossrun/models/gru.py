@@ -39,6 +39,8 @@ class GRUConfig(ModelConfig):
 
     name: str = "gru"  # architecture
     N: int = 80  # hidden units
+    lr: float = 1.0e-2  # training Adam lr where train.lr is null (pilot: docs/pilots.md)
+    floss_lr: float = 1.0e-2  # flossing Adam lr where floss.lr is null (pilot: docs/pilots.md)
 
 
 @register("gru", GRUConfig)

@@ -46,6 +46,8 @@ class LSTMConfig(ModelConfig):
 
     name: str = "lstm"  # architecture
     N: int = 80  # hidden units (the state (h, c) has D = 2N)
+    lr: float = 1.0e-2  # training Adam lr where train.lr is null (pilot: docs/pilots.md)
+    floss_lr: float = 1.0e-2  # flossing Adam lr where floss.lr is null (pilot: docs/pilots.md)
 
     @property
     def state_dim(self) -> int:

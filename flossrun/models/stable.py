@@ -2,9 +2,12 @@
 
 Since tanh' ≤ 1, every step's Jacobian ``W diag(φ'(h))`` has norm ≤ ρ, so the state map is a
 contraction and every Lyapunov exponent is ≤ log ρ < 0; flossing can bring λ₁ toward log ρ but
-never to λ* = 0. Each realization's ``W`` is drawn as in :class:`VanillaRNN`, scaled down to
-spectral norm ρ where it exceeds it (before ``h0``'s burn-in), and scaled down again after every
-optimiser step (training and flossing).
+never to λ* = 0. The constraint is kept by projected gradient descent: each realization's ``W``
+is drawn as in :class:`VanillaRNN` and projected onto the spectral-norm ball ``{‖W‖₂ ≤ ρ}``
+(before ``h0``'s burn-in), and projected again after every optimiser step (training and
+flossing). The projection (nearest point in Frobenius norm) clips the singular values,
+``W = U diag(min(σ, ρ)) Vᵀ``: it leaves the singular vectors and every singular value ≤ ρ as they
+are, where rescaling the whole matrix by ``ρ/‖W‖₂`` would shrink them all.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class StableConfig(VanillaConfig):
     """``model=stable``: a vanilla RNN kept contracting, D = N."""
 
     name: str = "stable"  # architecture
+    lr: float = 3.0e-3  # training Adam lr where train.lr is null (pilot: docs/pilots.md)
     rho: float = 0.9  # bound on the spectral norm ‖W‖₂ of every realization, in (0, 1)
 
     def check(self) -> None:
@@ -30,15 +34,29 @@ class StableConfig(VanillaConfig):
         need(0 < self.rho < 1, "model.rho", self.rho, "must be in (0, 1)")
 
 
+def clip_singular_values(W: torch.Tensor, rho: float) -> torch.Tensor:
+    """The projection of ``W [..., P, Q]`` onto ``{‖W‖₂ ≤ ρ}``: ``U diag(min(σ, ρ)) Vᵀ`` per
+    matrix, in W's dtype and device.
+
+    Computed as ``W − U diag(max(σ − ρ, 0)) Vᵀ`` from a float64 SVD, so a matrix already inside
+    the ball comes back bit for bit and only the directions with σ > ρ move.
+    """
+    W64 = W.to(torch.float64)
+    U, s, Vh = torch.linalg.svd(W64, full_matrices=False)
+    excess = (s - rho).clamp(min=0.0)  # [..., min(P, Q)]
+    if not bool((excess > 0).any()):
+        return W
+    return (W64 - (U * excess.unsqueeze(-2)) @ Vh).to(W.dtype)
+
+
 @register("stable", StableConfig)
 class StableRNN(VanillaRNN):
     """A :class:`VanillaRNN` ensemble whose ``W`` keeps spectral norm ≤ ``rho``."""
 
     def restrict_W(self, W: torch.Tensor) -> torch.Tensor:
-        """``W [..., N, N]`` scaled by ``min(1, ρ/‖W‖₂)`` per matrix."""
-        norm = torch.linalg.matrix_norm(W, ord=2)
-        return W * (self.cfg.rho / norm).clamp(max=1.0)[..., None, None]
+        """``W [..., N, N]`` projected onto ``‖W‖₂ ≤ ρ`` (:func:`clip_singular_values`)."""
+        return clip_singular_values(W, self.cfg.rho)
 
     def constrain(self) -> None:
-        """Scale each realization's ``W`` back to ‖W‖₂ ≤ ρ in place."""
+        """Project each realization's ``W`` back onto ``‖W‖₂ ≤ ρ`` in place."""
         self.W.detach().copy_(self.restrict_W(self.W.detach()))
