@@ -4,6 +4,7 @@
     analysis=orbit                          TrainJob with orbit snapshots during training (both)
     analysis=landscape network=trained      LandscapeJob: train, then the landscape (both)
     analysis=landscape network=chaotic_lstm LandscapeJob of a built-in network (no training)
+    analysis=smoothness network=...         SmoothnessJob: the same two cases
 
 Every job has ``execute()`` (run or resume; False if it had finished), ``summary_rows()``
 (``io.SUMMARY_COLUMNS``), ``plot()`` and ``describe(rows)`` (a few lines for the terminal).
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 
 from flossrun import io
 from flossrun.analyses import landscape as ls
+from flossrun.analyses import smoothness as sm
 from flossrun.analyses.orbit import orbit_omegas
 from flossrun.config import resolve_device
 from flossrun.models import build_model
@@ -208,6 +210,120 @@ class LandscapeJob:
         return "\n".join(lines)
 
 
+class SmoothnessJob(LandscapeJob):
+    """V_T, V′ and V″ (exact) along paths for several horizons T, their growth with T per
+    window of s and λ1 from a long window (:mod:`flossrun.analyses.smoothness`), through the
+    built-in chaotic LSTM (path ``scale``) or the network this run trains (``from_init``,
+    ``random``)."""
+
+    def __init__(self, cfg: DictConfig, out: Path) -> None:
+        super().__init__(cfg, out)
+        self.dtype = torch.float64  # derivatives of e^{2 λ1 T} size: float64 whatever cfg.dtype
+        self.rates: list[tuple] = []
+
+    def chaotic(self) -> dict:
+        a, seed = self.a, int(self.cfg.seed)
+        net = ls.chaotic_lstm(seed, dtype=self.dtype, device=self.device)
+        x = torch.zeros(max(a.horizons), 1, 1, dtype=self.dtype, device=self.device)
+        zero = {k: torch.zeros_like(v) for k, v in ls.parameters_of(net, ls.CHAOTIC_PARAMS).items()}
+        theta = ls.parameters_of(net, ls.CHAOTIC_PARAMS)
+        steps = a.lyap_transient + a.lyap_steps
+        xl = torch.zeros(steps, 1, 1, dtype=self.dtype, device=self.device)
+        cost = sm.state_cost(net, x, list(a.horizons))
+        return self.smooth_paths(net, {"scale": (zero, theta)}, cost, xl)
+
+    def trained(self) -> dict:
+        a, run, seed = self.a, self.trainer.run, int(self.cfg.seed)
+        init = build_model(
+            self.cfg.model, run.task.S, run.task.O, [seed], dtype=self.dtype, device=self.device
+        )
+        net = copy_first(run.model).to(self.dtype)
+        theta0, theta = ls.parameters_of(init), ls.parameters_of(net)
+        delta = {k: theta[k] - theta0[k] for k in theta}
+        d = ls.random_direction(theta, seed, norms=delta)
+        behind = {k: theta[k] - d[k] for k in theta}
+        task = build_task(self.cfg.task)
+        omega = orbit_omegas(task, a.sequences)
+        cost = sm.sine_cost(net, omega, list(a.horizons), self.dtype)
+        mid = float(orbit_omegas(task, 3)[1])
+        steps = a.lyap_transient + a.lyap_steps
+        xl = torch.full((steps, 1, task.S), mid, dtype=self.dtype, device=self.device)
+        paths = {"from_init": (theta0, theta), "random": (behind, theta)}
+        return self.smooth_paths(net, paths, cost, xl)
+
+    def smooth_paths(self, net, lines, cost, xl) -> dict:
+        """Derivatives, λ1 and the window statistics of every path in ``lines``."""
+        a, seed, out = self.a, int(self.cfg.seed), {}
+        s = torch.linspace(a.s_min, a.s_max, a.points, dtype=torch.float64)
+        H = list(a.horizons)
+        for name, (lo, hi) in lines.items():
+            V, d1, d2 = sm.chunked(cost, lo, hi, s, a.chunk)
+            pts = ls.path_points(lo, hi, s)
+            lam = sm.long_lambda(net, pts, xl, a.lyap_transient, seed=seed, chunk=a.chunk)
+            xT = xl[:1].expand(max(H), *xl.shape[1:])  # the constant input over the horizon
+            lam_T = sm.long_lambda(net, pts, xT, 0, seed=seed, chunk=a.chunk)
+            wins, rates = sm.window_table(
+                name, s, H, d1, d2, lam, lam_T, a.windows, a.neutral_band, a.fit_from
+            )
+            out[name] = {"s": s, "horizons": torch.tensor(H), "V": V, "d1": d1, "d2": d2,
+                         "lambda_1": lam, "lambda_1_T": lam_T,
+                         "windows": wins, "rates": rates}  # fmt: skip
+            self.rates += rates
+            if math.isnan(self.lambda_1):
+                self.lambda_1 = float(lam[(s - 1).abs().argmin()])
+        return out
+
+    def write(self, results: dict) -> None:
+        """``smoothness_points.csv`` (one row per path, point and horizon: s, T, V, V′, V″,
+        λ1, regime), ``smoothness_windows.csv`` (``sm.WINDOW_COLUMNS``),
+        ``smoothness_rates.csv`` (``sm.RATE_COLUMNS``) and ``smoothness.pt`` (the tensors)."""
+        band, points, wins, rates = self.a.neutral_band, [], [], []
+        for name, r in results.items():
+            lam = r["lambda_1"].tolist()
+            for i, T in enumerate(r["horizons"].tolist()):
+                cols = zip(r["s"].tolist(), r["V"][i].tolist(), r["d1"][i].tolist(),
+                           r["d2"][i].tolist(), lam, strict=True)  # fmt: skip
+                points += [(name, p, s, T, v, g, g2, la, sm.classify(la, band))
+                           for p, (s, v, g, g2, la) in enumerate(cols)]  # fmt: skip
+            wins += r["windows"]
+            rates += r["rates"]
+        cols = ("path", "point", "s", "T", "V", "dV_ds", "d2V_ds2", "lambda_1", "regime")
+        io.write_csv(self.out / "smoothness_points.csv", cols, points)
+        io.write_csv(self.out / "smoothness_windows.csv", sm.WINDOW_COLUMNS, wins)
+        io.write_csv(self.out / "smoothness_rates.csv", sm.RATE_COLUMNS, rates)
+        keep = {n: {k: v for k, v in r.items() if torch.is_tensor(v)} for n, r in results.items()}
+        io.save_checkpoint(
+            self.out / "smoothness.pt",
+            {"paths": keep, "rates": rates, "rate_columns": sm.RATE_COLUMNS,
+             "neutral_band": band, "fit_from": int(self.a.fit_from)},
+        )  # fmt: skip
+
+    def plot(self) -> None:
+        super().plot()
+        import matplotlib as mpl
+
+        from flossrun.report.attractors import smoothness_panels
+        from flossrun.report.style import RC, save
+
+        data = torch.load(self.out / "smoothness.pt", map_location="cpu", weights_only=True)
+        with mpl.rc_context(RC):
+            fig = smoothness_panels({self.a.network: data})
+            if fig is not None:
+                save(fig, self.out / "plots", "smoothness")
+
+    def describe(self, rows: list[tuple]) -> str:
+        lines = [f"flossrun: smoothness of the cost along paths ({self.a.network})"]
+        if self.trainer is not None:
+            lines = [self.trainer.describe(rows), lines[0]]
+        for r in self.rates:
+            lines.append(
+                f"  {r[0]} s∈[{r[2]:.3f},{r[3]:.3f}] λ1 {r[4]:+.3f} (max {r[6]:+.3f}, {r[7]}): "
+                f"rate ln L {r[10]:+.4f}, ln L_g {r[11]:+.4f} per step"
+            )
+        lines.append(f"  results: {self.out}/smoothness_rates.csv (_windows, _points, .pt)")
+        return "\n".join(lines)
+
+
 def copy_first(model):
     """A one-realization copy of realization 0 of an ensemble (the network a landscape of a
     trained run analyses; the landscape presets train one realization)."""
@@ -222,6 +338,8 @@ def copy_first(model):
 def make_job(cfg: DictConfig, out: Path) -> TrainJob | LandscapeJob:
     """The job that the config's ``analysis`` asks for (see the module docstring)."""
     analysis = cfg.get("analysis")
+    if analysis is not None and analysis.name == "smoothness":
+        return SmoothnessJob(cfg, out)
     if analysis is not None and analysis.name == "landscape":
         return LandscapeJob(cfg, out)
     return TrainJob(cfg, out)

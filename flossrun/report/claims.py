@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flossrun.report.attractors import landscape_summary, orbit_summary
+from flossrun.report.attractors import landscape_summary, orbit_summary, smoothness_summary
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import format_value, setting_label, short_names, sort_key
 from flossrun.report.panels import as_floats
@@ -459,6 +459,7 @@ SUMMARIES: dict[str, Callable[[Collection], str]] = {
     "architectures": _architectures,
     "orbit_diagram": orbit_summary,
     "loss_landscape": landscape_summary,
+    "smoothness": smoothness_summary,
 }
 
 
