@@ -32,7 +32,7 @@ from flossrun.provenance import identity_text, run_identity
 from flossrun.runner import Run, summary_rows
 from flossrun.tasks import build_task
 
-LANDSCAPE_COLUMNS = ("path", "point", "s1", "s2", "loss", "lambda_1")
+LANDSCAPE_COLUMNS = ("path", "point", "s1", "s2", "loss", "lambda_1", "regime")
 
 
 def task_label(cfg: DictConfig) -> str:
@@ -140,20 +140,25 @@ class LandscapeJob:
         """Evaluate the 1-D ``lines`` ({name: (θ_a, θ_b)}) and the grid a0 + s1(b0 − a0) + s2 d."""
         a, seed, out = self.a, int(self.cfg.seed), {}
         s = ls.s_values(a.s_min, a.s_max, a.points)
+        x_l = x[:1].expand(a.lyap_transient + a.lyap_steps, *x.shape[1:])  # constant input
+        lyap = (x_l, a.lyap_transient)
         for name, (lo, hi) in lines.items():
             res = ls.evaluate_points(
-                net, ls.path_points(lo, hi, s), loss, x, a.burn_in, seed=seed, chunk=a.chunk
-            )
+                net, ls.path_points(lo, hi, s), loss, x, a.burn_in, seed=seed, chunk=a.chunk,
+                lyap=lyap,
+            )  # fmt: skip
             out[name] = {"s1": s, "s2": torch.zeros_like(s), **res}
-            self.stats[name] = ls.path_stats(s, res["loss"], res["lambda_1"])
+            self.stats[name] = ls.path_stats(s, res["loss"], res["lambda_1"], a.neutral_band)
             if math.isnan(self.lambda_1):
                 self.lambda_1 = self.stats[name]["lambda_1_at_1"]
         if a.grid:
-            g1 = torch.linspace(*a.grid_s1, a.grid, dtype=torch.float64)
-            g2 = torch.linspace(*a.grid_s2, a.grid, dtype=torch.float64)
+            g1 = ls.grid_axis(*a.grid_s1, a.grid, (0.0, 1.0))  # θ_a and θ_b on the grid
+            g2 = ls.grid_axis(*a.grid_s2, a.grid, (0.0,))
             s1, s2 = (t.flatten() for t in torch.meshgrid(g1, g2, indexing="ij"))
             pts = ls.grid_points(a0, b0, d, s1, s2)
-            res = ls.evaluate_points(net, pts, loss, x, a.burn_in, seed=seed, chunk=a.chunk)
+            res = ls.evaluate_points(
+                net, pts, loss, x, a.burn_in, seed=seed, chunk=a.chunk, lyap=lyap
+            )
             out["grid"] = {"s1": s1, "s2": s2, **res}
         return out
 
@@ -180,10 +185,11 @@ class LandscapeJob:
     def write(self, results: dict[str, dict[str, torch.Tensor]]) -> None:
         """``landscape.csv`` (tidy, ``LANDSCAPE_COLUMNS``) and ``landscape.pt`` (per path:
         ``s1, s2, loss, lambda_1 [P]`` and ``outputs [P, steps − burn_in]``)."""
-        rows = []
+        rows, band = [], self.a.neutral_band
         for name, r in results.items():
             cols = [r[k].tolist() for k in ("s1", "s2", "loss", "lambda_1")]
-            rows += [(name, i, *v) for i, v in enumerate(zip(*cols, strict=True))]
+            rows += [(name, i, *v, sm.classify(v[-1], band))
+                     for i, v in enumerate(zip(*cols, strict=True))]  # fmt: skip
         io.write_csv(self.out / "landscape.csv", LANDSCAPE_COLUMNS, rows)
         io.save_checkpoint(self.out / "landscape.pt", {"stats": self.stats, "paths": results})
 
@@ -203,7 +209,10 @@ class LandscapeJob:
             lines = [self.trainer.describe(rows), lines[0]]
         for name, st in self.stats.items():
             lines.append(
-                f"  {name}: λ1 crosses 0 at s = {st['crossing']:.3f}; loss variation per unit s "
+                f"  {name}: λ1 crosses 0 at s = {st['crossing']:.3f}; points contracting / "
+                f"neutral / chaotic {st['frac_contracting']:.2f} / {st['frac_neutral']:.2f} / "
+                f"{st['frac_chaotic_band']:.2f} (band {self.a.neutral_band}); loss variation "
+                f"per unit s at {st['points_per_s']:.0f} points per unit s: "
                 f"{st['tv_stable']:.3g} where λ1 < 0, {st['tv_chaotic']:.3g} where λ1 ≥ 0"
             )
         lines.append(f"  results: {self.out}/landscape.csv (landscape.pt)")

@@ -50,6 +50,10 @@ class Run:
         self.model = build_model(
             cfg.model, self.task.S, self.task.O, self.seeds, dtype=self.dtype, device=self.device
         )
+        if getattr(self.task, "h0", "learned") == "zero":  # task.h0=zero (sine generator)
+            from flossrun.sine_generator import fix_h0_at_zero
+
+            fix_h0_at_zero(self.model)
         self.train_opt = make_adam(list(self.model.parameters()), cfg.train.lr)
         self.floss_opt = make_adam(self.model.floss_parameters(), cfg.floss.lr)
         self.gens = {s: seeding.generators(self.seeds, s) for s in STREAMS}

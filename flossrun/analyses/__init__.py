@@ -98,6 +98,7 @@ class LandscapeConfig(AnalysisConfig):
     burn_in: int = 100  # steps dropped before outputs, loss (chaotic_lstm) and λ1 count
     sequences: int = 10  # trained: fixed test sequences (evenly spaced ω) the loss is taken on
     chunk: int = 256  # points evaluated at once (memory only: results do not depend on it)
+    loss_scale: str = "log"  # loss axis of the figure: log | linear (as Ribeiro et al.)
     lyap_steps: int = 1000  # steps λ1 averages over (its own open-loop run from h0)
     lyap_transient: int = 100  # steps dropped before λ1 accumulates
     neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
@@ -124,6 +125,8 @@ class LandscapeConfig(AnalysisConfig):
         )  # fmt: skip
         need(self.sequences >= 1, "analysis.sequences", self.sequences, "must be >= 1")
         need(self.chunk >= 1, "analysis.chunk", self.chunk, "must be >= 1")
+        need(self.loss_scale in ("log", "linear"), "analysis.loss_scale", self.loss_scale,
+             "allowed: log, linear")  # fmt: skip
 
 
 def check_network(network: str, task: Any, model: Any) -> None:

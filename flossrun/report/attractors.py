@@ -106,6 +106,12 @@ PATH_TITLES = {
 }
 
 
+def _loss_scale(exp: Collection) -> str:
+    """``analysis.loss_scale`` of the runs (``log`` unless every run says ``linear``)."""
+    col = exp.runs.get("analysis.loss_scale")
+    return "linear" if col is not None and len(col) and (col == "linear").all() else "log"
+
+
 def loss_landscape(exp: Collection) -> Figure | None:
     """One column per path (chaotic LSTM; trained from init; trained along a random direction):
     steady-state output, loss and λ1 vs s, conditions overlaid; a last row of 2-D grids."""
@@ -131,7 +137,7 @@ def loss_landscape(exp: Collection) -> Figure | None:
                 for row in (1, 2):
                     axes[row, col].axvline(crossing, color=colour, ls=":", lw=0.8)
         axes[0, col].set(title=PATH_TITLES[path], ylabel="steady-state output")
-        axes[1, col].set(ylabel="loss (MSE)", yscale="log")
+        axes[1, col].set(ylabel="loss (MSE)", yscale=_loss_scale(exp))
         axes[1, col].legend(fontsize=7)
         axes[2, col].axhline(0, color="0.4", lw=0.8)
         axes[2, col].set(xlabel="$s$", ylabel=r"$\lambda_1$ (nats/step)")
@@ -140,11 +146,13 @@ def loss_landscape(exp: Collection) -> Figure | None:
         s1, s2 = g["s1"].numpy(), g["s2"].numpy()
         n1 = len(np.unique(s1))
         shape = (n1, len(s1) // n1)
-        loss = np.log10(np.maximum(g["loss"].numpy(), 1e-12)).reshape(shape)
+        linear = _loss_scale(exp) == "linear"
+        loss = g["loss"].numpy()
+        loss = (loss if linear else np.log10(np.maximum(loss, 1e-12))).reshape(shape)
         cs = ax.contourf(s1.reshape(shape), s2.reshape(shape), loss, 30)
         ax.contour(s1.reshape(shape), s2.reshape(shape), g["lambda_1"].numpy().reshape(shape),
                    [0.0], colors="w", linewidths=0.8)  # fmt: skip
-        fig.colorbar(cs, ax=ax, label="log10 loss")
+        fig.colorbar(cs, ax=ax, label="loss" if linear else "log10 loss")
         ax.set(title=f"{name}: grid (white: λ1 = 0)", xlabel="$s_1$", ylabel="$s_2$")
     for ax in axes.ravel():
         if not ax.has_data():

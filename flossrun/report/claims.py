@@ -94,6 +94,11 @@ CLAIMS: dict[str, Claim] = {
         "The loss is smooth where λ1 < 0 and rugged where λ1 > 0; where do flossed networks "
         "sit (λ1 and roughness along their slices)?",
     ),
+    "smoothness": Claim(
+        "8",
+        "Along a path, L = max|V′| and L_g = max|V″| of the cost V_T grow like e^{λ1 T} and "
+        "e^{2 λ1 T} with the horizon T where λ1 > 0, and stay bounded where λ1 < 0.",
+    ),
 }
 
 COMPARISON_COLUMNS = [
