@@ -304,12 +304,15 @@ def smoothness(exp: Collection) -> Figure | None:
 def smoothness_table(runs: dict[str, dict[str, Any]]) -> str:
     """The claim's table (markdown): per path, the windows with long-window λ1 > 0.05 (how
     many have rate L / λ1 and rate L_g / 2λ1 in [0.8, 1.3], with the window's mean λ1 and, in
-    brackets, with its max) and with λ1 < −0.05 (how many have both rates < 0.01 per step)."""
+    brackets, with its max), those with λ1 < −0.05 (how many have both rates < 0.01 per step),
+    those whose every point has λ1 < 0, and the ratio of the two growth rates."""
     lines = [
         "| run / path | windows λ1 > 0.05 | L in 0.8–1.3 × λ1 (mean [max]) | "
         "L_g in 0.8–1.3 × 2λ1 (mean [max]) | median ratio L, L_g (mean λ1) | "
-        "windows λ1 < −0.05 | both slopes < 0.01 | max slope there |",
-        "|---|---|---|---|---|---|---|---|",
+        "windows λ1 < −0.05 | both slopes < 0.01 | max slope there | "
+        "windows with every point λ1 < 0: both slopes < 0.01 | L_g rate / L rate (median, "
+        "range; windows with a point λ1 > 0.05) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, d in runs.items():
         rates = rate_frame(d)
@@ -324,10 +327,15 @@ def smoothness_table(runs: dict[str, dict[str, Any]]) -> str:
             worst = co[["rate_L", "rate_L_g"]].max().max() if len(co) else float("nan")
             med = (f"{ch['ratio_L'].median():.2f}, {ch['ratio_L_g'].median():.2f}"
                    if len(ch) else "–")  # fmt: skip
+            neg = g[g["lambda_1_max"] < 0]
+            neg_ok = int(((neg["rate_L"] < BOUNDED) & (neg["rate_L_g"] < BOUNDED)).sum())
+            any_ch = g[g["lambda_1_max"] > CHAOTIC_MIN]
+            q = (any_ch["rate_L_g"] / any_ch["rate_L"]).quantile([0, 0.5, 1])
+            two = f"{q[0.5]:.2f} ({q[0]:.2f}–{q[1]:.2f})" if len(any_ch) else "–"
             lines.append(
                 f"| {name} / {path} | {len(ch)} | {within('ratio_L')} [{within('ratio_L_max')}]"
                 f" | {within('ratio_L_g')} [{within('ratio_L_g_max')}] | {med} | {len(co)} | "
-                f"{bounded} | {worst:+.4f} |"
+                f"{bounded} | {worst:+.4f} | {neg_ok} of {len(neg)} | {two} |"
             )
     return "\n".join(lines)
 
