@@ -266,7 +266,7 @@ class SmoothnessJob(LandscapeJob):
         s = torch.linspace(a.s_min, a.s_max, a.points, dtype=torch.float64)
         H = list(a.horizons)
         for name, (lo, hi) in lines.items():
-            V, d1, d2 = sm.chunked(cost, lo, hi, s, a.chunk)
+            V, d1, d2 = sm.chunked(cost, lo, hi, s, a.chunk, a.derivatives)
             pts = ls.path_points(lo, hi, s)
             lam = sm.long_lambda(net, pts, xl, a.lyap_transient, seed=seed, chunk=a.chunk)
             xT = xl[:1].expand(max(H), *xl.shape[1:])  # the constant input over the horizon

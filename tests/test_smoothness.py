@@ -18,8 +18,11 @@ from flossrun.tasks import build_task, task_config
 
 
 def _fd_check(cost, a, b, s, h=5e-5):
-    """Exact V′, V″ against fourth-order central differences of V and of the exact V′."""
+    """Exact V′, V″ against fourth-order central differences of V and of the exact V′, and
+    the two autograd methods against each other."""
     V, d1, d2 = sm.path_derivatives(cost, a, b, s)
+    for x, y in zip((V, d1, d2), sm.path_derivatives(cost, a, b, s, "reverse"), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-14)
     at = {k: sm.path_derivatives(cost, a, b, s + k * h)[:2] for k in (-2, -1, 1, 2)}
 
     def fd(j):  # (8 (f(h) − f(−h)) − (f(2h) − f(−2h))) / 12h, error O(h⁴)
@@ -127,6 +130,7 @@ def test_minima_count_sign_changes_minus_to_plus():
         ({"s_max": 0.1}, "analysis.s_max"),
         ({"network": "chaos"}, "analysis.network"),
         ({"bogus": 1}, "analysis.bogus"),
+        ({"derivatives": "numeric"}, "analysis.derivatives"),
     ],
 )
 def test_smoothness_options_fail_in_one_line_naming_the_key(fields, key):

@@ -167,12 +167,16 @@ class SmoothnessConfig(AnalysisConfig):
     neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
     sequences: int = 10  # trained: fixed sequences (evenly spaced ω) the cost is taken on
     chunk: int = 700  # points differentiated at once (memory only)
+    derivatives: str = "forward"  # forward (jvp of jvp, all T at once) | reverse (double backward)
 
     def check(self, task: Any, model: Any) -> None:
+        from flossrun.analyses.smoothness import METHODS
         from flossrun.config import need
 
         check_lyapunov(self)
         check_network(self.network, task, model)
+        need(self.derivatives in METHODS, "analysis.derivatives", self.derivatives,
+             f"allowed: {', '.join(METHODS)}")  # fmt: skip
         need(self.points >= 2, "analysis.points", self.points, "must be >= 2")
         need(self.s_max > self.s_min, "analysis.s_max", self.s_max,
              f"must be > analysis.s_min={self.s_min}")  # fmt: skip

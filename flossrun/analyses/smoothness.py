@@ -2,7 +2,8 @@
 
 Along a 1-D path θ(s) = a + s (b − a) the cost V_T(s) of horizon T (the loss of steps 1..T) and
 its exact derivatives V′ = dV/ds = ∇V·(b − a) and V″ = d²V/ds² = (b − a)ᵀ H (b − a) come from
-reverse-mode autograd, the second by a double backward of V′ (:func:`path_derivatives`). Every
+autograd: forward mode twice (default) or reverse mode with a double backward of V′
+(:func:`path_derivatives`). Every
 point is one realization of an ensemble (:func:`differentiable_points`), so its derivatives
 never depend on the other points.
 
@@ -69,19 +70,40 @@ def differentiable_points(template: nn.Module, points: Params) -> nn.Module:
     return model
 
 
+METHODS = ("forward", "reverse")
+
+
+def _on_path(a: Params, b: Params, s: torch.Tensor) -> Params:
+    """θ(s) = a + s (b − a): ``{name: [P, ...]}``, differentiable in ``s [P]``."""
+    return {k: a[k] + s.reshape(-1, *([1] * (a[k].dim() - 1))) * (b[k] - a[k]) for k in a}
+
+
 def path_derivatives(
-    cost: CostFn, a: Params, b: Params, s: torch.Tensor
+    cost: CostFn, a: Params, b: Params, s: torch.Tensor, method: str = "forward"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """V, V′ and V″ at ``s [P]`` for θ(s) = a + s (b − a) (``a``, ``b``: ``{name: [1, ...]}``).
 
-    ``cost(points) -> [H, P]`` evaluates V_T at every horizon; the points are independent, so
-    the gradient of the sum over points is every point's own derivative. Returns three float64
-    tensors ``[H, P]``.
+    ``cost(points) -> [H, P]`` evaluates V_T at every horizon. The points are independent
+    (realizations), so a derivative with respect to the vector ``s`` along all-ones is every
+    point's own derivative. ``method``: ``forward`` — forward-mode AD twice
+    (``torch.func.jvp`` of a jvp): every horizon from one pass over T_max steps; ``reverse`` —
+    the gradient of Σ_points V_T and a double backward of it, one pair of passes per horizon
+    (the same numbers to rounding, several times slower for many horizons). Returns three
+    float64 tensors ``[H, P]``.
     """
-    s = s.detach().to(torch.float64).clone().requires_grad_(True)
-    shape = [-1]
-    points = {k: a[k] + s.reshape(*shape, *([1] * (a[k].dim() - 1))) * (b[k] - a[k]) for k in a}
-    V = cost(points)  # [H, P]
+    s = s.detach().to(torch.float64).clone()
+    if method == "forward":
+        from torch.func import jvp
+
+        ones = torch.ones_like(s)
+
+        def first(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return jvp(lambda y: cost(_on_path(a, b, y)), (x,), (ones,))
+
+        (V, d1), (_, d2) = jvp(first, (s,), (ones,))
+        return V.detach().double(), d1.detach().double(), d2.detach().double()
+    s.requires_grad_(True)
+    V = cost(_on_path(a, b, s))  # [H, P]
     out = [torch.zeros_like(V, dtype=torch.float64) for _ in range(2)]
     for i in range(V.shape[0]):
         (g,) = torch.autograd.grad(V[i].sum(), s, create_graph=True, retain_graph=True)
@@ -241,8 +263,10 @@ def sine_cost(
 
 
 def chunked(
-    cost: CostFn, a: Params, b: Params, s: torch.Tensor, chunk: int
+    cost: CostFn, a: Params, b: Params, s: torch.Tensor, chunk: int, method: str = "forward"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`path_derivatives` ``chunk`` points at a time (memory only)."""
-    parts = [path_derivatives(cost, a, b, s[i : i + chunk]) for i in range(0, len(s), chunk)]
+    parts = [
+        path_derivatives(cost, a, b, s[i : i + chunk], method) for i in range(0, len(s), chunk)
+    ]
     return tuple(torch.cat([p[j] for p in parts], 1) for j in range(3))  # type: ignore[return-value]

@@ -179,7 +179,42 @@ def orbit_summary(col: Collection) -> str:
             f"{name}: distinct outputs (median over ω, inits) by epoch {path} ({first}); "
             f"final λ1 {lam:+.3f}"
         )
-    return " | ".join(parts) + "." if parts else "No orbit files."
+    if not parts:
+        return "No orbit files."
+    table = extrapolation_table(col)
+    return " | ".join(parts) + "." + (f"\n\n{table}" if table else "")
+
+
+def extrapolation_rows(col: Collection) -> pd.DataFrame:
+    """``extrapolation.csv`` of every run with one, with its condition (``condition``)."""
+    cond = Conditions.of(col)
+    frames = []
+    for run in col.runs["run"]:
+        path = Path(run) / "extrapolation.csv"
+        if path.exists():
+            frames.append(pd.read_csv(path).assign(condition=cond.by_run.get(run), run=run))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def extrapolation_table(col: Collection) -> str:
+    """Markdown: per condition, test MSE on the training horizon and on the next 1× and 4×
+    (median and min–max over the networks, n) and the networks' attractor kinds."""
+    df = extrapolation_rows(col)
+    if df.empty:
+        return ""
+    lines = [
+        "| condition | n | MSE 1..T | MSE T..2T | MSE T..5T | attractors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, g in df.groupby("condition", sort=False):
+        cells = []
+        for window in ("train", "next_1x", "next_4x"):
+            v = g[g["window"] == window]["mse"]
+            cells.append(f"{v.median():.3g} ({v.min():.3g}–{v.max():.3g})")
+        nets = g.drop_duplicates(["run", "realization"])
+        kinds = ", ".join(f"{k} {c}" for k, c in nets["attractor"].value_counts().items())
+        lines.append(f"| {name} | {len(nets)} | " + " | ".join(cells) + f" | {kinds} |")
+    return "\n".join(lines)
 
 
 def landscape_summary(col: Collection) -> str:
