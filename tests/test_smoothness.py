@@ -156,3 +156,26 @@ def test_chaotic_network_needs_a_two_unit_lstm():
     with pytest.raises(ConfigError, match=r"^analysis\.network=chaotic_lstm: is a 2-unit LSTM"):
         analysis_config({"name": "smoothness"}, task, model_config({"name": "lstm", "N": 3}))
     assert build_task({"name": "sine_generator"}).S == 1
+
+
+def test_smoothness_job_through_the_cli_writes_its_tables_and_is_skipped_when_done(tmp_path):
+    import pandas as pd
+    from test_cli import flossrun, only_run_dir
+
+    args = [
+        "analysis=smoothness", "model=lstm", "model.N=2", "task=sine_generator", "floss=none",
+        "analysis.points=20", "analysis.windows=2", "analysis.horizons=[5,10,20]",
+        "analysis.fit_from=5", "analysis.lyap_steps=50", "analysis.lyap_transient=10",
+        "device=cpu",
+    ]  # fmt: skip
+    proc = flossrun(tmp_path, *args)
+    run = only_run_dir(tmp_path)
+    rates = pd.read_csv(run / "smoothness_rates.csv")
+    assert list(rates.columns) == list(sm.RATE_COLUMNS) and len(rates) == 2
+    assert set(rates.regime) <= set(sm.CLASSES)
+    points = pd.read_csv(run / "smoothness_points.csv")
+    assert len(points) == 20 * 3 and set(points["T"]) == {5, 10, 20}
+    assert len(pd.read_csv(run / "smoothness_windows.csv")) == 2 * 3
+    assert (run / "plots" / "smoothness.png").exists() and not (run / "metrics.csv").exists()
+    assert "rate ln L" in proc.stdout
+    assert "already finished" in flossrun(tmp_path, *args).stdout
