@@ -182,7 +182,7 @@ def orbit_summary(col: Collection) -> str:
     if not parts:
         return "No orbit files."
     table = extrapolation_table(col)
-    return " | ".join(parts) + "." + (f"\n\n{table}" if table else "")
+    return " | ".join(parts) + "." + (f"\n\n{table}\n" if table else "")
 
 
 def extrapolation_rows(col: Collection) -> pd.DataFrame:
@@ -222,11 +222,18 @@ def landscape_summary(col: Collection) -> str:
     parts = []
     for name, _, d in landscape_runs(col):
         for path, st in d["stats"].items():
+            bands = (
+                f" (contracting / neutral / chaotic {100 * st['frac_contracting']:.0f} / "
+                f"{100 * st['frac_neutral']:.0f} / {100 * st['frac_chaotic_band']:.0f} %)"
+                if "frac_neutral" in st
+                else ""
+            )
+            res = f" at {st['points_per_s']:.0f} points per unit s" if "points_per_s" in st else ""
             parts.append(
                 f"{name} / {path}: λ1 {st['lambda_1_at_1']:+.3f} at s = 1, crosses 0 at "
                 f"s = {st['crossing']:.3f}, "
-                f"{100 * st['frac_chaotic']:.0f} % of points λ1 ≥ 0; loss variation per unit s "
-                f"{st['tv_stable']:.3g} (λ1 < 0) vs {st['tv_chaotic']:.3g} (λ1 ≥ 0)"
+                f"{100 * st['frac_chaotic']:.0f} % of points λ1 ≥ 0{bands}; loss variation per "
+                f"unit s{res} {st['tv_stable']:.3g} (λ1 < 0) vs {st['tv_chaotic']:.3g} (λ1 ≥ 0)"
             )
     return " | ".join(parts) + "." if parts else "No landscape files."
 
@@ -398,4 +405,4 @@ def smoothness_summary(col: Collection) -> str:
                 f"{rates['rate_L_g'].min():+.4f}..{rates['rate_L_g'].max():+.4f} per step "
                 f"(λ1 {rates['lambda_1'].min():+.3f}..{rates['lambda_1'].max():+.3f})"
             )
-    return " | ".join(parts) + ".\n\n" + smoothness_table(runs)
+    return " | ".join(parts) + ".\n\n" + smoothness_table(runs) + "\n"
