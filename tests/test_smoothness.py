@@ -179,3 +179,12 @@ def test_smoothness_job_through_the_cli_writes_its_tables_and_is_skipped_when_do
     assert (run / "plots" / "smoothness.png").exists() and not (run / "metrics.csv").exists()
     assert "rate ln L" in proc.stdout
     assert "already finished" in flossrun(tmp_path, *args).stdout
+
+
+def test_landscape_loss_scale_and_orthogonal_skew_fail_in_one_line():
+    task = task_config({"name": "sine_generator"})
+    model = model_config({"name": "lstm", "N": 2})
+    with pytest.raises(ConfigError, match=r"^analysis\.loss_scale=sqrt: allowed: log, linear$"):
+        analysis_config({"name": "landscape", "loss_scale": "sqrt"}, task, model)
+    with pytest.raises(ConfigError, match=r"^model\.skew=lower: allowed: full, upper$"):
+        model_config({"name": "orthogonal", "skew": "lower"})
