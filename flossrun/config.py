@@ -269,10 +269,10 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.scale in SCALES, "scale", cfg.scale, f"allowed: {', '.join(SCALES)}")
     need(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0 = torch default)")
     analysis = analysis_config(cfg.get("analysis"), task, model)  # checked against both
-    if analysis.name == "landscape":
+    if analysis.name in ("landscape", "smoothness"):
         need(
             cfg.realizations == 1, "realizations", cfg.realizations,
-            "must be 1 for analysis=landscape (one network per landscape; sweep seed= instead)",
+            f"must be 1 for analysis={analysis.name} (one network per path; sweep seed= instead)",
         )  # fmt: skip
 
 

@@ -4,6 +4,7 @@
     analysis=orbit                          TrainJob with orbit snapshots during training (both)
     analysis=landscape network=trained      LandscapeJob: train, then the landscape (both)
     analysis=landscape network=chaotic_lstm LandscapeJob of a built-in network (no training)
+    analysis=smoothness network=...         SmoothnessJob: the same two cases
 
 Every job has ``execute()`` (run or resume; False if it had finished), ``summary_rows()``
 (``io.SUMMARY_COLUMNS``), ``plot()`` and ``describe(rows)`` (a few lines for the terminal).
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 
 from flossrun import io
 from flossrun.analyses import landscape as ls
+from flossrun.analyses import smoothness as sm
 from flossrun.analyses.orbit import orbit_omegas
 from flossrun.config import resolve_device
 from flossrun.models import build_model
@@ -30,7 +32,7 @@ from flossrun.provenance import identity_text, run_identity
 from flossrun.runner import Run, summary_rows
 from flossrun.tasks import build_task
 
-LANDSCAPE_COLUMNS = ("path", "point", "s1", "s2", "loss", "lambda_1")
+LANDSCAPE_COLUMNS = ("path", "point", "s1", "s2", "loss", "lambda_1", "regime")
 
 
 def task_label(cfg: DictConfig) -> str:
@@ -138,20 +140,25 @@ class LandscapeJob:
         """Evaluate the 1-D ``lines`` ({name: (θ_a, θ_b)}) and the grid a0 + s1(b0 − a0) + s2 d."""
         a, seed, out = self.a, int(self.cfg.seed), {}
         s = ls.s_values(a.s_min, a.s_max, a.points)
+        x_l = x[:1].expand(a.lyap_transient + a.lyap_steps, *x.shape[1:])  # constant input
+        lyap = (x_l, a.lyap_transient)
         for name, (lo, hi) in lines.items():
             res = ls.evaluate_points(
-                net, ls.path_points(lo, hi, s), loss, x, a.burn_in, seed=seed, chunk=a.chunk
-            )
+                net, ls.path_points(lo, hi, s), loss, x, a.burn_in, seed=seed, chunk=a.chunk,
+                lyap=lyap,
+            )  # fmt: skip
             out[name] = {"s1": s, "s2": torch.zeros_like(s), **res}
-            self.stats[name] = ls.path_stats(s, res["loss"], res["lambda_1"])
+            self.stats[name] = ls.path_stats(s, res["loss"], res["lambda_1"], a.neutral_band)
             if math.isnan(self.lambda_1):
                 self.lambda_1 = self.stats[name]["lambda_1_at_1"]
         if a.grid:
-            g1 = torch.linspace(*a.grid_s1, a.grid, dtype=torch.float64)
-            g2 = torch.linspace(*a.grid_s2, a.grid, dtype=torch.float64)
+            g1 = ls.grid_axis(*a.grid_s1, a.grid, (0.0, 1.0))  # θ_a and θ_b on the grid
+            g2 = ls.grid_axis(*a.grid_s2, a.grid, (0.0,))
             s1, s2 = (t.flatten() for t in torch.meshgrid(g1, g2, indexing="ij"))
             pts = ls.grid_points(a0, b0, d, s1, s2)
-            res = ls.evaluate_points(net, pts, loss, x, a.burn_in, seed=seed, chunk=a.chunk)
+            res = ls.evaluate_points(
+                net, pts, loss, x, a.burn_in, seed=seed, chunk=a.chunk, lyap=lyap
+            )
             out["grid"] = {"s1": s1, "s2": s2, **res}
         return out
 
@@ -178,10 +185,11 @@ class LandscapeJob:
     def write(self, results: dict[str, dict[str, torch.Tensor]]) -> None:
         """``landscape.csv`` (tidy, ``LANDSCAPE_COLUMNS``) and ``landscape.pt`` (per path:
         ``s1, s2, loss, lambda_1 [P]`` and ``outputs [P, steps − burn_in]``)."""
-        rows = []
+        rows, band = [], self.a.neutral_band
         for name, r in results.items():
             cols = [r[k].tolist() for k in ("s1", "s2", "loss", "lambda_1")]
-            rows += [(name, i, *v) for i, v in enumerate(zip(*cols, strict=True))]
+            rows += [(name, i, *v, sm.classify(v[-1], band))
+                     for i, v in enumerate(zip(*cols, strict=True))]  # fmt: skip
         io.write_csv(self.out / "landscape.csv", LANDSCAPE_COLUMNS, rows)
         io.save_checkpoint(self.out / "landscape.pt", {"stats": self.stats, "paths": results})
 
@@ -201,10 +209,127 @@ class LandscapeJob:
             lines = [self.trainer.describe(rows), lines[0]]
         for name, st in self.stats.items():
             lines.append(
-                f"  {name}: λ1 crosses 0 at s = {st['crossing']:.3f}; loss variation per unit s "
+                f"  {name}: λ1 crosses 0 at s = {st['crossing']:.3f}; points contracting / "
+                f"neutral / chaotic {st['frac_contracting']:.2f} / {st['frac_neutral']:.2f} / "
+                f"{st['frac_chaotic_band']:.2f} (band {self.a.neutral_band}); loss variation "
+                f"per unit s at {st['points_per_s']:.0f} points per unit s: "
                 f"{st['tv_stable']:.3g} where λ1 < 0, {st['tv_chaotic']:.3g} where λ1 ≥ 0"
             )
         lines.append(f"  results: {self.out}/landscape.csv (landscape.pt)")
+        return "\n".join(lines)
+
+
+class SmoothnessJob(LandscapeJob):
+    """V_T, V′ and V″ (exact) along paths for several horizons T, their growth with T per
+    window of s and λ1 from a long window (:mod:`flossrun.analyses.smoothness`), through the
+    built-in chaotic LSTM (path ``scale``) or the network this run trains (``from_init``,
+    ``random``)."""
+
+    def __init__(self, cfg: DictConfig, out: Path) -> None:
+        super().__init__(cfg, out)
+        self.dtype = torch.float64  # derivatives of e^{2 λ1 T} size: float64 whatever cfg.dtype
+        self.rates: list[tuple] = []
+
+    def chaotic(self) -> dict:
+        a, seed = self.a, int(self.cfg.seed)
+        net = ls.chaotic_lstm(seed, dtype=self.dtype, device=self.device)
+        x = torch.zeros(max(a.horizons), 1, 1, dtype=self.dtype, device=self.device)
+        zero = {k: torch.zeros_like(v) for k, v in ls.parameters_of(net, ls.CHAOTIC_PARAMS).items()}
+        theta = ls.parameters_of(net, ls.CHAOTIC_PARAMS)
+        steps = a.lyap_transient + a.lyap_steps
+        xl = torch.zeros(steps, 1, 1, dtype=self.dtype, device=self.device)
+        cost = sm.state_cost(net, x, list(a.horizons))
+        return self.smooth_paths(net, {"scale": (zero, theta)}, cost, xl)
+
+    def trained(self) -> dict:
+        a, run, seed = self.a, self.trainer.run, int(self.cfg.seed)
+        init = build_model(
+            self.cfg.model, run.task.S, run.task.O, [seed], dtype=self.dtype, device=self.device
+        )
+        net = copy_first(run.model).to(self.dtype)
+        theta0, theta = ls.parameters_of(init), ls.parameters_of(net)
+        delta = {k: theta[k] - theta0[k] for k in theta}
+        d = ls.random_direction(theta, seed, norms=delta)
+        behind = {k: theta[k] - d[k] for k in theta}
+        task = build_task(self.cfg.task)
+        omega = orbit_omegas(task, a.sequences)
+        cost = sm.sine_cost(net, omega, list(a.horizons), self.dtype)
+        mid = float(orbit_omegas(task, 3)[1])
+        steps = a.lyap_transient + a.lyap_steps
+        xl = torch.full((steps, 1, task.S), mid, dtype=self.dtype, device=self.device)
+        paths = {"from_init": (theta0, theta), "random": (behind, theta)}
+        return self.smooth_paths(net, paths, cost, xl)
+
+    def smooth_paths(self, net, lines, cost, xl) -> dict:
+        """Derivatives, λ1 and the window statistics of every path in ``lines``."""
+        a, seed, out = self.a, int(self.cfg.seed), {}
+        s = torch.linspace(a.s_min, a.s_max, a.points, dtype=torch.float64)
+        H = list(a.horizons)
+        for name, (lo, hi) in lines.items():
+            V, d1, d2 = sm.chunked(cost, lo, hi, s, a.chunk, a.derivatives)
+            pts = ls.path_points(lo, hi, s)
+            lam = sm.long_lambda(net, pts, xl, a.lyap_transient, seed=seed, chunk=a.chunk)
+            xT = xl[:1].expand(max(H), *xl.shape[1:])  # the constant input over the horizon
+            lam_T = sm.long_lambda(net, pts, xT, 0, seed=seed, chunk=a.chunk)
+            wins, rates = sm.window_table(
+                name, s, H, d1, d2, lam, lam_T, a.windows, a.neutral_band, a.fit_from
+            )
+            out[name] = {"s": s, "horizons": torch.tensor(H), "V": V, "d1": d1, "d2": d2,
+                         "lambda_1": lam, "lambda_1_T": lam_T,
+                         "windows": wins, "rates": rates}  # fmt: skip
+            self.rates += rates
+            if math.isnan(self.lambda_1):
+                self.lambda_1 = float(lam[(s - 1).abs().argmin()])
+        return out
+
+    def write(self, results: dict) -> None:
+        """``smoothness_points.csv`` (one row per path, point and horizon: s, T, V, V′, V″,
+        λ1, regime), ``smoothness_windows.csv`` (``sm.WINDOW_COLUMNS``),
+        ``smoothness_rates.csv`` (``sm.RATE_COLUMNS``) and ``smoothness.pt`` (the tensors)."""
+        band, points, wins, rates = self.a.neutral_band, [], [], []
+        for name, r in results.items():
+            lam = r["lambda_1"].tolist()
+            for i, T in enumerate(r["horizons"].tolist()):
+                cols = zip(r["s"].tolist(), r["V"][i].tolist(), r["d1"][i].tolist(),
+                           r["d2"][i].tolist(), lam, strict=True)  # fmt: skip
+                points += [(name, p, s, T, v, g, g2, la, sm.classify(la, band))
+                           for p, (s, v, g, g2, la) in enumerate(cols)]  # fmt: skip
+            wins += r["windows"]
+            rates += r["rates"]
+        cols = ("path", "point", "s", "T", "V", "dV_ds", "d2V_ds2", "lambda_1", "regime")
+        io.write_csv(self.out / "smoothness_points.csv", cols, points)
+        io.write_csv(self.out / "smoothness_windows.csv", sm.WINDOW_COLUMNS, wins)
+        io.write_csv(self.out / "smoothness_rates.csv", sm.RATE_COLUMNS, rates)
+        keep = {n: {k: v for k, v in r.items() if torch.is_tensor(v)} for n, r in results.items()}
+        io.save_checkpoint(
+            self.out / "smoothness.pt",
+            {"paths": keep, "rates": rates, "rate_columns": sm.RATE_COLUMNS,
+             "neutral_band": band, "fit_from": int(self.a.fit_from)},
+        )  # fmt: skip
+
+    def plot(self) -> None:
+        super().plot()
+        import matplotlib as mpl
+
+        from flossrun.report.attractors import smoothness_panels
+        from flossrun.report.style import RC, save
+
+        data = torch.load(self.out / "smoothness.pt", map_location="cpu", weights_only=True)
+        with mpl.rc_context(RC):
+            fig = smoothness_panels({self.a.network: data})
+            if fig is not None:
+                save(fig, self.out / "plots", "smoothness")
+
+    def describe(self, rows: list[tuple]) -> str:
+        lines = [f"flossrun: smoothness of the cost along paths ({self.a.network})"]
+        if self.trainer is not None:
+            lines = [self.trainer.describe(rows), lines[0]]
+        for r in self.rates:
+            lines.append(
+                f"  {r[0]} s∈[{r[2]:.3f},{r[3]:.3f}] λ1 {r[4]:+.3f} (max {r[6]:+.3f}, {r[7]}): "
+                f"rate ln L {r[10]:+.4f}, ln L_g {r[11]:+.4f} per step"
+            )
+        lines.append(f"  results: {self.out}/smoothness_rates.csv (_windows, _points, .pt)")
         return "\n".join(lines)
 
 
@@ -222,6 +347,8 @@ def copy_first(model):
 def make_job(cfg: DictConfig, out: Path) -> TrainJob | LandscapeJob:
     """The job that the config's ``analysis`` asks for (see the module docstring)."""
     analysis = cfg.get("analysis")
+    if analysis is not None and analysis.name == "smoothness":
+        return SmoothnessJob(cfg, out)
     if analysis is not None and analysis.name == "landscape":
         return LandscapeJob(cfg, out)
     return TrainJob(cfg, out)

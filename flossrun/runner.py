@@ -51,6 +51,10 @@ class Run:
         self.model = build_model(
             cfg.model, self.task.S, self.task.O, self.seeds, dtype=self.dtype, device=self.device
         )
+        if getattr(self.task, "h0", "learned") == "zero":  # task.h0=zero (sine generator)
+            from flossrun.sine_generator import fix_h0_at_zero
+
+            fix_h0_at_zero(self.model)
         self.lr, floss_lr = learning_rates(cfg)  # train.lr / floss.lr, else the model's own
         self.train_opt = make_adam(list(self.model.parameters()), self.lr)
         self.floss_opt = make_adam(self.model.floss_parameters(), floss_lr)

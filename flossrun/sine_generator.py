@@ -4,8 +4,10 @@ Each sequence has one frequency ω from a fixed grid of ``n_omega`` values evenl
 ``[omega_min, omega_max]`` (rad/step; π/16..π/8, 100 values, as Ribeiro et al.), fed as the
 constant input ``x_t = ω`` for t = 1..T; the target is ``y_t = sin(ω t)``. Loss: mean squared
 error over steps, sequences and the one output, per realization. Success: final test MSE ≤
-``task.success_mse``. The test set is the whole grid (every ω once, the same for every
-realization); training batches draw ω uniformly from the grid, one CPU generator per realization.
+``task.success_mse``. ``task.h0``: the network's initial state is learned (default) or fixed at
+zero (the reference, :func:`fix_h0_at_zero`). The test set is the whole grid (every ω once, the
+same for every realization); training batches draw ω uniformly from the grid, one CPU generator
+per realization. :func:`extrapolation_mse`: the test MSE past the training horizon.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ import torch
 from flossrun.fast.ops import realization_mean
 from flossrun.tasks import TaskConfig, register_task
 
+H0_MODES = ("learned", "zero")
+
+
+def fix_h0_at_zero(model: torch.nn.Module) -> None:
+    """``task.h0=zero``: set the model's initial state to 0 and zero its gradient, so that
+    Adam (whose step is 0 for a gradient that is always 0) never moves it — the reference
+    trains from a fixed zero state. ``grad_h0_norm`` then reads 0."""
+    with torch.no_grad():
+        model.h0.zero_()
+    model.h0.register_hook(torch.zeros_like)
+
 
 @dataclass
 class SineConfig(TaskConfig):
@@ -31,11 +44,13 @@ class SineConfig(TaskConfig):
     omega_max: float = math.pi / 8  # highest frequency of the grid (rad/step)
     n_omega: int = 100  # frequencies in the grid (evenly spaced, ends included)
     success_mse: float = 0.01  # final test MSE counted as success (0.5 = outputting zero)
+    h0: str = "learned"  # initial state: learned (flossrun) | zero (fixed, as the reference)
 
     def check(self) -> None:
         from flossrun.config import need
 
         super().check()
+        need(self.h0 in H0_MODES, "task.h0", self.h0, f"allowed: {', '.join(H0_MODES)}")
         need(self.omega_min > 0, "task.omega_min", self.omega_min, "must be > 0")
         need(
             self.omega_max >= self.omega_min,
@@ -56,6 +71,7 @@ class SineGenerator:
     omega_max: float = math.pi / 8
     n_omega: int = 100
     success_mse: float = 0.01
+    h0: str = "learned"
 
     S = 1  # one input: ω
     O = 1  # one output: the generated sample
@@ -131,4 +147,24 @@ def build_sine(cfg: SineConfig) -> SineGenerator:
         omega_max=cfg.omega_max,
         n_omega=cfg.n_omega,
         success_mse=cfg.success_mse,
+        h0=cfg.h0,
     )
+
+
+EXTRAPOLATION_WINDOWS = (("train", 0, 1), ("next_1x", 1, 2), ("next_4x", 1, 5))  # × task.T
+
+
+@torch.no_grad()
+def extrapolation_mse(model: torch.nn.Module, task: SineGenerator) -> torch.Tensor:
+    """Test MSE of the generator run on past its training horizon: every grid ω as a constant
+    input for 5 T steps from the network's own h0 (the run the training loss sees, continued),
+    against sin(ω t). Returns ``[R, 3]`` float64: MSE over steps 1..T (the training horizon),
+    T+1..2T (the next 1×) and T+1..5T (the next 4×), averaged over the grid."""
+    T = task.T
+    long = SineGenerator(T=5 * T, omega_min=task.omega_min, omega_max=task.omega_max,
+                         n_omega=task.n_omega)  # fmt: skip
+    x, y = long.sequences(task.grid.expand(model.R, task.n_omega), dtype=model.h0.dtype,
+                          device=model.h0.device)  # fmt: skip
+    err = (model.predict(x) - y).double().square().mean((2, 3))  # [5T, R]
+    cols = [err[a * T : b * T].mean(0) for _, a, b in EXTRAPOLATION_WINDOWS]
+    return torch.stack(cols, 1).cpu()

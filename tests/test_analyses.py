@@ -163,3 +163,44 @@ def test_landscape_direction_is_seeded_and_scaled_per_tensor(float64):
     assert d["b"].norm().item() == 0.0
     assert torch.equal(d["W"], ls.random_direction(like, 5, norms=norms)["W"])
     assert not torch.equal(d["W"], ls.random_direction(like, 6, norms=norms)["W"])
+
+
+def test_orthogonal_skew_upper_uses_the_strict_upper_triangle_only():
+    a = build_model({"name": "orthogonal", "N": 4, "skew": "upper"}, 1, 1, [3], dtype=torch.float64)
+    b = build_model({"name": "orthogonal", "N": 4, "skew": "full"}, 1, 1, [3], dtype=torch.float64)
+    assert torch.equal(a.W, b.W)  # the initialisation is upper triangular: the same start
+    start = a.W.detach().clone()
+    with torch.no_grad():
+        a.A[0, 3, 0] += 0.5  # a lower-triangle entry: no effect under skew=upper
+        b.A[0, 3, 0] += 0.5
+    assert torch.equal(a.W, start) and not torch.allclose(b.W, start)
+    W = a.W[0]
+    torch.testing.assert_close(W @ W.T, torch.eye(4, dtype=torch.float64))
+
+
+def test_grid_axis_contains_the_analysed_network_exactly():
+    g = ls.grid_axis(0.0, 2.0, 30, (0.0, 1.0))
+    assert (g == 1.0).sum() == 1 and (g == 0.0).sum() == 1 and torch.all(g.diff() > 0)
+    assert len(ls.grid_axis(-0.5, 0.5, 30, (0.0,))) == 31  # 0 is not on the 30-point grid
+    assert len(ls.grid_axis(2.0, 3.0, 5, (0.0, 1.0))) == 5  # outside the range: not added
+
+
+def test_orbit_lambda_uses_the_long_window_and_classifies_it():
+    from flossrun.analyses.orbit import attractor_kinds, open_loop
+
+    model = build_model({"name": "lstm", "N": 3}, 1, 1, [0], dtype=torch.float64)
+    h0 = torch.zeros(1, 2, 1, 6, dtype=torch.float64)
+    omega = torch.tensor([0.2, 0.3], dtype=torch.float64)
+    out, short = open_loop(model, omega, h0, 60, 40, [0])
+    out2, long = open_loop(model, omega, h0, 60, 40, [0], lyap_steps=500)
+    assert torch.equal(out, out2) and out.shape == (1, 2, 1, 20)
+    assert not torch.equal(short, long)  # another window
+    fixed, cycle = [0.1] * 5, [0.1, 0.2, 0.3, 0.1, 0.2]
+    snap = {"outputs": torch.tensor([[[fixed], [cycle], [cycle]]]),  # [R=1, W=3, I=1, 5]
+            "lambda_1": torch.tensor([[[-0.3], [-0.001], [-0.2]]])}  # fmt: skip
+    assert attractor_kinds(snap, ORBIT) == ["limit_cycle"]
+    snap["outputs"] = torch.tensor([[[fixed], [fixed], [cycle]]])
+    assert attractor_kinds(snap, ORBIT) == ["fixed_point"]
+    snap["lambda_1"] = torch.tensor([[[0.2], [0.2], [0.2]]])
+    snap["outputs"] = torch.tensor([[[cycle], [cycle], [fixed]]])
+    assert attractor_kinds(snap, ORBIT) == ["other"]

@@ -40,7 +40,7 @@ def test_chaotic_landscape_job_runs_without_training_and_is_skipped_when_done(tm
     proc = flossrun(tmp_path, *CHAOTIC)
     run = only_run_dir(tmp_path)
     df = pd.read_csv(run / "landscape.csv")
-    assert list(df.columns) == ["path", "point", "s1", "s2", "loss", "lambda_1"]
+    assert list(df.columns) == ["path", "point", "s1", "s2", "loss", "lambda_1", "regime"]
     assert (df.path == "scale").sum() == 21 and (df.path == "grid").sum() == 9
     scale = df[df.path == "scale"]
     assert scale.loc[scale.s1 == 1.0, "loss"].item() == 0.0

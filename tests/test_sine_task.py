@@ -61,3 +61,45 @@ def test_loss_is_the_mean_squared_error_and_success_its_threshold(float64):
 def test_bad_sine_options_name_the_key(fields, key):
     with pytest.raises(ConfigError, match=rf"^{key}"):
         task_config({"name": "sine_generator", **fields})
+
+
+def test_h0_zero_stays_exactly_zero_under_adam_while_the_weights_train():
+    from flossrun.models import build_model
+    from flossrun.sine_generator import fix_h0_at_zero
+
+    task = build_task({"name": "sine_generator", "T": 12, "h0": "zero"})
+    assert task.h0 == "zero"
+    model = build_model({"name": "lstm", "N": 4}, 1, 1, [0, 1], dtype=torch.float64)
+    assert model.h0.abs().max() > 0  # learned default: the burnt-in state
+    fix_h0_at_zero(model)
+    W0 = model.W.detach().clone()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        x, y = task.sample(seeding.generators([0, 1], "train"), 3, dtype=torch.float64)
+        opt.zero_grad()
+        task.loss(model.predict(x), y).sum().backward()
+        opt.step()
+    assert torch.equal(model.h0, torch.zeros_like(model.h0))
+    assert not torch.equal(model.W, W0)
+
+
+def test_h0_mode_fails_in_one_line():
+    with pytest.raises(ConfigError, match=r"^task\.h0=fixed: allowed: learned, zero$"):
+        task_config({"name": "sine_generator", "h0": "fixed"})
+
+
+def test_extrapolation_mse_windows_match_a_direct_computation():
+    from flossrun.models import build_model
+    from flossrun.sine_generator import extrapolation_mse
+
+    task = build_task({"name": "sine_generator", "T": 6, "n_omega": 3})
+    model = build_model({"name": "gru", "N": 3}, 1, 1, [4, 5], dtype=torch.float64)
+    got = extrapolation_mse(model, task)  # [R, 3]
+    assert got.shape == (2, 3)
+    t = torch.arange(1, 31, dtype=torch.float64)
+    x = task.grid.reshape(1, 1, 3, 1).expand(30, 2, 3, 1)
+    z = model.predict(x.contiguous()).detach()[..., 0]  # [30, R, 3]
+    err = (z - torch.sin(task.grid.reshape(1, 1, 3) * t.reshape(-1, 1, 1))).square()
+    for r in range(2):
+        want = [err[:6, r].mean(), err[6:12, r].mean(), err[6:30, r].mean()]
+        torch.testing.assert_close(got[r], torch.stack(want), rtol=1e-12, atol=1e-15)

@@ -6,7 +6,14 @@ compute against the task and model) registered in ``ANALYSES``:
 - ``none``: a plain training run;
 - ``orbit``: orbit (bifurcation) diagrams recorded during training (:mod:`.orbit`);
 - ``landscape``: loss, steady-state output and λ1 along parameter paths (:mod:`.landscape`),
-  of a built-in network (no training) or of the network the run trains.
+  of a built-in network (no training) or of the network the run trains;
+- ``smoothness``: the cost V_T along a path for several horizons T with its exact first and
+  second derivatives, their growth with T and λ1 from a long window (:mod:`.smoothness`).
+
+λ1 everywhere comes from a long window (``lyap_steps`` steps after ``lyap_transient``) and is
+classified with a neutral band ε (``neutral_band``, default 0.01 nats/step): contracting
+(λ1 ≤ −ε), neutral (|λ1| < ε), chaotic (λ1 ≥ ε). ε is about the spread of a 1000-step
+estimate on a limit cycle or a slowly converging orbit; a |λ1| below it is not told from 0.
 
 Which job runs (training, analysis, or both) follows from the analysis: :mod:`flossrun.jobs`.
 """
@@ -19,11 +26,21 @@ from typing import Any
 NETWORKS = ("chaotic_lstm", "trained")
 
 
+def check_lyapunov(cfg: Any) -> None:
+    """The long-window λ1 keys shared by the analyses: ``lyap_steps``, ``lyap_transient``,
+    ``neutral_band``."""
+    from flossrun.config import need
+
+    need(cfg.lyap_steps >= 1, "analysis.lyap_steps", cfg.lyap_steps, "must be >= 1")
+    need(cfg.lyap_transient >= 0, "analysis.lyap_transient", cfg.lyap_transient, "must be >= 0")
+    need(cfg.neutral_band >= 0, "analysis.neutral_band", cfg.neutral_band, "must be >= 0")
+
+
 @dataclass
 class AnalysisConfig:
     """``analysis=none``: no analysis, a plain training run."""
 
-    name: str = "none"  # none | orbit | landscape
+    name: str = "none"  # none | orbit | landscape | smoothness
 
     def check(self, task: Any, model: Any) -> None:
         """Raise :class:`flossrun.config.ConfigError` on the first impossible value; ``task``
@@ -42,10 +59,14 @@ class OrbitConfig(AnalysisConfig):
     steps: int = 1600  # open-loop steps per trajectory
     burn_in: int = 1200  # steps dropped before outputs are kept and λ1 accumulates
     distinct_tol: float = 1e-3  # outputs closer than this (sorted neighbours) count as one value
+    lyap_steps: int = 1000  # steps λ1 averages over, after the burn-in (its own open-loop run)
+    lyap_transient: int = 0  # unused by orbit (λ1 starts after burn_in); kept for one schema
+    neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
 
     def check(self, task: Any, model: Any) -> None:
         from flossrun.config import need
 
+        check_lyapunov(self)
         need(
             hasattr(task, "omega_min"), "analysis", self.name,
             f"needs a task with constant inputs (task=sine_generator), not task={task.name}",
@@ -77,22 +98,16 @@ class LandscapeConfig(AnalysisConfig):
     burn_in: int = 100  # steps dropped before outputs, loss (chaotic_lstm) and λ1 count
     sequences: int = 10  # trained: fixed test sequences (evenly spaced ω) the loss is taken on
     chunk: int = 256  # points evaluated at once (memory only: results do not depend on it)
+    loss_scale: str = "log"  # loss axis of the figure: log | linear (as Ribeiro et al.)
+    lyap_steps: int = 1000  # steps λ1 averages over (its own open-loop run from h0)
+    lyap_transient: int = 100  # steps dropped before λ1 accumulates
+    neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
 
     def check(self, task: Any, model: Any) -> None:
         from flossrun.config import is_number, need
 
-        need(self.network in NETWORKS, "analysis.network", self.network,
-             f"allowed: {', '.join(NETWORKS)}")  # fmt: skip
-        if self.network == "chaotic_lstm":
-            need(
-                model.name == "lstm" and model.N == 2, "analysis.network", self.network,
-                f"is a 2-unit LSTM: needs model=lstm model.N=2 (got {model.name}, N={model.N})",
-            )  # fmt: skip
-        else:
-            need(
-                hasattr(task, "omega_min"), "analysis.network", self.network,
-                f"needs task=sine_generator (its fixed ω sequences), not task={task.name}",
-            )  # fmt: skip
+        check_lyapunov(self)
+        check_network(self.network, task, model)
         need(self.points >= 2, "analysis.points", self.points, "must be >= 2")
         need(self.s_max > self.s_min, "analysis.s_max", self.s_max,
              f"must be > analysis.s_min={self.s_min}")  # fmt: skip
@@ -110,6 +125,73 @@ class LandscapeConfig(AnalysisConfig):
         )  # fmt: skip
         need(self.sequences >= 1, "analysis.sequences", self.sequences, "must be >= 1")
         need(self.chunk >= 1, "analysis.chunk", self.chunk, "must be >= 1")
+        need(self.loss_scale in ("log", "linear"), "analysis.loss_scale", self.loss_scale,
+             "allowed: log, linear")  # fmt: skip
+
+
+def check_network(network: str, task: Any, model: Any) -> None:
+    """``analysis.network`` against the task and model (landscape and smoothness)."""
+    from flossrun.config import need
+
+    need(network in NETWORKS, "analysis.network", network, f"allowed: {', '.join(NETWORKS)}")
+    if network == "chaotic_lstm":
+        need(
+            model.name == "lstm" and model.N == 2, "analysis.network", network,
+            f"is a 2-unit LSTM: needs model=lstm model.N=2 (got {model.name}, N={model.N})",
+        )  # fmt: skip
+    else:
+        need(
+            hasattr(task, "omega_min"), "analysis.network", network,
+            f"needs task=sine_generator (its fixed ω sequences), not task={task.name}",
+        )  # fmt: skip
+
+
+@dataclass
+class SmoothnessConfig(AnalysisConfig):
+    """``analysis=smoothness``: V_T(s), V′ and V″ (exact) along 1-D paths for several horizons
+    T; per window of s the Lipschitz constants L = max|V′|, L_g = max|V″|, their growth rates
+    with T, the local minima per unit s, and λ1 from a long window."""
+
+    name: str = "smoothness"  # analysis
+    network: str = "chaotic_lstm"  # chaotic_lstm (built-in, no training) | trained (this run's)
+    points: int = 1400  # points on each path, s evenly spaced in [s_min, s_max]
+    s_min: float = 0.8  # first s (θ(1) is the network analysed)
+    s_max: float = 1.5  # last s
+    horizons: list[int] = field(
+        default_factory=lambda: [25, 50, 100, 150, 200, 250, 300, 350, 400]
+    )  # horizons T (steps) the cost V_T averages over, increasing
+    fit_from: int = 100  # growth rates fit ln L, ln L_g against the horizons T >= fit_from
+    windows: int = 35  # equal windows of s the statistics are taken over
+    lyap_steps: int = 1000  # steps λ1 averages over (its own open-loop run from h0)
+    lyap_transient: int = 200  # steps dropped before λ1 accumulates
+    neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
+    sequences: int = 10  # trained: fixed sequences (evenly spaced ω) the cost is taken on
+    chunk: int = 700  # points differentiated at once (memory only)
+    derivatives: str = "forward"  # forward (jvp of jvp, all T at once) | reverse (double backward)
+
+    def check(self, task: Any, model: Any) -> None:
+        from flossrun.analyses.smoothness import METHODS
+        from flossrun.config import need
+
+        check_lyapunov(self)
+        check_network(self.network, task, model)
+        need(self.derivatives in METHODS, "analysis.derivatives", self.derivatives,
+             f"allowed: {', '.join(METHODS)}")  # fmt: skip
+        need(self.points >= 2, "analysis.points", self.points, "must be >= 2")
+        need(self.s_max > self.s_min, "analysis.s_max", self.s_max,
+             f"must be > analysis.s_min={self.s_min}")  # fmt: skip
+        h = list(self.horizons)
+        need(
+            len(h) >= 2 and all(isinstance(v, int) and v >= 1 for v in h) and h == sorted(set(h)),
+            "analysis.horizons", h, "must be >= 2 increasing integers >= 1 (steps)",
+        )  # fmt: skip
+        fitted = sum(v >= self.fit_from for v in h)
+        need(fitted >= 2, "analysis.fit_from", self.fit_from,
+             f"must leave >= 2 of analysis.horizons={h} (T >= fit_from) to fit")  # fmt: skip
+        need(1 <= self.windows <= self.points // 2, "analysis.windows", self.windows,
+             f"must be in [1, {self.points // 2}] (>= 2 points per window)")  # fmt: skip
+        need(self.sequences >= 1, "analysis.sequences", self.sequences, "must be >= 1")
+        need(self.chunk >= 1, "analysis.chunk", self.chunk, "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -121,7 +203,8 @@ class AnalysisSpec:
 
 
 ANALYSES: dict[str, AnalysisSpec] = {
-    c.name: AnalysisSpec(c.name, c) for c in (AnalysisConfig, OrbitConfig, LandscapeConfig)
+    c.name: AnalysisSpec(c.name, c)
+    for c in (AnalysisConfig, OrbitConfig, LandscapeConfig, SmoothnessConfig)
 }
 
 

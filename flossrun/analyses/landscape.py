@@ -8,7 +8,8 @@ points share its chunk. At every point, from the network's own ``h0``:
   trajectory; trained network — the task's loss on a fixed batch of sequences;
 - ``outputs [P, steps − burn_in]``: the first output of the open-loop run at a constant input
   (zero for the chaotic LSTM, the middle ω of the grid for a trained sine generator);
-- ``lambda_1 [P]`` (nats/step): of that same open-loop run, over the steps after the burn-in.
+- ``lambda_1 [P]`` (nats/step): of the same open-loop dynamics from h0, over ``lyap_steps``
+  steps after ``lyap_transient`` (a long window: 100 steps leave errors of several 0.01).
 
 Paths (θ(1) is always the network analysed): ``scale`` θ(s) = s·θ_chaotic; ``from_init``
 θ_init + s (θ_trained − θ_init); ``random`` θ_trained + (s − 1) d with a seeded Gaussian ``d``
@@ -102,6 +103,15 @@ def s_values(s_min: float, s_max: float, points: int) -> torch.Tensor:
     return torch.sort(torch.cat([s, torch.ones(1, dtype=torch.float64)])).values
 
 
+def grid_axis(low: float, high: float, n: int, include: tuple[float, ...]) -> torch.Tensor:
+    """``n`` values evenly spaced in [low, high] plus the values of ``include`` inside that
+    range (sorted, without duplicates; float64), so that e.g. s1 = 1, s2 = 0 — the network
+    analysed itself — is a grid point, as in the reference."""
+    s = torch.linspace(low, high, n, dtype=torch.float64)
+    extra = torch.tensor([v for v in include if low <= v <= high], dtype=torch.float64)
+    return torch.unique(torch.cat([s, extra]))
+
+
 def with_points(template: nn.Module, points: Params) -> nn.Module:
     """A copy of the one-realization ``template`` whose realizations are the ``P`` points:
     each named parameter replaced by ``points[name] [P, ...]`` (cast to the template's dtype),
@@ -127,12 +137,16 @@ def evaluate_points(
     *,
     seed: int = 0,
     chunk: int = 256,
+    lyap: tuple[torch.Tensor, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Loss, outputs and λ1 at every point (see the module docstring), ``chunk`` points at a
-    time. ``x [steps, 1, S]``: the open-loop input, shared by every point.
+    time. ``x [steps, 1, S]``: the open-loop input, shared by every point. ``lyap = (x_l,
+    transient)``: λ1 over ``x_l [transient + lyap_steps, 1, S]`` from h0, the first
+    ``transient`` steps dropped (default: ``x`` after ``burn_in``).
 
     Returns ``loss [P]``, ``outputs [P, steps − burn_in]`` and ``lambda_1 [P]`` (float64, CPU).
     """
+    x_l, transient = lyap if lyap is not None else (x, burn_in)
     P = next(iter(points.values())).shape[0]
     parts: dict[str, list[torch.Tensor]] = {"loss": [], "outputs": [], "lambda_1": []}
     for start in range(0, P, chunk):
@@ -141,7 +155,7 @@ def evaluate_points(
         h = model.initial_state(1)  # [n, 1, D]
         hs = model(x, h)  # [steps, n, 1, D]
         z = model.logits(hs[burn_in:])[..., 0, 0]  # [T_keep, n]
-        lam = lyapunov_spectrum(model, h, x, 1, transient=burn_in, seed=[seed] * n).exponents
+        lam = lyapunov_spectrum(model, h, x_l, 1, transient=transient, seed=[seed] * n).exponents
         parts["loss"].append(loss_fn(model, hs).double().cpu())
         parts["outputs"].append(z.T.double().cpu())
         parts["lambda_1"].append(lam[:, 0, 0].double().cpu())
@@ -169,14 +183,19 @@ def task_loss(task, x: torch.Tensor, y: torch.Tensor) -> LossFn:
     return loss
 
 
-def path_stats(s: torch.Tensor, loss: torch.Tensor, lam: torch.Tensor) -> dict[str, float]:
+def path_stats(
+    s: torch.Tensor, loss: torch.Tensor, lam: torch.Tensor, band: float = 0.01
+) -> dict[str, float]:
     """Where λ1 changes sign along a path and how rough the loss is on each side.
 
     ``crossing``: the first s (midpoint of the two neighbours) where λ1 goes from < 0 to ≥ 0
     (nan if never). ``tv_stable`` / ``tv_chaotic``: total variation of the loss per unit s,
     Σ|ΔL| / Σ Δs over neighbouring points that both have λ1 < 0 / both λ1 ≥ 0 (nan without
-    such pairs). ``frac_chaotic``: fraction of points with λ1 ≥ 0. ``lambda_1_at_1``: λ1 at the
-    point nearest s = 1 (the network analysed).
+    such pairs) — a finite-difference statistic that grows with the resolution on a rugged
+    loss, so it comes with ``points_per_s`` (analysis=smoothness has the exact derivatives).
+    ``frac_chaotic``: fraction of points with λ1 ≥ 0; ``frac_contracting`` / ``frac_neutral``
+    / ``frac_chaotic_band``: with the neutral band (λ1 ≤ −band / |λ1| < band / λ1 ≥ band).
+    ``lambda_1_at_1``: λ1 at the point nearest s = 1 (the network analysed).
     """
     s, loss, lam = (t.double() for t in (s, loss, lam))
     ds, dl = s.diff(), loss.diff().abs()
@@ -184,6 +203,10 @@ def path_stats(s: torch.Tensor, loss: torch.Tensor, lam: torch.Tensor) -> dict[s
     up = torch.nonzero(neg[:-1] & ~neg[1:]).flatten()
     crossing = float((s[up[0]] + s[up[0] + 1]) / 2) if len(up) else float("nan")
     out = {"crossing": crossing, "frac_chaotic": float((~neg).double().mean())}
+    out["frac_contracting"] = float((lam <= -band).double().mean())
+    out["frac_neutral"] = float((lam.abs() < band).double().mean())
+    out["frac_chaotic_band"] = float((lam >= band).double().mean())
+    out["points_per_s"] = float((len(s) - 1) / (s[-1] - s[0])) if len(s) > 1 else float("nan")
     out["lambda_1_at_1"] = float(lam[(s - 1).abs().argmin()])
     for name, mask in (("tv_stable", neg[:-1] & neg[1:]), ("tv_chaotic", ~neg[:-1] & ~neg[1:])):
         width = ds[mask].sum()

@@ -4,9 +4,11 @@ At each snapshot epoch every realization is run open loop — constant input ω,
 for ``steps`` steps from ``inits`` initial states per ω, and the outputs after ``burn_in`` are
 kept. The initial states are drawn once per realization (its ``"orbit"`` stream) from
 N(0, init_std²), so every snapshot starts from the same states. λ1 (nats/step) of the same
-trajectories comes from :func:`flossrun.lyapunov.lyapunov_spectrum` over the steps after the
-burn-in. A fixed point leaves one distinct output value per trajectory, a limit cycle of period
-p leaves p, a quasi-periodic or chaotic orbit about as many as steps kept.
+trajectories comes from :func:`flossrun.lyapunov.lyapunov_spectrum` over ``lyap_steps`` steps
+after the burn-in (the same run continued), and is classified with the neutral band
+(``regime``: contracting / neutral / chaotic, :func:`flossrun.analyses.smoothness.classify`).
+A fixed point leaves one distinct output value per trajectory, a limit cycle of period p leaves
+p, a quasi-periodic or chaotic orbit about as many as steps kept.
 
 Files (:meth:`OrbitRecorder.write`): ``orbits.pt`` holds ``epochs [E]``, ``omega [W]``,
 ``seeds [R]``, ``outputs [E, R, W, I, steps − burn_in]`` (the first output channel) and
@@ -22,12 +24,14 @@ from pathlib import Path
 import torch
 
 from flossrun import io, seeding
+from flossrun.analyses.smoothness import classify
 from flossrun.lyapunov import lyapunov_spectrum
+from flossrun.sine_generator import EXTRAPOLATION_WINDOWS, extrapolation_mse
 
 QR_EVERY = 5  # steps between renormalisations of the one tangent vector (|λ1| ≪ 1 per step)
 ORBIT_COLUMNS = (
     "realization", "seed", "epoch", "omega_index", "omega", "init", "distinct", "low", "high",
-    "lambda_1",
+    "lambda_1", "regime",
 )  # fmt: skip
 
 
@@ -51,25 +55,51 @@ def initial_states(seeds: Sequence[int], shape: tuple[int, ...], std: float) -> 
 
 @torch.no_grad()
 def open_loop(
-    model, omega: torch.Tensor, h0: torch.Tensor, steps: int, burn_in: int, seeds: Sequence[int]
+    model,
+    omega: torch.Tensor,
+    h0: torch.Tensor,
+    steps: int,
+    burn_in: int,
+    seeds: Sequence[int],
+    lyap_steps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs and λ1 of the open-loop runs of ``model`` from ``h0 [R, W, I, D]`` at the
     constant inputs ``omega [W]``.
 
     Returns ``outputs [R, W, I, steps − burn_in]`` (first output channel, after the burn-in)
-    and ``lambda_1 [R, W, I]`` (nats/step, over the steps after the burn-in).
+    and ``lambda_1 [R, W, I]`` (nats/step, over the ``lyap_steps`` steps after the burn-in;
+    default ``steps − burn_in``).
     """
     R, W, I, D = h0.shape
     h = h0.reshape(R, W * I, D).to(model.h0)
     x = omega.repeat_interleave(I).reshape(1, W * I, 1).to(model.h0)  # [1, W·I, 1]
-    x = x.expand(steps, W * I, model.S)  # shared by every realization
-    hs = model(x[burn_in:], model(x[:burn_in], h)[-1]) if burn_in else model(x, h)
+    n = burn_in + (steps - burn_in if lyap_steps is None else lyap_steps)
+    x = x.expand(max(steps, n), W * I, model.S)  # shared by every realization
+    hs = model(x[burn_in:steps], model(x[:burn_in], h)[-1]) if burn_in else model(x[:steps], h)
     z = model.logits(hs)[..., 0]  # [T_keep, R, W·I]
     lam = lyapunov_spectrum(
-        model, h, x, 1, transient=burn_in, qr_every=QR_EVERY, seed=list(seeds)
+        model, h, x[:n], 1, transient=burn_in, qr_every=QR_EVERY, seed=list(seeds)
     ).exponents
     outputs = z.permute(1, 2, 0).reshape(R, W, I, -1)
     return outputs, lam[..., 0].reshape(R, W, I)
+
+
+EXTRAPOLATION_COLUMNS = (
+    "realization", "seed", "epoch", "window", "after_step", "to_step", "mse", "attractor",
+)  # fmt: skip
+ATTRACTORS = ("fixed_point", "limit_cycle", "other")
+
+
+def attractor_kinds(snap: dict, cfg) -> list[str]:
+    """Per realization, the most common attractor over its open-loop trajectories (ω × initial
+    states) of a snapshot: ``fixed_point`` (one distinct output after the burn-in),
+    ``limit_cycle`` (several, λ1 below the neutral band: a periodic orbit or an invariant
+    circle) or ``other`` (λ1 ≥ the band: chaotic)."""
+    band = float(getattr(cfg, "neutral_band", 0.01))
+    n = distinct_values(snap["outputs"], cfg.distinct_tol)  # [R, W, I]
+    lam = snap["lambda_1"]
+    kind = torch.where(n == 1, 0, torch.where(lam < band, 1, 2)).reshape(len(n), -1)
+    return [ATTRACTORS[int(torch.mode(k).values)] for k in kind]
 
 
 class OrbitRecorder:
@@ -78,7 +108,7 @@ class OrbitRecorder:
     def __init__(self, cfg, task, seeds: Sequence[int], D: int, epochs: int) -> None:
         """``cfg``: the ``analysis`` node (an :class:`~flossrun.analyses.OrbitConfig`'s keys),
         ``D`` the model's state size, ``epochs`` the run's training epochs."""
-        self.cfg, self.seeds, self.epochs = cfg, list(seeds), epochs
+        self.cfg, self.seeds, self.epochs, self.task = cfg, list(seeds), epochs, task
         self.every = int(cfg.every)  # read once: a DictConfig lookup costs more than a step
         self.omega = orbit_omegas(task, cfg.n_omega)  # [W]
         self.h0 = initial_states(self.seeds, (cfg.n_omega, cfg.inits, D), cfg.init_std)
@@ -89,14 +119,23 @@ class OrbitRecorder:
 
     def snapshot(self, model, epoch: int) -> dict:
         """One snapshot: ``{"epoch", "outputs" [R, W, I, T_keep], "lambda_1" [R, W, I]}``
-        (float32 on the CPU)."""
+        (float32 on the CPU); at the last epoch also ``"extrapolation" [R, 3]`` (test MSE on
+        the training horizon, the next 1× and 4×: :func:`extrapolation_mse`)."""
         c = self.cfg
-        out, lam = open_loop(model, self.omega, self.h0, c.steps, c.burn_in, self.seeds)
-        return {"epoch": epoch, "outputs": out.float().cpu(), "lambda_1": lam.float().cpu()}
+        extra = {}
+        if epoch == self.epochs:
+            extra["extrapolation"] = extrapolation_mse(model, self.task)
+        out, lam = open_loop(
+            model, self.omega, self.h0, c.steps, c.burn_in, self.seeds,
+            getattr(c, "lyap_steps", None),
+        )  # fmt: skip
+        return {
+            "epoch": epoch, "outputs": out.float().cpu(), "lambda_1": lam.float().cpu(), **extra,
+        }  # fmt: skip
 
     def rows(self, snapshots: list[dict]) -> list[tuple]:
         """Tidy rows (``ORBIT_COLUMNS``): one per snapshot, realization, ω and initial state."""
-        rows = []
+        rows, band = [], float(getattr(self.cfg, "neutral_band", 0.01))
         for snap in snapshots:
             out, lam = snap["outputs"], snap["lambda_1"]
             n = distinct_values(out, self.cfg.distinct_tol)
@@ -108,7 +147,7 @@ class OrbitRecorder:
                         rows.append((
                             r, self.seeds[r], snap["epoch"], w, float(self.omega[w]), i,
                             int(n[r, w, i]), float(low[r, w, i]), float(high[r, w, i]),
-                            float(lam[r, w, i]),
+                            float(lam[r, w, i]), classify(float(lam[r, w, i]), band),
                         ))  # fmt: skip
         return rows
 
@@ -123,5 +162,17 @@ class OrbitRecorder:
             "outputs": torch.stack([s["outputs"] for s in snapshots]),
             "lambda_1": torch.stack([s["lambda_1"] for s in snapshots]),
         }
+        last = snapshots[-1]
+        if "extrapolation" in last:
+            data["extrapolation"] = last["extrapolation"]
+            kinds = attractor_kinds(last, self.cfg)
+            data["attractor"] = kinds
+            rows = [
+                (r, self.seeds[r], last["epoch"], name, a * self.task.T, b * self.task.T,
+                 float(last["extrapolation"][r, j]), kinds[r])
+                for r in range(len(self.seeds))
+                for j, (name, a, b) in enumerate(EXTRAPOLATION_WINDOWS)
+            ]  # fmt: skip
+            io.write_csv(Path(out) / "extrapolation.csv", EXTRAPOLATION_COLUMNS, rows)
         io.save_checkpoint(Path(out) / "orbits.pt", data)
         io.write_csv(Path(out) / "orbits.csv", ORBIT_COLUMNS, self.rows(snapshots))

@@ -1,11 +1,16 @@
 """The orthogonal RNN of expRNN (Lezcano-Casado & Martínez-Rubio, 2019), docs/design.md §9.
 
     W = exp(A − Aᵀ)   (torch.linalg.matrix_exp: orthogonal for any A)
+    model.skew=upper: W = exp(U − Uᵀ), U = the strict upper triangle of A (the reference
+    expRNN's parametrization; the lower triangle then gets no gradient)
     h' = modReLU(W h + V x),   modReLU(u) = sign(u) ⊙ relu(|u| + b),   z = w_out h' + b_out
 
 D = N. The Jacobian is ``diag(1[|u| + b > 0]) W``: an orthogonal matrix with some rows cut, so
 every exponent is ≤ 0 (a step that cuts a row sends the last exponent of the full spectrum to
-−∞). Training and flossing update ``A`` and ``W`` stays orthogonal to rounding.
+−∞). Training and flossing update ``A`` and ``W`` stays orthogonal to rounding. With the full
+``A`` (``model.skew=full``, default) an entry (i, j) of the skew generator moves by the steps of
+both A[i, j] and A[j, i]: about twice the effective step of ``skew=upper`` under Adam. The
+initialisation below is upper triangular, so both start from the same W.
 Initialisation (expRNN's "henaff", per realization from its own seed): ``A`` zero but for
 ``A[2i, 2i+1] = s_i ~ U(−π, π)``, so ``W`` is a block rotation; ``V ~ N(0, 2/S)`` (Kaiming,
 ReLU gain); ``b ~ U(−0.01, 0.01)``; readout ``w_out, b_out ~ U(−1/√N, 1/√N)``; ``h0`` = a
@@ -39,6 +44,16 @@ class OrthogonalConfig(ModelConfig):
 
     name: str = "orthogonal"  # architecture
     N: int = 80  # hidden units
+    skew: str = "full"  # skew generator: full (A − Aᵀ) | upper (strict upper triangle, reference)
+
+    def check(self) -> None:
+        from flossrun.config import need
+
+        super().check()
+        need(self.skew in SKEWS, "model.skew", self.skew, f"allowed: {', '.join(SKEWS)}")
+
+
+SKEWS = ("full", "upper")
 
 
 def modrelu(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -46,8 +61,11 @@ def modrelu(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sign(u) * torch.relu(u.abs() + b)
 
 
-def skew_exp(A: torch.Tensor) -> torch.Tensor:
-    """``exp(A − Aᵀ)`` for ``A [..., N, N]``: an orthogonal matrix."""
+def skew_exp(A: torch.Tensor, skew: str = "full") -> torch.Tensor:
+    """``exp(A − Aᵀ)`` for ``A [..., N, N]`` (``skew="upper"``: of its strict upper triangle
+    only): an orthogonal matrix."""
+    if skew == "upper":
+        A = A.triu(1)
     return torch.linalg.matrix_exp(A - A.transpose(-1, -2))
 
 
@@ -55,7 +73,7 @@ class OrthogonalCell:
     """The dynamics with ``W = exp(A − Aᵀ)`` computed once (for a pass of many steps)."""
 
     def __init__(self, model: OrthogonalRNN) -> None:
-        self.model, self.W = model, skew_exp(model.A)
+        self.model, self.W = model, skew_exp(model.A, model.cfg.skew)
 
     def pre(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return bmv(self.W, h) + bmv(self.model.V, with_realization_axis(x, h))
@@ -93,7 +111,7 @@ class OrthogonalRNN(RecurrentEnsemble):
     @property
     def W(self) -> torch.Tensor:
         """The orthogonal recurrent matrices ``exp(A − Aᵀ)`` ``[R, N, N]``."""
-        return skew_exp(self.A)
+        return skew_exp(self.A, self.cfg.skew)
 
     def floss_parameters(self) -> list[nn.Parameter]:
         """``A, V, b`` (recurrent, input and modReLU bias weights)."""

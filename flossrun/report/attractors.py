@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -105,6 +106,12 @@ PATH_TITLES = {
 }
 
 
+def _loss_scale(exp: Collection) -> str:
+    """``analysis.loss_scale`` of the runs (``log`` unless every run says ``linear``)."""
+    col = exp.runs.get("analysis.loss_scale")
+    return "linear" if col is not None and len(col) and (col == "linear").all() else "log"
+
+
 def loss_landscape(exp: Collection) -> Figure | None:
     """One column per path (chaotic LSTM; trained from init; trained along a random direction):
     steady-state output, loss and λ1 vs s, conditions overlaid; a last row of 2-D grids."""
@@ -130,7 +137,7 @@ def loss_landscape(exp: Collection) -> Figure | None:
                 for row in (1, 2):
                     axes[row, col].axvline(crossing, color=colour, ls=":", lw=0.8)
         axes[0, col].set(title=PATH_TITLES[path], ylabel="steady-state output")
-        axes[1, col].set(ylabel="loss (MSE)", yscale="log")
+        axes[1, col].set(ylabel="loss (MSE)", yscale=_loss_scale(exp))
         axes[1, col].legend(fontsize=7)
         axes[2, col].axhline(0, color="0.4", lw=0.8)
         axes[2, col].set(xlabel="$s$", ylabel=r"$\lambda_1$ (nats/step)")
@@ -139,11 +146,13 @@ def loss_landscape(exp: Collection) -> Figure | None:
         s1, s2 = g["s1"].numpy(), g["s2"].numpy()
         n1 = len(np.unique(s1))
         shape = (n1, len(s1) // n1)
-        loss = np.log10(np.maximum(g["loss"].numpy(), 1e-12)).reshape(shape)
+        linear = _loss_scale(exp) == "linear"
+        loss = g["loss"].numpy()
+        loss = (loss if linear else np.log10(np.maximum(loss, 1e-12))).reshape(shape)
         cs = ax.contourf(s1.reshape(shape), s2.reshape(shape), loss, 30)
         ax.contour(s1.reshape(shape), s2.reshape(shape), g["lambda_1"].numpy().reshape(shape),
                    [0.0], colors="w", linewidths=0.8)  # fmt: skip
-        fig.colorbar(cs, ax=ax, label="log10 loss")
+        fig.colorbar(cs, ax=ax, label="loss" if linear else "log10 loss")
         ax.set(title=f"{name}: grid (white: λ1 = 0)", xlabel="$s_1$", ylabel="$s_2$")
     for ax in axes.ravel():
         if not ax.has_data():
@@ -170,7 +179,42 @@ def orbit_summary(col: Collection) -> str:
             f"{name}: distinct outputs (median over ω, inits) by epoch {path} ({first}); "
             f"final λ1 {lam:+.3f}"
         )
-    return " | ".join(parts) + "." if parts else "No orbit files."
+    if not parts:
+        return "No orbit files."
+    table = extrapolation_table(col)
+    return " | ".join(parts) + "." + (f"\n\n{table}\n" if table else "")
+
+
+def extrapolation_rows(col: Collection) -> pd.DataFrame:
+    """``extrapolation.csv`` of every run with one, with its condition (``condition``)."""
+    cond = Conditions.of(col)
+    frames = []
+    for run in col.runs["run"]:
+        path = Path(run) / "extrapolation.csv"
+        if path.exists():
+            frames.append(pd.read_csv(path).assign(condition=cond.by_run.get(run), run=run))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def extrapolation_table(col: Collection) -> str:
+    """Markdown: per condition, test MSE on the training horizon and on the next 1× and 4×
+    (median and min–max over the networks, n) and the networks' attractor kinds."""
+    df = extrapolation_rows(col)
+    if df.empty:
+        return ""
+    lines = [
+        "| condition | n | MSE 1..T | MSE T..2T | MSE T..5T | attractors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, g in df.groupby("condition", sort=False):
+        cells = []
+        for window in ("train", "next_1x", "next_4x"):
+            v = g[g["window"] == window]["mse"]
+            cells.append(f"{v.median():.3g} ({v.min():.3g}–{v.max():.3g})")
+        nets = g.drop_duplicates(["run", "realization"])
+        kinds = ", ".join(f"{k} {c}" for k, c in nets["attractor"].value_counts().items())
+        lines.append(f"| {name} | {len(nets)} | " + " | ".join(cells) + f" | {kinds} |")
+    return "\n".join(lines)
 
 
 def landscape_summary(col: Collection) -> str:
@@ -178,10 +222,187 @@ def landscape_summary(col: Collection) -> str:
     parts = []
     for name, _, d in landscape_runs(col):
         for path, st in d["stats"].items():
+            bands = (
+                f" (contracting / neutral / chaotic {100 * st['frac_contracting']:.0f} / "
+                f"{100 * st['frac_neutral']:.0f} / {100 * st['frac_chaotic_band']:.0f} %)"
+                if "frac_neutral" in st
+                else ""
+            )
+            res = f" at {st['points_per_s']:.0f} points per unit s" if "points_per_s" in st else ""
             parts.append(
                 f"{name} / {path}: λ1 {st['lambda_1_at_1']:+.3f} at s = 1, crosses 0 at "
                 f"s = {st['crossing']:.3f}, "
-                f"{100 * st['frac_chaotic']:.0f} % of points λ1 ≥ 0; loss variation per unit s "
-                f"{st['tv_stable']:.3g} (λ1 < 0) vs {st['tv_chaotic']:.3g} (λ1 ≥ 0)"
+                f"{100 * st['frac_chaotic']:.0f} % of points λ1 ≥ 0{bands}; loss variation per "
+                f"unit s{res} {st['tv_stable']:.3g} (λ1 < 0) vs {st['tv_chaotic']:.3g} (λ1 ≥ 0)"
             )
     return " | ".join(parts) + "." if parts else "No landscape files."
+
+
+# --- smoothness against the horizon (analysis=smoothness) --------------------------------------
+REGIME_COLOURS = {"contracting": "tab:blue", "neutral": "tab:gray", "chaotic": "tab:red"}
+BOUNDS = (0.8, 1.3)  # the factor band the growth rates are checked against (λ1 and 2 λ1)
+CHAOTIC_MIN, CONTRACTING_MAX, BOUNDED = 0.05, -0.05, 0.01  # nats/step, the claim's thresholds
+
+
+def rate_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """The growth-rate rows of one ``smoothness.pt`` (``RATE_COLUMNS``) as a frame."""
+    return pd.DataFrame([list(r) for r in data["rates"]], columns=list(data["rate_columns"]))
+
+
+def _example_windows(rates: pd.DataFrame) -> list[int]:
+    """Indices of the most chaotic and the most contracting window of a path."""
+    picks = [int(rates["lambda_1"].idxmax()), int(rates["lambda_1"].idxmin())]
+    return list(dict.fromkeys(picks))
+
+
+def smoothness_panels(runs: dict[str, dict[str, Any]]) -> Figure | None:
+    """Per run and path (one row each): ln L and ln L_g vs T for the most chaotic and the most
+    contracting window with their fitted slopes and reference slopes λ1, 2 λ1 (dotted);
+    growth rate vs the window's λ1 (mean, bar: min–max) with the lines rate = λ1, 2 λ1 and the
+    0.8–1.3 band; λ1 along the path; local minima per unit s vs T."""
+    rows = [(name, path, d) for name, d in runs.items() for path in d["paths"]]
+    if not rows:
+        return None
+    fig, axes = new_figure(4, len(rows), width=3.6, height=3.0)
+    for row, (name, path, d) in enumerate(rows):
+        p = d["paths"][path]
+        rates = rate_frame(d)
+        rates = rates[rates["path"] == path].reset_index(drop=True)
+        T = p["horizons"].numpy().astype(float)
+        s = p["s"].numpy()
+        edges = np.r_[rates["s_low"].to_numpy(), rates["s_high"].to_numpy()[-1:]]
+        ax = axes[row, 0]
+        for i in _example_windows(rates):
+            r = rates.loc[i]
+            inside = (s >= r.s_low) & (s <= r.s_high)
+            colour = REGIME_COLOURS.get(r.regime, "k")
+            for key, rate, mult, marker in (("d1", r.rate_L, 1, "o"), ("d2", r.rate_L_g, 2, "s")):
+                y = np.log(np.abs(p[key].numpy()[:, inside]).max(1))
+                ax.plot(T, y, marker, color=colour, ms=3)
+                ok = T >= r.T_min
+                if np.isfinite(rate) and ok.any():
+                    t0, y0 = T[ok][0], y[ok].mean() - rate * (T[ok].mean() - T[ok][0])
+                    ax.plot(T[ok], y0 + rate * (T[ok] - t0), "-", color=colour, lw=0.8)
+                    if r.lambda_1 > 0:  # the reference slopes λ1, 2 λ1 (chaotic windows)
+                        ax.plot(T[ok], y0 + mult * r.lambda_1 * (T[ok] - t0), ":", color=colour)
+        ax.set(title=f"{name} / {path}", xlabel="horizon T (steps)",
+               ylabel=r"ln L (o), ln $L_g$ (s)")  # fmt: skip
+        ax = axes[row, 1]
+        for _, r in rates.iterrows():
+            colour = REGIME_COLOURS.get(r.regime, "k")
+            xerr = [[r.lambda_1 - r.lambda_1_min], [r.lambda_1_max - r.lambda_1]]
+            ax.errorbar(r.lambda_1, r.rate_L, xerr=xerr, fmt="o", color=colour, ms=3, lw=0.5)
+            ax.errorbar(2 * r.lambda_1, r.rate_L_g, xerr=[[2 * v for v in xerr[0]],
+                        [2 * v for v in xerr[1]]], fmt="s", mfc="none", color=colour,
+                        ms=3, lw=0.5)  # fmt: skip
+        lo, hi = 2 * rates["lambda_1_min"].min(), 2 * rates["lambda_1_max"].max()
+        lim = np.array([min(0.0, lo), max(0.05, hi)])
+        ax.plot(lim, lim, color="0.3", lw=0.8)
+        xs = np.linspace(0, lim[1], 10)
+        ax.fill_between(xs, BOUNDS[0] * xs, BOUNDS[1] * xs, color="0.85", lw=0)
+        ax.axhline(0, color="0.6", lw=0.5)
+        ax.set(xlabel=r"$\lambda_1$ (o), $2\lambda_1$ (s) of the window",
+               ylabel="growth rate of ln L, ln $L_g$ (per step)",
+               title="grey: 0.8–1.3 ×")  # fmt: skip
+        ax = axes[row, 2]
+        ax.plot(s, p["lambda_1"].numpy(), color="k", lw=0.5, label="long window")
+        if "lambda_1_T" in p:
+            ax.plot(s, p["lambda_1_T"].numpy(), color="tab:orange", lw=0.5, alpha=0.7,
+                    label="steps 1..T_max")  # fmt: skip
+        for e in edges:
+            ax.axvline(e, color="0.85", lw=0.5)
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set(xlabel="$s$", ylabel=r"$\lambda_1$ (nats/step)")
+        ax.legend(fontsize=7)
+        ax = axes[row, 3]
+        d1 = p["d1"].numpy()
+        minima = ((d1[:, :-1] < 0) & (d1[:, 1:] >= 0)).sum(1) / (s[-1] - s[0])
+        ax.plot(T, minima, "o-", color="k", ms=3)
+        ax.axhline((len(s) - 1) / (s[-1] - s[0]) / 2, color="0.6", ls=":", lw=0.8)
+        ax.set(xlabel="horizon T (steps)", ylabel="local minima of V per unit s",
+               title="dotted: half the resolution")  # fmt: skip
+    fig.suptitle("Smoothness of the cost against the horizon T: L = max|V′|, "
+                 "L_g = max|V″| per window of s (exact derivatives)", fontsize=9)  # fmt: skip
+    return fig
+
+
+def smoothness_runs(exp: Collection) -> dict[str, dict[str, Any]]:
+    """``{condition (run): smoothness.pt}`` for every finished run with one."""
+    cond = Conditions.of(exp)
+    out = {}
+    for r in exp.runs["run"]:
+        d = _load(r, "smoothness.pt")
+        if d is not None:
+            out[f"{cond.by_run.get(r)} ({Path(r).name})" if len(exp.runs) > 1 else
+                str(cond.by_run.get(r))] = d  # fmt: skip
+    return out
+
+
+def smoothness(exp: Collection) -> Figure | None:
+    """The ``smoothness`` preset figure (:func:`smoothness_panels` of every run)."""
+    return smoothness_panels(smoothness_runs(exp))
+
+
+def smoothness_table(runs: dict[str, dict[str, Any]]) -> str:
+    """The claim's table (markdown): per path, the windows with long-window λ1 > 0.05 (how
+    many have rate L / λ1 and rate L_g / 2λ1 in [0.8, 1.3], with the window's mean λ1 and, in
+    brackets, with its max), those with λ1 < −0.05 (how many have both rates < 0.01 per step),
+    those whose every point has λ1 < 0, and the ratio of the two growth rates."""
+    lines = [
+        "| run / path | windows λ1 > 0.05 | L in 0.8–1.3 × λ1 (mean [max]) | "
+        "L_g in 0.8–1.3 × 2λ1 (mean [max]) | median ratio L, L_g (mean λ1) | "
+        "windows λ1 < −0.05 | both slopes < 0.01 | max slope there | "
+        "windows with every point λ1 < 0: both slopes < 0.01 | L_g rate / L rate (median, "
+        "range; windows with a point λ1 > 0.05) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, d in runs.items():
+        rates = rate_frame(d)
+        for path, g in rates.groupby("path", sort=False):
+            ch = g[g["lambda_1"] > CHAOTIC_MIN]
+            co = g[g["lambda_1"] < CONTRACTING_MAX]
+
+            def within(col: str, frame: pd.DataFrame = ch) -> int:
+                return int(frame[col].between(*BOUNDS).sum())
+
+            bounded = int(((co["rate_L"] < BOUNDED) & (co["rate_L_g"] < BOUNDED)).sum())
+            worst = co[["rate_L", "rate_L_g"]].max().max() if len(co) else float("nan")
+            med = (f"{ch['ratio_L'].median():.2f}, {ch['ratio_L_g'].median():.2f}"
+                   if len(ch) else "–")  # fmt: skip
+            neg = g[g["lambda_1_max"] < 0]
+            neg_ok = int(((neg["rate_L"] < BOUNDED) & (neg["rate_L_g"] < BOUNDED)).sum())
+            any_ch = g[g["lambda_1_max"] > CHAOTIC_MIN]
+            q = (any_ch["rate_L_g"] / any_ch["rate_L"]).quantile([0, 0.5, 1])
+            two = f"{q[0.5]:.2f} ({q[0]:.2f}–{q[1]:.2f})" if len(any_ch) else "–"
+            lines.append(
+                f"| {name} / {path} | {len(ch)} | {within('ratio_L')} [{within('ratio_L_max')}]"
+                f" | {within('ratio_L_g')} [{within('ratio_L_g_max')}] | {med} | {len(co)} | "
+                f"{bounded} | {worst:+.4f} | {neg_ok} of {len(neg)} | {two} |"
+            )
+    return "\n".join(lines)
+
+
+def smoothness_summary(col: Collection) -> str:
+    """One sentence for index.md followed by :func:`smoothness_table`."""
+    runs = smoothness_runs(col)
+    if not runs:
+        return "No smoothness files."
+    parts = []
+    for name, d in runs.items():
+        rates = rate_frame(d)
+        ch = rates[rates["lambda_1"] > CHAOTIC_MIN]
+        if len(ch):
+            parts.append(
+                f"{name}: in {len(ch)} windows with λ1 > 0.05, median growth rate of ln L "
+                f"{ch['rate_L'].median():.3f} and of ln L_g {ch['rate_L_g'].median():.3f} per "
+                f"step (median window λ1 {ch['lambda_1'].median():.3f}, max "
+                f"{ch['lambda_1_max'].median():.3f})"
+            )
+        else:
+            parts.append(
+                f"{name}: no window with λ1 > 0.05; growth rates of ln L "
+                f"{rates['rate_L'].min():+.4f}..{rates['rate_L'].max():+.4f}, ln L_g "
+                f"{rates['rate_L_g'].min():+.4f}..{rates['rate_L_g'].max():+.4f} per step "
+                f"(λ1 {rates['lambda_1'].min():+.3f}..{rates['lambda_1'].max():+.3f})"
+            )
+    return " | ".join(parts) + ".\n\n" + smoothness_table(runs) + "\n"

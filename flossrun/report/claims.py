@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flossrun.report.attractors import landscape_summary, orbit_summary
+from flossrun.report.attractors import landscape_summary, orbit_summary, smoothness_summary
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import format_value, setting_label, short_names, sort_key
 from flossrun.report.panels import as_floats
@@ -93,6 +93,11 @@ CLAIMS: dict[str, Claim] = {
         "7",
         "The loss is smooth where λ1 < 0 and rugged where λ1 > 0; where do flossed networks "
         "sit (λ1 and roughness along their slices)?",
+    ),
+    "smoothness": Claim(
+        "8",
+        "Along a path, L = max|V′| and L_g = max|V″| of the cost V_T grow like e^{λ1 T} and "
+        "e^{2 λ1 T} with the horizon T where λ1 > 0, and stay bounded where λ1 < 0.",
     ),
 }
 
@@ -459,6 +464,7 @@ SUMMARIES: dict[str, Callable[[Collection], str]] = {
     "architectures": _architectures,
     "orbit_diagram": orbit_summary,
     "loss_landscape": landscape_summary,
+    "smoothness": smoothness_summary,
 }
 
 

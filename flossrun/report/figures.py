@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from flossrun.report.attractors import loss_landscape, orbit_diagram
+from flossrun.report.attractors import loss_landscape, orbit_diagram, smoothness
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import FLOSS_SETTING_KEYS, Conditions, format_value, short_names
 from flossrun.report.panels import (
@@ -310,6 +310,7 @@ FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
         architectures,
         orbit_diagram,
         loss_landscape,
+        smoothness,
         generic,
     )
 }
