@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from flossrun import io, seeding
+from flossrun import interrupt, io, seeding
 from flossrun.config import ConfigError, resolve_device
 from flossrun.diagnostics import condition_number, error_signal_norms, long_term_jacobian
 from flossrun.fast.ops import realization_mean
@@ -175,15 +175,20 @@ class Run:
 
     # --- the schedule ---------------------------------------------------------------------
     def execute(self) -> bool:
-        """Run (or resume) the schedule; returns False if the run had already finished."""
+        """Run (or resume) the schedule; returns False if the run had already finished.
+
+        On SIGINT (:mod:`flossrun.interrupt`) it saves a checkpoint at the next epoch boundary,
+        inside a flossing phase too, and raises :class:`~flossrun.interrupt.Interrupted`."""
         resumed = self.restore()
         if self.state["finished"]:
             return False
         if resumed:
-            log.info("resuming %s at training epoch %d", self.out, self.state["train_done"])
+            log.info("resuming %s at %s", self.out, self.position())
         cfg, st = self.cfg, self.state
         if not st["pre_done"]:
-            self.full_spectrum("initial", 0)
+            if not st.get("initial_done"):
+                self.full_spectrum("initial", 0)
+                st["initial_done"] = True
             if self.preflossing:
                 self.floss_phase(cfg.floss.pre_epochs, "preflossing")
                 self.full_spectrum("preflossed", 0)
@@ -194,25 +199,50 @@ class Run:
         E = cfg.train.epochs
         bar = tqdm(total=E, initial=st["train_done"], desc="training", disable=None, leave=False)
         while st["train_done"] < E:
-            epoch = st["train_done"] + 1
-            self.train_step(epoch, bar)
-            st["train_done"] = epoch
-            if epoch % cfg.train.eval_every == 0 or epoch == E:
-                self.eval_point(epoch)
-            self.orbit_point(epoch)
-            phase_due = epoch % cfg.floss.every == 0 and st["phases_done"] < cfg.floss.times
-            phase = self.interflossing and phase_due and epoch < E
+            phase = bool(st.get("phase_left"))  # resumed inside this epoch's flossing phase
+            epoch = st["train_done"] + (0 if phase else 1)
+            if not phase:
+                self.train_step(epoch, bar)
+                st["train_done"] = epoch
+                if epoch % cfg.train.eval_every == 0 or epoch == E:
+                    self.eval_point(epoch)
+                self.orbit_point(epoch)
+                phase_due = epoch % cfg.floss.every == 0 and st["phases_done"] < cfg.floss.times
+                phase = self.interflossing and phase_due and epoch < E
+                bar.update(1)
             if phase:
                 self.floss_phase(cfg.floss.epochs, f"flossing phase {st['phases_done'] + 1}")
                 st["phases_done"] += 1
             if (phase or epoch % cfg.train.checkpoint_every == 0) and epoch < E:
                 self.save()  # every checkpoint_every epochs and after each flossing phase
-            bar.update(1)
+            self.interrupt_point()
         bar.close()
         self.full_spectrum("final", st["train_done"])
         st["finished"] = True
         self.save()
         return True
+
+    def position(self) -> str:
+        """Where the schedule stands: ``training epoch 212`` or ``preflossing epoch 37/500``."""
+        st = self.state
+        left = st.get("phase_left") or 0
+        if left:
+            total = self.cfg.floss.pre_epochs if not st["pre_done"] else self.cfg.floss.epochs
+            where = f"{st.get('phase_desc', 'flossing')} epoch {total - left}/{total}"
+            return where + (f" after training epoch {st['train_done']}" if st["pre_done"] else "")
+        if not st["pre_done"]:
+            return "the start (before preflossing)"
+        return f"training epoch {st['train_done']}"
+
+    def interrupt_point(self) -> None:
+        """At an epoch boundary: after SIGINT, save a checkpoint here and stop."""
+        if interrupt.requested():
+            self.save()
+            where = self.position()
+            raise interrupt.Interrupted(
+                f"interrupted at {where}; rerun the same command to resume from {where} "
+                f"(checkpoint {self.checkpoint_path})"
+            )
 
     def train_step(self, epoch: int, bar) -> None:
         cfg = self.cfg.train
@@ -226,8 +256,13 @@ class Run:
             bar.set_postfix(**shown, **self._lam_postfix())
 
     def floss_phase(self, epochs: int, desc: str) -> None:
-        f = self.cfg.floss
-        for _ in tqdm(range(epochs), desc=desc, disable=None, leave=False):
+        """``epochs`` flossing epochs (fewer when resuming inside the phase)."""
+        f, st = self.cfg.floss, self.state
+        if not st.get("phase_left"):  # a new phase; a resumed one goes on where it stopped
+            st["phase_left"], st["phase_desc"] = epochs, desc
+        bar = tqdm(total=epochs, initial=epochs - st["phase_left"], desc=desc, disable=None,
+                   leave=False)  # fmt: skip
+        while st["phase_left"] > 0:
             x = self.task.drive(
                 self.gens["floss"], f.steps, f.batch, dtype=self.dtype, device=self.device
             )
@@ -235,11 +270,14 @@ class Run:
                 self.model, x, f.k, f.transient, self.target, self.floss_opt, self.alive,
                 qr_every=f.qr_every, frames=self.gens["frame"],
             )  # fmt: skip
-            self.state["floss_done"] += 1
+            st["floss_done"] += 1
+            st["phase_left"] -= 1
             lam1 = realization_mean(out["exponents"][..., 0])  # [R]
-            self.record(
-                "floss", self.state["floss_done"], {"floss_loss": out["loss"], "lambda_1": lam1}
-            )
+            self.record("floss", st["floss_done"], {"floss_loss": out["loss"], "lambda_1": lam1})
+            bar.update(1)
+            if st["phase_left"] > 0:
+                self.interrupt_point()
+        bar.close()
         log.info("%s done: median λ1 %.3f nats/step", desc, lam1.median())
 
     def eval_point(self, epoch: int) -> None:
