@@ -136,3 +136,43 @@ def test_ctrl_c_says_how_to_resume_and_loses_nothing(tmp_path):
         got = pd.read_csv(run_dir(cut) / name).drop(columns="wall_seconds", errors="ignore")
         want = pd.read_csv(run_dir(ref) / name).drop(columns="wall_seconds", errors="ignore")
         pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+SMALL = [
+    "model.N=8", "task.T=30", "train.epochs=10", "train.eval_every=5", "train.test_size=16",
+    "train.batch=4", "train.log_every=5", "floss.k=2", "floss.steps=12", "floss.transient=2",
+    "floss.pre_epochs=3", "floss.epochs=2", "floss.every=5", "diag.steps=30", "diag.transient=5",
+    "device=cpu", "threads=1",
+]  # fmt: skip
+
+
+def test_a_sweeps_report_covers_only_its_own_jobs(tmp_path):
+    """A plain sweep shares ``outputs/default`` with earlier plain runs; its report counts only
+    its own jobs, labels conditions by the one key that varies, and its legend leaves the axes
+    their width."""
+    assert flossrun(tmp_path, *SMALL, "task.delay=2", "model.g=1.5", "seed=7").returncode == 0
+    sweep = flossrun(tmp_path, "-m", *SMALL, "seed=0", "task.delay=4,6")
+    assert sweep.returncode == 0, sweep.stderr
+    root = tmp_path / "outputs" / "default"
+    assert len(list(root.glob("*/summary.csv"))) == 3  # the earlier run is still there
+    results = pd.read_csv(root / "results.csv")
+    assert sorted(results["task.delay"]) == [4, 6] and set(results.seed) == {0}
+    conditions = pd.read_csv(root / "conditions.csv")
+    assert list(conditions.condition) == ["delay=4", "delay=6"]
+    assert not list(root.glob(".flossrun-jobs-*"))  # the job list is cleaned up
+
+    import matplotlib
+
+    from flossrun.report import collect
+    from flossrun.report.figures import generic
+    from flossrun.report.style import RC
+
+    exp = collect([root]).subset("default")
+    exp.settings["default"] = {"condition": [c for c in exp.config_columns if "." in c][:12]}
+    with matplotlib.rc_context(RC):
+        fig = generic(exp)
+        fig.canvas.draw()
+    labels = fig.legends[0].get_texts()
+    assert max(len(t.get_text()) for t in labels) > 100  # long labels, as in issue 21
+    for ax in fig.axes:
+        assert ax.get_position().width > 0.3, ax.get_position()

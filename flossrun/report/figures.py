@@ -292,8 +292,8 @@ def generic(exp: Collection) -> Figure | None:
     curve_vs_epoch(axes[0, 0], cond, acc, label("test_accuracy"))
     curve_vs_epoch(axes[0, 1], cond, lam, label("lambda_1"))
     axes[0, 1].set_xlabel(label(lam_x))
-    if axes[0, 0].lines:
-        axes[0, 0].legend()
+    if axes[0, 0].lines:  # below both panels: long or many labels never squeeze the axes
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
     return finish(fig, cond, f"{exp.experiments[0]}: learning curves")
 
 
