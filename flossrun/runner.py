@@ -273,19 +273,23 @@ class Run:
             st["floss_done"] += 1
             st["phase_left"] -= 1
             lam1 = realization_mean(out["exponents"][..., 0])  # [R]
-            self.record("floss", st["floss_done"], {"floss_loss": out["loss"], "lambda_1": lam1})
+            values = {"floss_loss": out["loss"], "lambda_1_floss": lam1}
+            self.record("prefloss" if desc == "preflossing" else "floss", st["floss_done"], values)
             bar.update(1)
             if st["phase_left"] > 0:
                 self.interrupt_point()
         bar.close()
-        log.info("%s done: median λ1 %.3f nats/step", desc, lam1.median())
+        log.info(
+            "%s done: median λ1_floss %.3f nats/step (last flossing epoch, %d-step sequences)",
+            desc, lam1.median(), f.steps,
+        )  # fmt: skip
 
     def eval_point(self, epoch: int) -> None:
         cfg = self.cfg
         out = evaluate(self.model, self.task, self.x_test, self.y_test)
         n = min(max(cfg.floss.k, 1), EVAL_EXPONENTS, self.model.state_dim)
         lam = self.record_spectrum("eval", epoch, n)
-        out["lambda_1"] = lam[:, 0]
+        out["lambda_1_eval"] = lam[:, 0]
         self.alive &= torch.isfinite(out["test_loss"])
         self.record("eval", epoch, out)
         self.state["last_eval"] = {k: v.tolist() for k, v in out.items()}
@@ -294,11 +298,14 @@ class Run:
             if math.isnan(ets[r]) and ok:
                 ets[r] = epoch
         shown = "  ".join(
-            f"{k.replace('_', ' ')} {v.median():.3f}" for k, v in out.items() if k != "lambda_1"
+            f"{k.replace('_', ' ')} {v.median():.3f}"
+            for k, v in out.items()
+            if k != "lambda_1_eval"
         )
         log.info(
-            "epoch %d/%d  %s  λ1 %.3f (medians over %d)",
-            epoch, cfg.train.epochs, shown, lam[:, 0].median(), cfg.realizations,
+            "epoch %d/%d  %s  λ1_eval %.3f (%d-step diagnostic trajectory; medians over %d)",
+            epoch, cfg.train.epochs, shown, lam[:, 0].median(),
+            cfg.diag.steps - cfg.diag.transient, cfg.realizations,
         )  # fmt: skip
 
     def orbit_point(self, epoch: int) -> None:
@@ -345,15 +352,19 @@ class Run:
                 rows.append((r, seed, stage, lag, 0, "error_signal_norm", err[li, r].item()))
 
     def _lam_postfix(self) -> dict[str, str]:
-        lam = self.state["last_eval"].get("lambda_1")
+        ev = self.state["last_eval"]
+        lam = ev.get("lambda_1_eval", ev.get("lambda_1"))  # the name before 2026-12
         return {"λ1": f"{torch.tensor(lam).median():.3f}"} if lam else {}
 
 
 def summary_rows(run: Run) -> list[tuple]:
-    """One row per realization (``io.SUMMARY_COLUMNS``) from the final evaluation."""
+    """One row per realization (``io.SUMMARY_COLUMNS``) from the final evaluation; its
+    ``lambda_1`` is λ1 of the final full spectrum (stage ``final`` of spectra.csv), or without
+    ``diag.full_spectrum`` the last evaluation's ``lambda_1_eval``."""
     ev, st = run.state["last_eval"], run.state
     final = [r for r in run.logs["spectra"] if r[2] == "final" and r[4] == 1]
-    lam1 = {r[0]: r[5] for r in final} or dict(enumerate(ev["lambda_1"]))
+    last = ev.get("lambda_1_eval", ev.get("lambda_1"))  # a checkpoint of before 2026-12
+    lam1 = {r[0]: r[5] for r in final} or dict(enumerate(last))
     ok = run.task.succeeded({k: torch.tensor(v) for k, v in ev.items()}, run.cfg).tolist()
     acc = ev.get("test_accuracy", [math.nan] * len(run.seeds))  # tasks without an accuracy: nan
     rows = []

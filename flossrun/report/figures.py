@@ -37,7 +37,7 @@ STAGES = ("initial", "preflossed", "eval", "final")
 
 def lyapunov_control(exp: Collection) -> Figure | None:
     """λ_1 (nats/step) vs flossing epoch, one colour per target λ*, targets dashed (claim 1)."""
-    lam = select_metric(exp.curves, "floss", "lambda_1")
+    lam = select_metric(exp.curves, "prefloss", "lambda_1_floss")
     if lam.empty:
         return None
     cond = Conditions.of(exp)
@@ -281,10 +281,10 @@ def architectures(exp: Collection) -> Figure | None:
 def generic(exp: Collection) -> Figure | None:
     """Fallback: test accuracy and λ_1 (eval, else flossing) vs epoch per condition."""
     acc = select_metric(exp.curves, "eval", "test_accuracy")
-    lam = select_metric(exp.curves, "eval", "lambda_1")
+    lam = select_metric(exp.curves, "eval", "lambda_1_eval")
     lam_x = "epoch"
     if lam.empty:
-        lam, lam_x = select_metric(exp.curves, "floss", "lambda_1"), "floss_epoch"
+        lam, lam_x = select_metric(exp.curves, "prefloss", "lambda_1_floss"), "floss_epoch"
     if acc.empty and lam.empty:
         return None
     cond = Conditions.of(exp)
