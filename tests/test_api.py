@@ -91,11 +91,7 @@ def test_spectrum_inputs_and_errors(float64):
         flossrun.spectrum(net, k=3, inputs=torch.zeros(30, 4, 1))
     lam = flossrun.spectrum(net, k=2, steps=30, transient=5, grad=True)
     lam.sum().backward()
-    assert (
-        net.W_h.grad is not None
-        if hasattr(net, "W_h")
-        else any(p.grad is not None for p in net.parameters())
-    )
+    assert all(p.grad is not None for p in net.floss_parameters())
 
 
 def test_plot_helpers_take_tensors_and_return_figures():
