@@ -58,15 +58,21 @@ log = logging.getLogger("flossrun")
 
 
 MAX_NAME = 96  # characters of a run folder name before it is shortened with a hash
+SAFE = str.maketrans({"[": "(", "]": ")", "*": "_", "?": "_"})  # glob characters in names
 
 
 def run_name(override_dirname: str) -> str:
-    """Folder name of a job: its overrides (``task.delay=40,seed=1``) or ``base``.
+    """Folder name of a job: its overrides (``task.delay=40,seed=1``) or ``base``; brackets
+    become parentheses (``model.g=(0,1)``), so no name holds a glob character.
 
     Long override lists keep their start and get a stable hash of the whole, so distinct
     commands never share a folder (``.hydra/overrides.yaml`` holds the full list).
     """
     name = override_dirname.replace("/", "_") or "base"
+    safe = name.translate(SAFE)  # no glob characters: folders a shell or glob() can name
+    if safe != name and ("*" in name or "?" in name):  # not a bracket swap: keep names apart
+        safe += f"..{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    name = safe
     if len(name) > MAX_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
         name = f"{name[: MAX_NAME - 12]}..{digest}"
@@ -248,6 +254,14 @@ _hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config
 
 def main() -> None:
     """Console entry point ``flossrun``."""
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+        from flossrun.help import help_text
+
+        try:
+            print(help_text())
+        except BrokenPipeError:  # flossrun --help | head
+            sys.stderr.close()
+        return
     try:
         check_group_choices(sys.argv[1:])
         check_keys(sys.argv[1:], CONFIG_DIR, GROUPS)

@@ -5,7 +5,7 @@ backend switch: safe in a notebook) and returns it; the run plots also save it.
 
     spectrum_figure(lams, k=...)        λ_i vs i: ``[k]``, ``[R, k]`` or {label: tensor}
     flossing_figure(hist["lambda_1"])   λ1 vs flossing epoch: ``[E, R]``
-    plot_run(run_dir, title)            learning_curve.png and spectrum.png of a run folder
+    plot_run(run_dir, title)            learning_curve.png, flossing.png, spectrum.png of a run
 """
 
 from __future__ import annotations
@@ -158,8 +158,35 @@ def learning_figure(
             )
             ax.axvline(epoch, color="#2ca02c", lw=1, ls="--", label=what if i == 0 else None)
         ax.set(xlabel="training epoch")
-        ax.legend(loc="best", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
     fig.suptitle(wrapped(title, fig), fontsize=10)
+    return fig
+
+
+def run_flossing_figure(metrics: pd.DataFrame, title: str, target: Any = None) -> Figure:
+    """λ1 of every flossing epoch (``lambda_1_floss``) vs the running flossing epoch, the
+    preflossing and the phases during training in two colours; the target λ* dashed."""
+    fig, ax = new_figure(6.4, 4.0)
+    lam = metrics[metrics.name == "lambda_1_floss"]
+    R = lam.realization.nunique() if len(lam) else 1
+    phases = (("prefloss", COLORS[0], "preflossing"),
+              ("floss", COLORS[4], "flossing phases during training"))  # fmt: skip
+    for phase, color, what in phases:
+        g = lam[lam.phase == phase]
+        if len(g):
+            q = g.groupby("epoch").value.quantile([0.25, 0.5, 0.75]).unstack()
+            draw_band(ax, q.index, q[0.25], q[0.5], q[0.75], color, what, "")
+    t = target[0] if isinstance(target, list) and target else target  # λ*_1 of a list
+    if isinstance(t, int | float):
+        ax.axhline(t, color="k", ls="--", lw=1, label=rf"target $\lambda^*$ = {t:g}")
+    ax.set(xlabel="flossing epoch (running count)", ylabel=LAMBDA_1)
+    handles, labels = ax.get_legend_handles_labels()
+    if R > 1:
+        handles.append(Patch(color="#7f7f7f", alpha=0.25, lw=0))
+        labels.append(BAND.format(n=R))
+    ax.legend(handles, labels, fontsize=8)
+    ax.set_title(wrapped(title, fig), fontsize=10)
     return fig
 
 
@@ -190,7 +217,8 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def plot_run(run_dir: Path, title: str) -> Path:
-    """Draw both plots of a run from its CSVs; returns the ``plots/`` folder."""
+    """Draw a run's plots from its CSVs (``learning_curve.png``, ``flossing.png`` when it
+    flossed, ``spectrum.png``); returns the ``plots/`` folder."""
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
@@ -198,10 +226,16 @@ def plot_run(run_dir: Path, title: str) -> Path:
     f = cfg.get("floss") or {}
     flossed = f.get("name", "none") != "none" and int(f.get("k", 0) or 0) > 0
     fig = learning_figure(
-        pd.read_csv(run_dir / "metrics.csv"), title, flossing_phase_epochs(cfg),
+        pd.read_csv(run_dir / "metrics.csv"),
+        title, flossing_phase_epochs(cfg),
         int(f.get("epochs", 0) or 0),
     )  # fmt: skip
     fig.savefig(plots / "learning_curve.png", dpi=120)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    if (metrics.name == "lambda_1_floss").any():
+        run_flossing_figure(metrics, title, f.get("target")).savefig(
+            plots / "flossing.png", dpi=120
+        )
     spectra = pd.read_csv(run_dir / "spectra.csv")
     if len(spectra[spectra.stage != "eval"]):
         k = int(f["k"]) if flossed and int(f["k"]) < spectra["index"].max() else None

@@ -99,14 +99,22 @@ def run_dir(root: Path) -> Path:
     return cfg.parent.parent
 
 
-def test_ctrl_c_says_how_to_resume_and_loses_nothing(tmp_path):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One uninterrupted TINY run (pre_during: preflossing and two flossing phases)."""
+    root = tmp_path_factory.mktemp("reference")
+    proc = flossrun(root, *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return proc, run_dir(root)
+
+
+def test_ctrl_c_says_how_to_resume_and_loses_nothing(tmp_path, reference):
     """SIGINT in preflossing, inside a flossing phase and in training, one after another: each
     prints one line naming where it stopped (exit code 130, no traceback), the rerun resumes
     there, and the run ends with every number of an uninterrupted run. A rerun of a folder
     whose run stopped before any checkpoint starts over and says so."""
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
-    ref.mkdir(), cut.mkdir()
-    assert flossrun(ref, *TINY).returncode == 0
+    cut = tmp_path / "cut"
+    cut.mkdir()
     assert interrupted(cut, "floss:3", *TINY).returncode == 130
     (run_dir(cut) / "checkpoint.pt").unlink()  # as a SIGKILL before the first save
     before = None
@@ -134,7 +142,7 @@ def test_ctrl_c_says_how_to_resume_and_loses_nothing(tmp_path):
         before = where
     for name in ("summary.csv", "metrics.csv", "spectra.csv"):
         got = pd.read_csv(run_dir(cut) / name).drop(columns="wall_seconds", errors="ignore")
-        want = pd.read_csv(run_dir(ref) / name).drop(columns="wall_seconds", errors="ignore")
+        want = pd.read_csv(reference[1] / name).drop(columns="wall_seconds", errors="ignore")
         pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
@@ -176,3 +184,122 @@ def test_a_sweeps_report_covers_only_its_own_jobs(tmp_path):
     assert max(len(t.get_text()) for t in labels) > 100  # long labels, as in issue 21
     for ax in fig.axes:
         assert ax.get_position().width > 0.3, ax.get_position()
+
+
+def test_two_lambda_1_have_two_names(reference):
+    """metrics.csv names λ1 of the flossing sequences and of the evaluation trajectory apart,
+    and preflossing apart from the flossing phases during training; so does the log."""
+    proc, run = reference
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert set(metrics.phase) == {"train", "prefloss", "floss", "eval"}
+    names = metrics.groupby("phase").name.unique().map(set).to_dict()
+    assert names["prefloss"] == names["floss"] == {"floss_loss", "lambda_1_floss"}
+    assert names["eval"] == {"test_loss", "test_accuracy", "lambda_1_eval"}
+    floss = metrics[metrics.name == "lambda_1_floss"]
+    assert floss.groupby("phase").epoch.agg(["min", "max"]).to_dict("index") == {
+        "prefloss": {"min": 1, "max": 20}, "floss": {"min": 21, "max": 30},
+    }  # fmt: skip
+    said = proc.stdout + proc.stderr
+    assert "preflossing done: median λ1_floss" in said and "20-step sequences" in said
+    assert "λ1_eval" in said and "50-step diagnostic trajectory" in said
+    assert "reached test accuracy >= 0.95" in proc.stdout  # the value, not the key
+
+
+def test_old_metric_names_are_read_in_the_new_ones():
+    from flossrun.io import modern_metrics
+
+    old = pd.DataFrame(
+        {"realization": 0, "seed": 0, "phase": ["floss", "floss", "floss", "eval", "eval"],
+         "epoch": [1, 2, 3, 0, 0], "name": ["lambda_1"] * 3 + ["lambda_1", "test_loss"],
+         "value": 0.0}
+    )  # fmt: skip
+    cfg = {"floss.name": "pre_during", "floss.k": 4, "floss.pre_epochs": 2}
+    new = modern_metrics(old, cfg)
+    assert list(new.phase) == ["prefloss", "prefloss", "floss", "eval", "eval"]
+    assert list(new.name) == ["lambda_1_floss"] * 3 + ["lambda_1_eval", "test_loss"]
+    assert modern_metrics(new, cfg) is new  # today's files pass unchanged
+
+
+def test_a_job_without_training_reports_no_accuracy(tmp_path):
+    """A flossing-only job (as the lyapunov_control preset) prints no success or accuracy, and
+    its report row shows "-" there; epochs print as integers."""
+    proc = flossrun(tmp_path, *TINY, "floss=pre", "train.epochs=0")
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stdout[proc.stdout.index("flossrun: delayed_xor") :]
+    assert "success" not in summary and "accuracy" not in summary
+    assert "no training (train.epochs=0)" in summary
+    from flossrun.report.cli import condition_text, report
+
+    res = report([tmp_path / "outputs"], plots=False)
+    row = condition_text(res["conditions"]).splitlines()[1].split()
+    assert row[1:4] == ["1", "-", "-"], row  # n, success, median_acc
+    trained = res["conditions"].assign(trained=True, epochs_to_success_median=1000.0)
+    assert " 1000 " in condition_text(trained)  # not 1e+03
+
+
+def test_per_run_plots_fit_for_a_talk(reference):
+    """The run's figures: whole titles, λ_i in mathtext, bands and k explained, flossing phases
+    marked on the learning curves, λ1 of preflossing and of the phases apart."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+
+    from flossrun import plots
+
+    _, run = reference
+    assert {p.name for p in (run / "plots").iterdir()} == {
+        "learning_curve.png", "flossing.png", "spectrum.png",
+    }  # fmt: skip
+    title = "delayed_xor d=20 T=300, vanilla N=80, floss=pre_during k=75, R=10 " * 2
+    spectra = pd.read_csv(run / "spectra.csv")
+    fig = plots.run_spectrum_figure(spectra, title, k=4)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == r"$\lambda_i$ (nats/step)"
+    assert ax.title.get_window_extent().width <= fig.bbox.width
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "k = 4 (flossed exponents)" in labels
+    metrics = pd.read_csv(run / "metrics.csv")
+    cfg = plots.run_config(run)
+    assert plots.flossing_phase_epochs(cfg) == [10, 20]
+    fig = plots.learning_figure(metrics, title, [10, 20], 5)
+    for ax in fig.axes:
+        marks = [ln for ln in ax.lines if list(ln.get_xdata()) in ([10, 10], [20, 20])]
+        assert len(marks) == 2
+        assert "flossing phase (5 flossing epochs)" in [
+            t.get_text() for t in ax.get_legend().get_texts()
+        ]
+    fig = plots.run_flossing_figure(metrics, title, 0.0)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[:2] == ["preflossing", "flossing phases during training"]
+
+
+def test_help_explains_every_key(monkeypatch, capsys):
+    from flossrun import cli
+
+    monkeypatch.setattr(sys, "argv", ["flossrun", "--help"])
+    cli.main()
+    text = capsys.readouterr().out
+    for line in ("floss.every = 100               training epochs between flossing phases",
+                 "floss.times = 2                 maximum number of interflossing phases",
+                 "train.success_threshold = 0.95  final test accuracy counted as success",
+                 "model.g = 1.0                   gain"):  # fmt: skip
+        assert line in text, line
+
+
+def test_folder_names_hold_no_glob_characters():
+    from flossrun.cli import run_name
+
+    assert run_name("model.g=[0,1],seed=2") == "model.g=(0,1),seed=2"
+    a, b = run_name("task.x=a*b"), run_name("task.x=a?b")
+    assert a != b and not set("[]*?") & set(a + b)
+
+
+def test_packaging_declares_a_license_string_and_every_config_folder():
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert isinstance(project["project"]["license"], str)
+    packages = set(project["tool"]["setuptools"]["packages"])
+    for group in (root / "configs").iterdir():
+        if group.is_dir():
+            assert f"flossrun.configs.{group.name}" in packages, group.name
