@@ -75,6 +75,8 @@ class TrainJob:
         from flossrun import plots
 
         plots.plot_run(self.out, self.title())
+        if self.run.orbits is not None:
+            plots.analysis_figure(self.out, "orbit_diagram")
 
     def describe(self, rows: list[tuple]) -> str:
         """Successes, median accuracy (if the task has one) and λ1, where the files are."""
@@ -206,8 +208,11 @@ class LandscapeJob:
         return [(0, seed, math.nan, math.nan, False, math.nan, False, lam, wall)]
 
     def plot(self) -> None:
+        from flossrun import plots
+
         if self.trainer is not None:
             self.trainer.plot()
+        plots.analysis_figure(self.out, "loss_landscape")
 
     def describe(self, rows: list[tuple]) -> str:
         lines = [f"flossrun: loss landscape of {self.a.network} ({self.cfg.model.name})"]
@@ -219,6 +224,7 @@ class LandscapeJob:
                 f"{st['tv_stable']:.3g} where λ1 < 0, {st['tv_chaotic']:.3g} where λ1 ≥ 0"
             )
         lines.append(f"  results: {self.out}/landscape.csv (landscape.pt)")
+        lines.append(f"  plots:   {self.out}/plots/loss_landscape.png")
         return "\n".join(lines)
 
 

@@ -242,3 +242,25 @@ def plot_run(run_dir: Path, title: str) -> Path:
         fig = run_spectrum_figure(spectra, title, k)
         fig.savefig(plots / "spectrum.png", dpi=120)
     return plots
+
+
+def analysis_figure(run_dir: Path, figure: str) -> Path | None:
+    """The report's ``figure`` (``orbit_diagram``, ``loss_landscape``) of this one finished run,
+    as ``plots/<figure>.png``; None when it has no data for it."""
+    import matplotlib as mpl
+
+    from flossrun.report import collect
+    from flossrun.report.figures import FIGURES
+    from flossrun.report.style import RC
+
+    found = collect([run_dir])
+    if not found.experiments:
+        return None
+    with mpl.rc_context(RC):
+        fig = FIGURES[figure](found.subset(found.experiments[0]))
+        if fig is None:
+            return None
+        path = Path(run_dir) / "plots" / f"{figure}.png"
+        path.parent.mkdir(exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return path

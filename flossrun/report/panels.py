@@ -63,8 +63,8 @@ def finish(
 ) -> Figure:
     """Title: what the figure shows, then the settings shared by all its runs (wrapped)."""
     setting = cond.setting(skip=(*cond.keys, *skip), keys=keys)
-    width = max(40, int(fig.get_figwidth() * 15))  # characters per line at 9 pt
-    fig.suptitle(f"{what}\n{textwrap.fill(setting, width)}", fontsize=9)
+    width = max(30, int(fig.get_figwidth() * 72 / 5.2))  # characters per line at 9 pt
+    fig.suptitle(f"{textwrap.fill(what, width)}\n{textwrap.fill(setting, width)}", fontsize=9)
     return fig
 
 
