@@ -158,6 +158,9 @@ def preflossing(exp: Collection) -> Figure | None:
     for row, results, name in rows:
         epochs_to_success_vs(row[2], cond, results, x)
         row[2].set_title(f"{name} speed".strip())
+        for ax in (row[0], row[2]):  # below the panel: a legend inside covers a curve
+            if ax.get_legend() is not None:
+                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     return finish(fig, cond, "Preflossing: success and speed of training vs delay", skip=(x,))
 
 
