@@ -104,7 +104,8 @@ def missing_key(cfg: DictConfig, key: str) -> str | None:
 
 def check_keys(args: list[str], config_dir: Path, groups: tuple[str, ...]) -> None:
     """Raise :class:`ConfigError` (one line) for the first key override in ``args`` — with or
-    without ``+``/``++`` — that a composition of this command does not have."""
+    without ``+``/``++`` — that a composition of this command does not have. Keys outside
+    ``task``/``model``/``analysis`` are looked up in the schema (no composition needed)."""
     overrides = parse(args)
     choices: dict[str, list[str]] = {}
     keys: list[str] = []
@@ -117,7 +118,17 @@ def check_keys(args: list[str], config_dir: Path, groups: tuple[str, ...]) -> No
                 choices[key] = values(ov)
         elif key.split(".")[0] not in FREE_NODES:
             keys.append(key)
-    if not keys:
+    from omegaconf import OmegaConf
+
+    from flossrun.config import RunConfig
+
+    schema = OmegaConf.structured(RunConfig)  # floss.*, train.*, diag.*: fixed by the schema
+    for key in [k for k in keys if k.split(".")[0] not in GROUP_NODES]:
+        reason = missing_key(schema, key)
+        if reason:
+            raise ConfigError(reason)
+    keys = [k for k in keys if k.split(".")[0] in GROUP_NODES]
+    if not keys:  # only the keys of task=, model=, analysis= depend on the composition
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
     try:
