@@ -303,3 +303,14 @@ def test_packaging_declares_a_license_string_and_every_config_folder():
     for group in (root / "configs").iterdir():
         if group.is_dir():
             assert f"flossrun.configs.{group.name}" in packages, group.name
+
+
+def test_conditions_that_trained_nothing_are_marked():
+    from flossrun.report.conditions import trained
+
+    rows = pd.DataFrame(
+        {"train.epochs": [0, 100, 100, 100],
+         "analysis.name": ["none", "none", "landscape", "landscape"],
+         "analysis.network": [None, None, "chaotic_lstm", "trained"]}
+    )  # fmt: skip
+    assert trained(rows).tolist() == [False, True, False, True]
