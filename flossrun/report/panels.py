@@ -63,7 +63,7 @@ def finish(
 ) -> Figure:
     """Title: what the figure shows, then the settings shared by all its runs (wrapped)."""
     setting = cond.setting(skip=(*cond.keys, *skip), keys=keys)
-    width = max(30, int(fig.get_figwidth() * 72 / 5.2))  # characters per line at 9 pt
+    width = max(30, int(fig.get_figwidth() * 72 / 4.9))  # characters per line at 9 pt
     fig.suptitle(f"{textwrap.fill(what, width)}\n{textwrap.fill(setting, width)}", fontsize=9)
     return fig
 
