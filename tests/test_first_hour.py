@@ -115,11 +115,11 @@ def test_ctrl_c_says_how_to_resume_and_loses_nothing(tmp_path, reference):
     whose run stopped before any checkpoint starts over and says so."""
     cut = tmp_path / "cut"
     cut.mkdir()
-    assert interrupted(cut, "floss:3", *TINY).returncode == 130
+    assert interrupted(cut, "prefloss:3", *TINY).returncode == 130
     (run_dir(cut) / "checkpoint.pt").unlink()  # as a SIGKILL before the first save
     before = None
     for at, where in [
-        ("floss:7", "preflossing epoch 7/20"),
+        ("prefloss:7", "preflossing epoch 7/20"),
         ("floss:22", "flossing phase 1 epoch 2/5 after training epoch 10"),
         ("train:15", "training epoch 15"),
         (None, None),
