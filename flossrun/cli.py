@@ -21,11 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from flossrun import io
 from flossrun.config import (
     ConfigError,
-    check_model_keys,
     register_configs,
     resolve_device,
     validate,
 )
+from flossrun.interrupt import Interrupted, deferred_sigint
+from flossrun.keys import check_keys
 from flossrun.provenance import (
     CONFLICT_FILE,
     code_provenance,
@@ -57,15 +58,21 @@ log = logging.getLogger("flossrun")
 
 
 MAX_NAME = 96  # characters of a run folder name before it is shortened with a hash
+SAFE = str.maketrans({"[": "(", "]": ")", "*": "_", "?": "_"})  # glob characters in names
 
 
 def run_name(override_dirname: str) -> str:
-    """Folder name of a job: its overrides (``task.delay=40,seed=1``) or ``base``.
+    """Folder name of a job: its overrides (``task.delay=40,seed=1``) or ``base``; brackets
+    become parentheses (``model.g=(0,1)``), so no name holds a glob character.
 
     Long override lists keep their start and get a stable hash of the whole, so distinct
     commands never share a folder (``.hydra/overrides.yaml`` holds the full list).
     """
     name = override_dirname.replace("/", "_") or "base"
+    safe = name.translate(SAFE)  # no glob characters: folders a shell or glob() can name
+    if safe != name and ("*" in name or "?" in name):  # not a bracket swap: keep names apart
+        safe += f"..{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    name = safe
     if len(name) > MAX_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
         name = f"{name[: MAX_NAME - 12]}..{digest}"
@@ -198,6 +205,9 @@ def job(cfg: DictConfig) -> None:
             code["git_dirty"] = code["git_dirty"] or bool(
                 (read_provenance(out) or {}).get("git_dirty")
             )
+    if verdict == "fresh" and (out / ".hydra").exists():  # an earlier start left no checkpoint
+        print(f"flossrun: {out} holds no checkpoint (an earlier start stopped before its first "
+              "one); starting over")  # fmt: skip
     write_hydra_files(out, cfg, HydraConfig.get())
     write_provenance(out, code)
     for name in (io.FAILED_FILE, CONFLICT_FILE):
@@ -207,17 +217,36 @@ def job(cfg: DictConfig) -> None:
 
     try:
         run = make_job(cfg, out)  # training, an analysis, or both (docs/design.md §11)
-        run.execute()
+        with deferred_sigint():
+            run.execute()
         rows = run.summary_rows()
         io.write_csv(out / "summary.csv", io.SUMMARY_COLUMNS, rows)
         run.plot()
     except ConfigError as err:
         print(f"flossrun: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as err:  # Ctrl-C: one line saying how to resume
+        print(f"flossrun: {interrupted_line(out, err)}", file=sys.stderr)
+        sys.exit(130)
     except Exception as err:
         io.write_text(out / io.FAILED_FILE, "".join(traceback.format_exception(err)))
         raise
     print(run.describe(rows))
+
+
+def interrupted_line(out: Path, err: KeyboardInterrupt) -> str:
+    """What a Ctrl-C did: the schedule's own line (a checkpoint saved at the interrupt), or,
+    for an immediate interrupt, where the last checkpoint on disk resumes."""
+    if isinstance(err, Interrupted):
+        return str(err)
+    ck = out / "checkpoint.pt"
+    if not ck.exists():
+        return "interrupted before the first checkpoint; rerunning the same command starts over"
+    st = io.load_checkpoint(ck)["state"]
+    if st.get("finished"):
+        return f"interrupted after the run finished; rerun the same command to write {out}"
+    where = f"training epoch {st['train_done']}" if st.get("pre_done") else "the start"
+    return f"interrupted; rerun the same command to resume from {where} (last checkpoint)"
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(job)
@@ -225,13 +254,25 @@ _hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config
 
 def main() -> None:
     """Console entry point ``flossrun``."""
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+        from flossrun.help import help_text
+
+        try:
+            print(help_text())
+        except BrokenPipeError:  # flossrun --help | head
+            sys.stderr.close()
+        return
     try:
         check_group_choices(sys.argv[1:])
-        check_model_keys(sys.argv[1:])
+        check_keys(sys.argv[1:], CONFIG_DIR, GROUPS)
     except ConfigError as err:
         print(f"flossrun: error: {err}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:  # outside a job (start-up, a sweep's report): nothing to resume
+        print("flossrun: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

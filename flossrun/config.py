@@ -141,41 +141,6 @@ def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def check_model_keys(args: list[str]) -> None:
-    """Fail in one line on a command-line ``model.<key>=``, ``task.<key>=`` or
-    ``analysis.<key>=`` that the chosen ``model=``/``task=``/``analysis=`` (every one of a sweep;
-    the default otherwise) does not have; Hydra would reject it in many lines."""
-    from flossrun.analyses import ANALYSES
-    from flossrun.models import MODELS
-    from flossrun.tasks import TASKS, _load_tasks
-
-    _load_tasks()
-    groups = {"model": (MODELS, "vanilla"), "task": (TASKS, "delayed_xor"),
-              "analysis": (ANALYSES, "none")}  # fmt: skip
-    chosen = {g: [default] for g, (_, default) in groups.items()}
-    keys: list[tuple[str, str]] = []
-    for arg in args:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or arg.startswith("-"):
-            continue
-        group, _, sub = key.partition(".")
-        if group not in groups:
-            continue
-        if not sub:
-            chosen[group] = [v for v in value.split(",") if v in groups[group][0]] or chosen[group]
-        elif "." not in sub:
-            keys.append((group, sub))
-    for group, key in keys:
-        registry = groups[group][0]
-        for name in chosen[group]:
-            fields = registry[name].config.__dataclass_fields__
-            if key not in fields:
-                known = ", ".join(sorted(fields))
-                raise ConfigError(
-                    f"{group}.{key}: not an option of {group}={name} (allowed: {known})"
-                )
-
-
 def validate_floss(f: DictConfig, D: int, model: str) -> None:
     """The flossing keys (only checked when flossing can run); ``D``: the model's state size."""
     need(0 <= f.k <= D, "floss.k", f.k, f"must be in [0, {D}] (the state size D of model={model})")

@@ -15,7 +15,13 @@ from typing import Any
 
 import torch
 
+# metrics.csv phases and names: ``train`` (loss, accuracy, grad_h0_norm), ``prefloss`` and
+# ``floss`` (preflossing and the flossing phases during training: floss_loss, lambda_1_floss = λ1
+# of the flossing epoch's floss.steps-step sequences; epoch = running count of flossing epochs),
+# ``eval`` (test_loss, test_<metric>, lambda_1_eval = λ1 on the fixed diag.steps-step
+# diagnostic trajectory).
 METRICS_COLUMNS = ("realization", "seed", "phase", "epoch", "name", "value")
+FLOSS_PHASES = ("prefloss", "floss")
 SPECTRA_COLUMNS = ("realization", "seed", "stage", "epoch", "index", "value")
 DIAGNOSTICS_COLUMNS = ("realization", "seed", "stage", "lag", "index", "name", "value")
 SUMMARY_COLUMNS = (
@@ -74,3 +80,21 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``) onto the CPU."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def modern_metrics(metrics: Any, config: dict[str, Any]) -> Any:
+    """A metrics.csv DataFrame of a run written before flossing and evaluation λ1 had their own
+    names (``lambda_1`` in phases ``floss`` and ``eval``; preflossing rows in phase ``floss``)
+    in today's names; ``config`` is the run's flattened config (``floss.pre_epochs``, ...).
+    A current metrics.csv comes back unchanged."""
+    old = metrics["name"] == "lambda_1"
+    if not old.any():
+        return metrics
+    metrics = metrics.copy()
+    is_floss, is_eval = metrics["phase"] == "floss", metrics["phase"] == "eval"
+    metrics.loc[old & is_floss, "name"] = "lambda_1_floss"
+    metrics.loc[old & is_eval, "name"] = "lambda_1_eval"
+    pre = config.get("floss.pre_epochs", 0) or 0
+    if config.get("floss.name", "none") in ("pre", "pre_during") and config.get("floss.k", 0):
+        metrics.loc[is_floss & (metrics["epoch"] <= pre), "phase"] = "prefloss"
+    return metrics

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
 from flossrun.analyses import landscape as ls
@@ -39,6 +39,18 @@ def task_label(cfg: DictConfig) -> str:
     """``delayed_xor d=20 T=300`` or ``sine_generator T=400``."""
     t = cfg.task
     return f"{t.name}" + (f" d={t.delay}" if "delay" in t else "") + f" T={t.T}"
+
+
+def with_values(text: str, cfg: DictConfig) -> str:
+    """``test accuracy >= train.success_threshold`` → ``test accuracy >= 0.95``: config keys in
+    a task's success rule replaced by their values."""
+    import re
+
+    def value(m: re.Match) -> str:
+        v = OmegaConf.select(cfg, m.group(0))
+        return m.group(0) if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+    return re.sub(r"\b(?:train|task)\.\w+", value, text)
 
 
 class TrainJob:
@@ -65,6 +77,8 @@ class TrainJob:
         from flossrun import plots
 
         plots.plot_run(self.out, self.title())
+        if self.run.orbits is not None:
+            plots.analysis_figure(self.out, "orbit_diagram")
 
     def describe(self, rows: list[tuple]) -> str:
         """Successes, median accuracy (if the task has one) and λ1, where the files are."""
@@ -79,11 +93,13 @@ class TrainJob:
         diverged = f" ({n_div} diverged)" if n_div else ""
         lam = statistics.median(r[7] for r in rows)
         extra = "  orbits:  orbits.pt, orbits.csv\n" if self.run.orbits is not None else ""
+        rule = with_values(self.run.task.success_text, c)
+        success = f"  success: {n_ok}/{len(rows)} realizations reached {rule}{diverged}\n"
+        if c.train.epochs == 0:  # nothing trained for accuracy: report what the job did
+            success, score = (f"  no training (train.epochs=0){diverged}\n", "flossing only")
         return (
             f"flossrun: {task_label(c)}, {c.model.name} N={c.model.N}, "
-            f"floss={c.floss.name} (k={c.floss.k})\n"
-            f"  success: {n_ok}/{len(rows)} realizations reached {self.run.task.success_text}"
-            f"{diverged}\n"
+            f"floss={c.floss.name} (k={c.floss.k})\n{success}"
             f"  {score}, median final λ1 {lam:+.3f} nats/step, {rows[0][8]:.0f} s\n"
             f"  results: {self.out}/summary.csv (metrics.csv, spectra.csv)\n{extra}"
             f"  plots:   {self.out}/plots/"
@@ -200,8 +216,11 @@ class LandscapeJob:
         return [(0, seed, math.nan, math.nan, False, math.nan, False, lam, wall)]
 
     def plot(self) -> None:
+        from flossrun import plots
+
         if self.trainer is not None:
             self.trainer.plot()
+        plots.analysis_figure(self.out, "loss_landscape")
 
     def describe(self, rows: list[tuple]) -> str:
         lines = [f"flossrun: loss landscape of {self.a.network} ({self.cfg.model.name})"]
@@ -216,6 +235,7 @@ class LandscapeJob:
                 f"{st['tv_stable']:.3g} where λ1 < 0, {st['tv_chaotic']:.3g} where λ1 ≥ 0"
             )
         lines.append(f"  results: {self.out}/landscape.csv (landscape.pt)")
+        lines.append(f"  plots:   {self.out}/plots/loss_landscape.png")
         return "\n".join(lines)
 
 

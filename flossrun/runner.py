@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from flossrun import io, seeding
+from flossrun import interrupt, io, seeding
 from flossrun.config import ConfigError, resolve_device
 from flossrun.diagnostics import condition_number, error_signal_norms, long_term_jacobian
 from flossrun.fast.ops import realization_mean
@@ -181,15 +181,20 @@ class Run:
 
     # --- the schedule ---------------------------------------------------------------------
     def execute(self) -> bool:
-        """Run (or resume) the schedule; returns False if the run had already finished."""
+        """Run (or resume) the schedule; returns False if the run had already finished.
+
+        On SIGINT (:mod:`flossrun.interrupt`) it saves a checkpoint at the next epoch boundary,
+        inside a flossing phase too, and raises :class:`~flossrun.interrupt.Interrupted`."""
         resumed = self.restore()
         if self.state["finished"]:
             return False
         if resumed:
-            log.info("resuming %s at training epoch %d", self.out, self.state["train_done"])
+            log.info("resuming %s at %s", self.out, self.position())
         cfg, st = self.cfg, self.state
         if not st["pre_done"]:
-            self.full_spectrum("initial", 0)
+            if not st.get("initial_done"):
+                self.full_spectrum("initial", 0)
+                st["initial_done"] = True
             if self.preflossing:
                 self.floss_phase(cfg.floss.pre_epochs, "preflossing")
                 self.full_spectrum("preflossed", 0)
@@ -200,25 +205,50 @@ class Run:
         E = cfg.train.epochs
         bar = tqdm(total=E, initial=st["train_done"], desc="training", disable=None, leave=False)
         while st["train_done"] < E:
-            epoch = st["train_done"] + 1
-            self.train_step(epoch, bar)
-            st["train_done"] = epoch
-            if epoch % cfg.train.eval_every == 0 or epoch == E:
-                self.eval_point(epoch)
-            self.orbit_point(epoch)
-            phase_due = epoch % cfg.floss.every == 0 and st["phases_done"] < cfg.floss.times
-            phase = self.interflossing and phase_due and epoch < E
+            phase = bool(st.get("phase_left"))  # resumed inside this epoch's flossing phase
+            epoch = st["train_done"] + (0 if phase else 1)
+            if not phase:
+                self.train_step(epoch, bar)
+                st["train_done"] = epoch
+                if epoch % cfg.train.eval_every == 0 or epoch == E:
+                    self.eval_point(epoch)
+                self.orbit_point(epoch)
+                phase_due = epoch % cfg.floss.every == 0 and st["phases_done"] < cfg.floss.times
+                phase = self.interflossing and phase_due and epoch < E
+                bar.update(1)
             if phase:
                 self.floss_phase(cfg.floss.epochs, f"flossing phase {st['phases_done'] + 1}")
                 st["phases_done"] += 1
             if (phase or epoch % cfg.train.checkpoint_every == 0) and epoch < E:
                 self.save()  # every checkpoint_every epochs and after each flossing phase
-            bar.update(1)
+            self.interrupt_point()
         bar.close()
         self.full_spectrum("final", st["train_done"])
         st["finished"] = True
         self.save()
         return True
+
+    def position(self) -> str:
+        """Where the schedule stands: ``training epoch 212`` or ``preflossing epoch 37/500``."""
+        st = self.state
+        left = st.get("phase_left") or 0
+        if left:
+            total = self.cfg.floss.pre_epochs if not st["pre_done"] else self.cfg.floss.epochs
+            where = f"{st.get('phase_desc', 'flossing')} epoch {total - left}/{total}"
+            return where + (f" after training epoch {st['train_done']}" if st["pre_done"] else "")
+        if not st["pre_done"]:
+            return "the start (before preflossing)"
+        return f"training epoch {st['train_done']}"
+
+    def interrupt_point(self) -> None:
+        """At an epoch boundary: after SIGINT, save a checkpoint here and stop."""
+        if interrupt.requested():
+            self.save()
+            where = self.position()
+            raise interrupt.Interrupted(
+                f"interrupted at {where}; rerun the same command to resume from {where} "
+                f"(checkpoint {self.checkpoint_path})"
+            )
 
     def train_step(self, epoch: int, bar) -> None:
         cfg = self.cfg.train
@@ -234,8 +264,13 @@ class Run:
             bar.set_postfix(**shown, **self._lam_postfix())
 
     def floss_phase(self, epochs: int, desc: str) -> None:
-        f = self.cfg.floss
-        for _ in tqdm(range(epochs), desc=desc, disable=None, leave=False):
+        """``epochs`` flossing epochs (fewer when resuming inside the phase)."""
+        f, st = self.cfg.floss, self.state
+        if not st.get("phase_left"):  # a new phase; a resumed one goes on where it stopped
+            st["phase_left"], st["phase_desc"] = epochs, desc
+        bar = tqdm(total=epochs, initial=epochs - st["phase_left"], desc=desc, disable=None,
+                   leave=False)  # fmt: skip
+        while st["phase_left"] > 0:
             x = self.task.drive(
                 self.gens["floss"], f.steps, f.batch, dtype=self.dtype, device=self.device
             )
@@ -245,19 +280,26 @@ class Run:
                 qr_every=f.qr_every, frames=self.gens["frame"],
             )  # fmt: skip
             self.alive &= active | self.frozen()
-            self.state["floss_done"] += 1
+            st["floss_done"] += 1
+            st["phase_left"] -= 1
             lam1 = realization_mean(out["exponents"][..., 0])  # [R]
-            self.record(
-                "floss", self.state["floss_done"], {"floss_loss": out["loss"], "lambda_1": lam1}
-            )
-        log.info("%s done: median λ1 %.3f nats/step", desc, lam1.median())
+            values = {"floss_loss": out["loss"], "lambda_1_floss": lam1}
+            self.record("prefloss" if desc == "preflossing" else "floss", st["floss_done"], values)
+            bar.update(1)
+            if st["phase_left"] > 0:
+                self.interrupt_point()
+        bar.close()
+        log.info(
+            "%s done: median λ1_floss %.3f nats/step (last flossing epoch, %d-step sequences)",
+            desc, lam1.median(), f.steps,
+        )  # fmt: skip
 
     def eval_point(self, epoch: int) -> None:
         cfg = self.cfg
         out = evaluate(self.model, self.task, self.x_test, self.y_test)
         n = min(max(cfg.floss.k, 1), EVAL_EXPONENTS, self.model.state_dim)
         lam = self.record_spectrum("eval", epoch, n)
-        out["lambda_1"] = lam[:, 0]
+        out["lambda_1_eval"] = lam[:, 0]
         self.alive &= torch.isfinite(out["test_loss"])
         self.record("eval", epoch, out)
         self.state["last_eval"] = {k: v.tolist() for k, v in out.items()}
@@ -268,11 +310,14 @@ class Run:
                 ets[r] = epoch
             streak[r] = streak[r] + 1 if ok else 0
         shown = "  ".join(
-            f"{k.replace('_', ' ')} {v.median():.3f}" for k, v in out.items() if k != "lambda_1"
+            f"{k.replace('_', ' ')} {v.median():.3f}"
+            for k, v in out.items()
+            if k != "lambda_1_eval"
         )
         log.info(
-            "epoch %d/%d  %s  λ1 %.3f (medians over %d)",
-            epoch, cfg.train.epochs, shown, lam[:, 0].median(), cfg.realizations,
+            "epoch %d/%d  %s  λ1_eval %.3f (%d-step diagnostic trajectory; medians over %d)",
+            epoch, cfg.train.epochs, shown, lam[:, 0].median(),
+            cfg.diag.steps - cfg.diag.transient, cfg.realizations,
         )  # fmt: skip
 
     def frozen(self) -> torch.Tensor:
@@ -328,15 +373,19 @@ class Run:
                 rows.append((r, seed, stage, lag, 0, "error_signal_norm", err[li, r].item()))
 
     def _lam_postfix(self) -> dict[str, str]:
-        lam = self.state["last_eval"].get("lambda_1")
+        ev = self.state["last_eval"]
+        lam = ev.get("lambda_1_eval", ev.get("lambda_1"))  # the name before 2026-12
         return {"λ1": f"{torch.tensor(lam).median():.3f}"} if lam else {}
 
 
 def summary_rows(run: Run) -> list[tuple]:
-    """One row per realization (``io.SUMMARY_COLUMNS``) from the final evaluation."""
+    """One row per realization (``io.SUMMARY_COLUMNS``) from the final evaluation; its
+    ``lambda_1`` is λ1 of the final full spectrum (stage ``final`` of spectra.csv), or without
+    ``diag.full_spectrum`` the last evaluation's ``lambda_1_eval``."""
     ev, st = run.state["last_eval"], run.state
     final = [r for r in run.logs["spectra"] if r[2] == "final" and r[4] == 1]
-    lam1 = {r[0]: r[5] for r in final} or dict(enumerate(ev["lambda_1"]))
+    last = ev.get("lambda_1_eval", ev.get("lambda_1"))  # a checkpoint of before 2026-12
+    lam1 = {r[0]: r[5] for r in final} or dict(enumerate(last))
     ok = run.task.succeeded({k: torch.tensor(v) for k, v in ev.items()}, run.cfg).tolist()
     acc = ev.get("test_accuracy", [math.nan] * len(run.seeds))  # tasks without an accuracy: nan
     rows = []

@@ -40,10 +40,10 @@ def test_run_writes_well_formed_outputs(tmp_path):
     assert "success:" in proc.stdout and str(run) in proc.stdout
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics.columns) == ["realization", "seed", "phase", "epoch", "name", "value"]
-    assert set(metrics.phase) == {"train", "floss", "eval"}
+    assert set(metrics.phase) == {"train", "prefloss", "floss", "eval"}
     evals = metrics[(metrics.phase == "eval") & (metrics.name == "test_accuracy")]
     assert sorted(evals.epoch.unique()) == [0, 10, 20, 30]
-    floss = metrics[(metrics.phase == "floss") & (metrics.name == "lambda_1")]
+    floss = metrics[metrics.phase.isin(["prefloss", "floss"]) & (metrics.name == "lambda_1_floss")]
     assert floss.epoch.max() == 20 + 2 * 5  # preflossing + two interflossing phases
     spectra = pd.read_csv(run / "spectra.csv")
     assert list(spectra.columns) == ["realization", "seed", "stage", "epoch", "index", "value"]

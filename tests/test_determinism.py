@@ -186,7 +186,8 @@ def test_flossed_exponents_alone_equal_inside_an_ensemble_with_any_thread_count(
     four_two = _run(tmp_path, "r4t2", *ISSUE, "realizations=4", "seed=0", "threads=2")
     four_one = _run(tmp_path, "r4t1", *ISSUE, "realizations=4", "seed=0", "threads=1")
     alone = _run(tmp_path, "r1", *ISSUE, "realizations=1", "seed=2", "threads=2")
-    floss = pd.read_csv(four_two / "metrics.csv").query("phase == 'floss' and name == 'lambda_1'")
+    metrics = pd.read_csv(four_two / "metrics.csv")
+    floss = metrics.query("phase in ('prefloss', 'floss') and name == 'lambda_1_floss'")
     assert floss.epoch.max() == 150
     for seed in range(4):
         _assert_same_network(_network(four_two, seed), _network(four_one, seed))
@@ -197,7 +198,7 @@ def test_training_with_interflossing_alone_equals_inside_an_ensemble(tmp_path):
     ensemble = _run(tmp_path, "r3", *TRAINING, "realizations=3", "seed=0", "threads=2")
     alone = _run(tmp_path, "r1", *TRAINING, "realizations=1", "seed=1", "threads=1")
     net = _network(alone, 1)
-    assert set(net["metrics.csv"].phase) == {"train", "floss", "eval"}
+    assert set(net["metrics.csv"].phase) == {"train", "prefloss", "floss", "eval"}
     _assert_same_network(_network(ensemble, 1), net)
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from flossrun.analyses.orbit import distinct_values
@@ -75,7 +77,9 @@ def orbit_diagram(exp: Collection) -> Figure | None:
                 color=cmap(colours[e]), lw=0, alpha=0.5,
             )  # fmt: skip
         axes[0, col].set(title=f"{name}\nω = {omega:.3f}", xlabel="epoch", ylabel="output $x_t$")
-        axes[1, col].set(xlabel="$x_t$", ylabel="$x_{t+1} - x_t$", title="colour: epoch")
+        axes[1, col].set(xlabel="$x_t$", ylabel="$x_{t+1} - x_t$", title=f"ω = {omega:.3f}")
+        scale = ScalarMappable(Normalize(epochs.min(), epochs.max()), cmap)
+        fig.colorbar(scale, ax=axes[1, col], label="training epoch")
         n = distinct_per_epoch(d, _tol(exp, run))  # [E, R, W, I]
         flat = n.reshape(len(epochs), -1)
         axes[2, col].plot(epochs, np.median(flat, 1), color=cond.colour.get(name), label="median")

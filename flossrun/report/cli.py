@@ -97,24 +97,39 @@ def report(
 
 
 def condition_text(rows: pd.DataFrame) -> str:
-    """One experiment's conditions as a text table: n, successes (95 % CI), medians, code."""
+    """One experiment's conditions as a text table: n, successes (95 % CI), medians, code.
+
+    Success, score and epochs show "-" for a condition that trained nothing (``trained``:
+    a flossing-only preset, a landscape of a built-in network); λ1 is shown for all."""
     # a task without an accuracy (the sine generator) shows its test loss instead
     score, name = ("test_accuracy", "median_acc")
     if rows[f"{score}_median"].isna().all() and "test_loss_median" in rows:
         score, name = ("test_loss", "median_loss")
+    did = rows["trained"] if "trained" in rows else pd.Series(True, index=rows.index)
+
+    def spread(col: str) -> list[str]:
+        return [
+            f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+            for m, lo, hi in zip(rows[f"{col}_median"], rows[f"{col}_q25"], rows[f"{col}_q75"],
+                                 strict=True)
+        ]  # fmt: skip
+
+    def epochs(v: float) -> str:
+        return "-" if pd.isna(v) else f"{v:.0f}"
+
     shown = pd.DataFrame(
         {
             "n": rows["n"],
             "success (95% CI)": [
-                format_rate(k, n) for k, n in zip(rows["successes"], rows["n"], strict=True)
+                format_rate(k, n) if t else "-"
+                for k, n, t in zip(rows["successes"], rows["n"], did, strict=True)
             ],
-            f"{name} [25-75%]": [
-                f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
-                for m, lo, hi in zip(
-                    rows[f"{score}_median"], rows[f"{score}_q25"], rows[f"{score}_q75"], strict=True
-                )
+            f"{name} [25-75%]": [v if t else "-" for v, t in zip(spread(score), did, strict=True)],
+            "median_epochs": [
+                epochs(v) if t else "-"
+                for v, t in zip(rows["epochs_to_success_median"], did, strict=True)
             ],
-            "median_epochs": rows["epochs_to_success_median"].map(lambda v: f"{v:.3g}"),
+            "λ1 [25-75%]": spread("lambda_1"),
             "code": rows["code_versions"],
         }
     )

@@ -136,6 +136,16 @@ def label_conditions(config: pd.DataFrame, keys: Sequence[str], default: str = "
     return pd.Series([text[v] for v in values], index=config.index, dtype=object), order
 
 
+def trained(results: pd.DataFrame) -> pd.Series:
+    """Per row: the job trained its networks for the task (``train.epochs > 0``, and not a
+    landscape of a built-in network), so success and accuracy describe something it did."""
+    epochs = pd.to_numeric(results.get("train.epochs", pd.Series(1, index=results.index)))
+    network = results.get("analysis.network", pd.Series("", index=results.index)).astype(str)
+    name = results.get("analysis.name", pd.Series("", index=results.index)).astype(str)
+    built_in = (name == "landscape") & (network != "trained")
+    return (epochs.fillna(1) > 0) & ~built_in
+
+
 def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.DataFrame:
     """Per experiment and condition: runs, counted realizations ``n``, successes with their 95 %
     Wilson interval, medians with 25–75 % ranges, code versions and duplicates dropped.
@@ -143,6 +153,7 @@ def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.Da
     Statistics pool the counted realizations (finished, each network once) of every run in the
     condition; failed, unfinished and corrupt runs are counted in ``problem_runs``, not in ``n``.
     ``epochs_to_success`` quartiles are over the successful realizations (``successes`` of them).
+    ``trained`` is false for a condition whose jobs trained nothing (:func:`trained`).
     """
     rates = success_counts(results, ["experiment", "condition"]).set_index(
         ["experiment", "condition"]
@@ -155,6 +166,7 @@ def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.Da
         row = {
             "experiment": exp,
             "condition": cond,
+            "trained": bool(trained(g).any()),
             "runs": g["run"].nunique(),
             "problem_runs": g.loc[g["status"] != "finished", "run"].nunique(),
             "n": len(used),

@@ -37,7 +37,7 @@ STAGES = ("initial", "preflossed", "eval", "final")
 
 def lyapunov_control(exp: Collection) -> Figure | None:
     """λ_1 (nats/step) vs flossing epoch, one colour per target λ*, targets dashed (claim 1)."""
-    lam = select_metric(exp.curves, "floss", "lambda_1")
+    lam = select_metric(exp.curves, "prefloss", "lambda_1_floss")
     if lam.empty:
         return None
     cond = Conditions.of(exp)
@@ -158,6 +158,9 @@ def preflossing(exp: Collection) -> Figure | None:
     for row, results, name in rows:
         epochs_to_success_vs(row[2], cond, results, x)
         row[2].set_title(f"{name} speed".strip())
+        for ax in (row[0], row[2]):  # below the panel: a legend inside covers a curve
+            if ax.get_legend() is not None:
+                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     return finish(fig, cond, "Preflossing: success and speed of training vs delay", skip=(x,))
 
 
@@ -281,10 +284,10 @@ def architectures(exp: Collection) -> Figure | None:
 def generic(exp: Collection) -> Figure | None:
     """Fallback: test accuracy and λ_1 (eval, else flossing) vs epoch per condition."""
     acc = select_metric(exp.curves, "eval", "test_accuracy")
-    lam = select_metric(exp.curves, "eval", "lambda_1")
+    lam = select_metric(exp.curves, "eval", "lambda_1_eval")
     lam_x = "epoch"
     if lam.empty:
-        lam, lam_x = select_metric(exp.curves, "floss", "lambda_1"), "floss_epoch"
+        lam, lam_x = select_metric(exp.curves, "prefloss", "lambda_1_floss"), "floss_epoch"
     if acc.empty and lam.empty:
         return None
     cond = Conditions.of(exp)
@@ -292,8 +295,8 @@ def generic(exp: Collection) -> Figure | None:
     curve_vs_epoch(axes[0, 0], cond, acc, label("test_accuracy"))
     curve_vs_epoch(axes[0, 1], cond, lam, label("lambda_1"))
     axes[0, 1].set_xlabel(label(lam_x))
-    if axes[0, 0].lines:
-        axes[0, 0].legend()
+    if axes[0, 0].lines:  # below both panels: long or many labels never squeeze the axes
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
     return finish(fig, cond, f"{exp.experiments[0]}: learning curves")
 
 

@@ -63,9 +63,16 @@ def finish(
 ) -> Figure:
     """Title: what the figure shows, then the settings shared by all its runs (wrapped)."""
     setting = cond.setting(skip=(*cond.keys, *skip), keys=keys)
-    width = max(40, int(fig.get_figwidth() * 15))  # characters per line at 9 pt
-    fig.suptitle(f"{what}\n{textwrap.fill(setting, width)}", fontsize=9)
+    width = max(30, int(fig.get_figwidth() * 72 / 4.9))  # characters per line at 9 pt
+    fig.suptitle(f"{textwrap.fill(what, width)}\n{textwrap.fill(setting, width)}", fontsize=9)
     return fig
+
+
+def data_ticks(ax: Axes, values: pd.Series) -> None:
+    """Ticks at the values of ``x`` (a few integers, e.g. delays): never 12.5 or 17.5."""
+    v = sorted(set(pd.to_numeric(values, errors="coerce").dropna().tolist()))
+    if 1 < len(v) <= 12 and all(float(a).is_integer() for a in v):
+        ax.set_xticks(v, [str(int(a)) for a in v])
 
 
 def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
@@ -88,6 +95,7 @@ def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> Non
         for artist in bars.get_children():  # shifted after plotting: limits stay on the data
             artist.set_transform(ax.transData + shift)
     ax.set(xlabel=label(x), ylabel=f"{label('success')} (95 % CI)", ylim=(-0.04, 1.04))
+    data_ticks(ax, results[x])
     if ax.lines:
         ax.legend()
     else:
@@ -105,6 +113,7 @@ def epochs_to_success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: s
             legend = f"{name} (n={len(g)} successful)"
             ax.errorbar(q.index, q[0.5], yerr=err, fmt="o-", color=colour, capsize=2, label=legend)
     ax.set(xlabel=label(x), ylabel=label("epochs_to_success"))
+    data_ticks(ax, results[x])
     if ax.lines:
         ax.legend()
     else:

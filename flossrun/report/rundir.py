@@ -25,7 +25,13 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from flossrun.io import DIAGNOSTICS_COLUMNS, METRICS_COLUMNS, SPECTRA_COLUMNS, SUMMARY_COLUMNS
+from flossrun.io import (
+    DIAGNOSTICS_COLUMNS,
+    METRICS_COLUMNS,
+    SPECTRA_COLUMNS,
+    SUMMARY_COLUMNS,
+    modern_metrics,
+)
 
 CONFIG = Path(".hydra") / "config.yaml"
 OVERRIDES = Path(".hydra") / "overrides.yaml"
@@ -305,6 +311,8 @@ def load_run(path: Path) -> RunFolder:
             file = path / f"{attr}.csv"
             if file.is_file():
                 setattr(run, attr, read_table(file, columns, partial_ok=partial_ok))
+        if run.metrics is not None:  # a run of before 2026-12 in today's metric names
+            run.metrics = modern_metrics(run.metrics, run.config)
     except (CorruptFile, OSError) as e:
         if run.status == "finished":
             run.status, run.reason, run.summary = "corrupt", _one_line(e), None
