@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from flossrun.fast.ops import realization_mean
-from flossrun.tasks import TaskConfig, register_task
+from flossrun.task_base import TaskConfig, register_task
 
 
 @dataclass
@@ -33,7 +33,7 @@ class SineConfig(TaskConfig):
     success_mse: float = 0.01  # final test MSE counted as success (0.5 = outputting zero)
 
     def check(self) -> None:
-        from flossrun.config import need
+        from flossrun.errors import need
 
         super().check()
         need(self.omega_min > 0, "task.omega_min", self.omega_min, "must be > 0")

@@ -44,7 +44,7 @@ class OrbitConfig(AnalysisConfig):
     distinct_tol: float = 1e-3  # outputs closer than this (sorted neighbours) count as one value
 
     def check(self, task: Any, model: Any) -> None:
-        from flossrun.config import need
+        from flossrun.errors import need
 
         need(
             hasattr(task, "omega_min"), "analysis", self.name,
@@ -79,7 +79,7 @@ class LandscapeConfig(AnalysisConfig):
     chunk: int = 256  # points evaluated at once (memory only: results do not depend on it)
 
     def check(self, task: Any, model: Any) -> None:
-        from flossrun.config import is_number, need
+        from flossrun.errors import is_number, need
 
         need(self.network in NETWORKS, "analysis.network", self.network,
              f"allowed: {', '.join(NETWORKS)}")  # fmt: skip
@@ -133,7 +133,7 @@ def analysis_config(fields: Any, task: Any = None, model: Any = None) -> Analysi
     """
     from omegaconf import OmegaConf
 
-    from flossrun.config import ConfigError, need
+    from flossrun.errors import ConfigError, need
 
     if fields is None:
         return AnalysisConfig()

@@ -199,7 +199,7 @@ def _failure_reason(path: Path) -> str:
     return _one_line(lines[-1] if traceback else lines[0])
 
 
-def read_provenance(path: Path) -> tuple[str, str]:
+def provenance_label(path: Path) -> tuple[str, str]:
     """The code version that wrote a run and the device it ran on, from ``provenance.json``.
 
     The version reads ``flossrun_version @ commit[:7]``, with ``(dirty)`` when the tree had
@@ -277,7 +277,7 @@ def _read_config(run: RunFolder) -> None:
 
 def load_run(path: Path) -> RunFolder:
     """Read one run directory; never raises (bad files → ``status="corrupt"`` + reason)."""
-    code, ran_on = read_provenance(path)
+    code, ran_on = provenance_label(path)
     run = RunFolder(path=path, code=code, ran_on=ran_on, conflict=read_conflict(path))
     try:
         _read_config(run)
