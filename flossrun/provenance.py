@@ -52,19 +52,20 @@ def identity_text(identity: dict[str, Any]) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(identity))
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_keys(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings → ``{"task.delay": 40, ...}`` (other values, lists too, as they are)."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for k, v in node.items():
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten_keys(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: node}
 
 
 def identity_diff(old_text: str, new: dict[str, Any], limit: int = 4) -> str:
     """``task.delay 40 → 60, floss.k 75 → 32`` (at most ``limit`` keys, then ``…``)."""
-    old = _flat(OmegaConf.to_container(OmegaConf.create(old_text)))
-    new_flat = _flat(new)
+    old = flatten_keys(OmegaConf.to_container(OmegaConf.create(old_text)))
+    new_flat = flatten_keys(new)
     keys = [k for k in dict.fromkeys([*old, *new_flat]) if old.get(k, "—") != new_flat.get(k, "—")]
     parts = [f"{k} {old.get(k, '—')} → {new_flat.get(k, '—')}" for k in keys[:limit]]
     if len(keys) > limit:

@@ -26,6 +26,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun.io import DIAGNOSTICS_COLUMNS, METRICS_COLUMNS, SPECTRA_COLUMNS, SUMMARY_COLUMNS
+from flossrun.provenance import flatten_keys
 
 CONFIG = Path(".hydra") / "config.yaml"
 OVERRIDES = Path(".hydra") / "overrides.yaml"
@@ -99,14 +100,10 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     """Nested mapping → ``{"task.delay": 40, ...}``; lists become JSON strings (hashable)."""
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    if isinstance(node, list | tuple):
-        node = json.dumps(node, default=str)
-    return {prefix[:-1]: node}
+    return {
+        key: json.dumps(value, default=str) if isinstance(value, list | tuple) else value
+        for key, value in flatten_keys(node, prefix).items()
+    }
 
 
 def read_table(
