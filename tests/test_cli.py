@@ -98,7 +98,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     killed.mkdir()
     env = {**os.environ, "KILL_AFTER_SAVES": "3"}
     proc = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_SAVES, *args], cwd=killed, env=env, timeout=300,
+        [sys.executable, "-c", KILL_AFTER_SAVES, *args], cwd=killed, env=env, timeout=1200,
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr
