@@ -14,6 +14,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from flossrun.errors import ConfigError, is_number, need
+
 FLOSS_NAMES = ("none", "pre", "pre_during")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
@@ -120,25 +122,6 @@ def register_configs() -> None:
             cs.store(group=group, name=f"{name}_schema", node=spec.config)
 
 
-class ConfigError(ValueError):
-    """An impossible configuration; the message is one line naming the key."""
-
-
-def need(ok: bool, key: str, value: Any, allowed: str) -> None:
-    """Raise ``ConfigError("key=value: allowed")`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(f"{key}={_fmt(value)}: {allowed}")
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, ListConfig | list | tuple):
-        return "[" + ",".join(_fmt(v) for v in value) + "]"
-    return str(value)
-
-
-def is_number(v: Any) -> bool:
-    """An int or float, not a bool."""
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def validate_floss(f: DictConfig, D: int, model: str) -> None:

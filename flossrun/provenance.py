@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,15 @@ from flossrun.models.base import learning_rates
 
 PROVENANCE_FILE = "provenance.json"
 CONFLICT_FILE = "conflict.txt"
-NOT_IDENTITY = ("hydra", "name", "scale", "threads", "report")
+# top-level config keys that only name or place a run: left out of its identity
+NOT_RUN_IDENTITY = ("hydra", "name", "scale", "threads", "report")
 CODE_KEYS = ("flossrun_version", "git_commit")  # a resumed run must match these
 
 
 def run_identity(cfg: DictConfig, device: str) -> dict[str, Any]:
     """The resolved config that determines a run's numbers; ``device`` is the type it runs on."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_IDENTITY:
+    for key in NOT_RUN_IDENTITY:
         plain.pop(key, None)
     # keys at a value that changes nothing are left out, so runs from before they existed keep
     # their folders: no analysis, no learning-rate milestones
@@ -56,19 +58,20 @@ def identity_text(identity: dict[str, Any]) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(identity))
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_keys(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings → ``{"task.delay": 40, ...}`` (other values, lists too, as they are)."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for k, v in node.items():
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten_keys(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: node}
 
 
 def identity_diff(old_text: str, new: dict[str, Any], limit: int = 4) -> str:
     """``task.delay 40 → 60, floss.k 75 → 32`` (at most ``limit`` keys, then ``…``)."""
-    old = _flat(OmegaConf.to_container(OmegaConf.create(old_text)))
-    new_flat = _flat(new)
+    old = flatten_keys(OmegaConf.to_container(OmegaConf.create(old_text)))
+    new_flat = flatten_keys(new)
     keys = [k for k in dict.fromkeys([*old, *new_flat]) if old.get(k, "—") != new_flat.get(k, "—")]
     parts = [f"{k} {old.get(k, '—')} → {new_flat.get(k, '—')}" for k in keys[:limit]]
     if len(keys) > limit:
@@ -96,16 +99,24 @@ def _git(root: str) -> tuple[str | None, bool | None]:
     return (commit or None), (bool(status.strip()) if commit else None)
 
 
+@cache
+def flossrun_version() -> str:
+    """The installed distribution's version (``importlib.metadata``), ``unknown`` if flossrun
+    runs from a source tree that was never installed."""
+    try:
+        return metadata.version("flossrun")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def code_provenance(device: str) -> dict[str, Any]:
     """The ``provenance.json`` record of this process: flossrun and torch versions, git commit
     and dirty flag (``null`` outside a git checkout), and the device type the run uses."""
     import torch
 
-    import flossrun
-
-    commit, dirty = _git(str(Path(flossrun.__file__).resolve().parent.parent))
+    commit, dirty = _git(str(Path(__file__).resolve().parent.parent))
     return {
-        "flossrun_version": flossrun.__version__,
+        "flossrun_version": flossrun_version(),
         "git_commit": commit,
         "git_dirty": dirty,
         "torch_version": torch.__version__,

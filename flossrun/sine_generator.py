@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from flossrun.fast.ops import realization_mean
-from flossrun.tasks import TaskConfig, register_task
+from flossrun.task_base import TaskConfig, register_task
 
 H0_MODES = ("learned", "zero")
 
@@ -47,7 +47,7 @@ class SineConfig(TaskConfig):
     h0: str = "learned"  # initial state: learned (flossrun) | zero (fixed, as the reference)
 
     def check(self) -> None:
-        from flossrun.config import need
+        from flossrun.errors import need
 
         super().check()
         need(self.h0 in H0_MODES, "task.h0", self.h0, f"allowed: {', '.join(H0_MODES)}")

@@ -28,13 +28,15 @@ bits and a realization sees the same bits alone or inside an ensemble.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from flossrun.errors import ConfigError, need
 from flossrun.fast.ops import realization_mean, softplus
+from flossrun.task_base import TASKS, TaskConfig, register_task
 
 TASK_TAPS = {"delayed_copy": 1, "delayed_xor": 2}
 TASK_NAMES = ("delayed_copy", "delayed_xor", "temporal_xor")
@@ -193,21 +195,7 @@ def make_task(
     return DelayedParity(delay=delay, taps=taps, channels=channels, T=T, amplitude=amplitude)
 
 
-# --- the seam: configs and the registry ----------------------------------------------------
-@dataclass
-class TaskConfig:
-    """Fields every task has; each task's dataclass adds its own."""
-
-    name: str = "delayed_xor"  # task: a key of flossrun.tasks.TASKS
-    T: int = 300  # sequence length (steps)
-
-    def check(self) -> None:
-        """Raise :class:`flossrun.config.ConfigError` on the first impossible value."""
-        from flossrun.config import need
-
-        need(self.T >= 2, "task.T", self.T, "must be >= 2")
-
-
+# --- the seam: configs and the registry (flossrun.task_base) ------------------------------
 @dataclass
 class ParityConfig(TaskConfig):
     """``task=delayed_copy | delayed_xor | temporal_xor`` (docs/design.md §3)."""
@@ -218,8 +206,6 @@ class ParityConfig(TaskConfig):
     amplitude: float = 1.0  # input scale: x_t ∈ {0, amplitude}
 
     def check(self) -> None:
-        from flossrun.config import need
-
         t = self
         need(t.delay >= 1, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T)")
         need(t.T > t.delay, "task.delay", t.delay, f"must be in [1, {t.T - 1}] (< task.T={t.T})")
@@ -236,28 +222,6 @@ class ParityConfig(TaskConfig):
         need(t.channels >= 1, "task.channels", t.channels, "must be >= 1")
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """A registry entry: the config dataclass and the function that builds the task from it."""
-
-    name: str
-    config: type[TaskConfig]
-    build: Callable[[Any], Any]
-
-
-TASKS: dict[str, TaskSpec] = {}
-
-
-def register_task(name: str, config: type[TaskConfig]) -> Callable[[Callable], Callable]:
-    """Decorator of a builder ``cfg -> task``: make ``task=<name>`` use it."""
-
-    def add(build: Callable) -> Callable:
-        TASKS[name] = TaskSpec(name, config, build)
-        return build
-
-    return add
-
-
 for _name in TASK_NAMES:
     register_task(_name, ParityConfig)(
         lambda c: make_task(
@@ -267,7 +231,7 @@ for _name in TASK_NAMES:
 
 
 def _load_tasks() -> None:
-    """Import the task modules that register themselves (kept lazy: they import this one)."""
+    """Import the task modules that register themselves (in :mod:`flossrun.task_base`)."""
     import flossrun.sine_generator  # noqa: F401
 
 
@@ -278,8 +242,6 @@ def task_config(fields: Any) -> TaskConfig:
     the task does not have, or an impossible value.
     """
     from omegaconf import OmegaConf
-
-    from flossrun.config import ConfigError, need
 
     _load_tasks()
     if OmegaConf.is_config(fields):

@@ -1,4 +1,5 @@
-"""Shared fixtures: float64 default dtype, small reference dynamics and a brute-force Jacobian.
+"""Shared fixtures: float64 default dtype, small reference dynamics, a brute-force Jacobian, and
+runs of the real command made once per test module.
 
 The reference dynamics (a constant linear map, the Hénon map) are written here, independently
 of the library, so the Lyapunov engine and the diagnostics are checked against known answers.
@@ -6,8 +7,13 @@ of the library, so the Lyapunov engine and the diagnostics are checked against k
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
+from cli_support import flossrun
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -125,3 +131,21 @@ def _random_orthogonal(n: int, seed: int) -> torch.Tensor:
 def random_orthogonal():
     """``f(n, seed) -> [n, n]`` float64 orthogonal matrix, for building test maps."""
     return _random_orthogonal
+
+
+@pytest.fixture(scope="module")
+def shared_run(
+    tmp_path_factory,
+) -> Callable[..., tuple[Path, subprocess.CompletedProcess]]:
+    """``shared_run(*args) -> (root, proc)``: ``flossrun <args>`` run once per test module in a
+    folder of its own (``root``; its run under ``root/outputs``). Tests read it, or change a
+    copy of it (``cli_support.copy_tree``), never the folder itself."""
+    made: dict[tuple[str, ...], tuple[Path, subprocess.CompletedProcess]] = {}
+
+    def get(*args: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if args not in made:
+            root = tmp_path_factory.mktemp("shared_run")
+            made[args] = (root, flossrun(root, *args))
+        return made[args]
+
+    return get

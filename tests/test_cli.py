@@ -1,4 +1,5 @@
-"""The real ``flossrun`` command in a subprocess at tiny sizes, its files read back."""
+"""The real ``flossrun`` command in a subprocess at tiny sizes, its files read back; bad configs
+found in-process, and the one line the command prints for them checked once per code path."""
 
 from __future__ import annotations
 
@@ -6,37 +7,28 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from cli_support import (
+    SWEEP_TABLES_ONLY,
+    TINY,
+    config_error,
+    copy_tree,
+    error_lines,
+    flossrun,
+    only_run_dir,
+)
+from cli_support import run_in_process as run_here
 
-FLOSSRUN = str(Path(sys.executable).parent / "flossrun")
-TINY = [
-    "model.N=12", "task.T=40", "task.delay=4", "train.epochs=30", "train.eval_every=10",
-    "train.test_size=32", "train.batch=4", "train.log_every=5", "floss.k=4", "floss.steps=20",
-    "floss.transient=5", "floss.pre_epochs=20", "floss.epochs=5", "floss.every=10",
-    "diag.steps=60", "diag.transient=10", "device=cpu",
-]  # fmt: skip
-
-
-def flossrun(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([FLOSSRUN, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"flossrun failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+__all__ = ["TINY", "flossrun", "only_run_dir"]  # also used by the other command-line tests
+ENSEMBLE = [*TINY, "realizations=2"]  # run once per module (``shared_run``)
 
 
-def only_run_dir(root: Path) -> Path:
-    dirs = [p.parent.parent for p in root.glob("outputs/**/.hydra/config.yaml")]
-    assert len(dirs) == 1, dirs
-    return dirs[0]
-
-
-def test_run_writes_well_formed_outputs(tmp_path):
-    proc = flossrun(tmp_path, *TINY, "realizations=2")
-    run = only_run_dir(tmp_path)
+def test_run_writes_well_formed_outputs(shared_run):
+    root, proc = shared_run(*ENSEMBLE)
+    run = only_run_dir(root)
     assert "success:" in proc.stdout and str(run) in proc.stdout
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics.columns) == ["realization", "seed", "phase", "epoch", "name", "value"]
@@ -62,26 +54,18 @@ def test_run_writes_well_formed_outputs(tmp_path):
     assert ck["model"]["W"].shape == (2, 12, 12) and ck["state"]["finished"]
 
 
-def test_finished_run_is_skipped(tmp_path):
-    flossrun(tmp_path, *TINY)
+def test_finished_run_is_skipped(tmp_path, shared_run):
+    copy_tree(shared_run(*ENSEMBLE)[0], tmp_path)
     run = only_run_dir(tmp_path)
     before = (run / "summary.csv").read_text()
-    proc = flossrun(tmp_path, *TINY)
+    proc = flossrun(tmp_path, *ENSEMBLE)
     assert "already finished" in proc.stdout
     assert (run / "summary.csv").read_text() == before
 
 
 def test_preflossing_moves_lambda1_toward_target(tmp_path):
-    flossrun(
-        tmp_path,
-        *TINY,
-        "floss.pre_epochs=150",
-        "train.epochs=1",
-        "realizations=3",
-        "model.N=16",
-        "floss.k=2",
-    )
-    spectra = pd.read_csv(only_run_dir(tmp_path) / "spectra.csv")
+    args = ["floss.pre_epochs=150", "train.epochs=1", "realizations=3", "model.N=16", "floss.k=2"]
+    spectra = pd.read_csv(run_here(tmp_path, *TINY, *args) / "spectra.csv")
     full = spectra[spectra.stage.isin(["initial", "preflossed"]) & (spectra["index"] == 1)]
     lam1 = full.pivot(index="realization", columns="stage", values="value")
     assert (lam1.preflossed.abs() < lam1.initial.abs()).all(), lam1
@@ -106,16 +90,15 @@ cli.main()
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL right after the third checkpoint (mid-training, between flossing phases); the
-    rerun resumes and every number of summary.csv and metrics.csv equals an unkilled run."""
+    rerun resumes and every number of summary.csv and metrics.csv equals an unkilled run (made
+    in-process: a run's numbers do not depend on the thread count, test_determinism.py)."""
     args = [*TINY, "train.epochs=60", "train.checkpoint_every=15", "train.eval_every=15"]
-    ref = tmp_path / "ref"
-    ref.mkdir()
-    flossrun(ref, *args)
+    ref = run_here(tmp_path / "ref", *args)
     killed = tmp_path / "killed"
     killed.mkdir()
     env = {**os.environ, "KILL_AFTER_SAVES": "3"}
     proc = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_SAVES, *args], cwd=killed, env=env, timeout=300,
+        [sys.executable, "-c", KILL_AFTER_SAVES, *args], cwd=killed, env=env, timeout=1200,
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -127,42 +110,59 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert "resuming" in resumed.stdout + resumed.stderr
     for name in ("summary.csv", "metrics.csv", "spectra.csv"):
         got = pd.read_csv(run / name).drop(columns="wall_seconds", errors="ignore")
-        want = pd.read_csv(only_run_dir(ref) / name).drop(columns="wall_seconds", errors="ignore")
+        want = pd.read_csv(ref / name).drop(columns="wall_seconds", errors="ignore")
         pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
-def test_multirun_seeds_equal_one_ensemble(tmp_path):
-    """``-m seed=0,1,2`` and ``realizations=3`` train the same three networks, bit for bit."""
-    args = [*TINY, "train.epochs=20"]
-    flossrun(tmp_path, "-m", *args, "seed=0,1,2")
+def test_multirun_seeds_equal_one_ensemble(tmp_path, shared_run):
+    """``-m seed=0,1`` and ``realizations=2`` train the same two networks, bit for bit."""
+    flossrun(tmp_path, "-m", *TINY, "seed=0,1", SWEEP_TABLES_ONLY)
     runs = sorted(tmp_path.glob("outputs/default/*/summary.csv"))
-    assert len(runs) == 3
-    multi = pd.concat(pd.read_csv(p) for p in runs).set_index("seed").sort_index()
-    flossrun(tmp_path, *args, "realizations=3")
-    (ens_file,) = set(tmp_path.glob("outputs/default/*/summary.csv")) - set(runs)
-    ens = pd.read_csv(ens_file).set_index("seed").sort_index()
-    cols = ["test_accuracy", "test_loss", "success", "epochs_to_success", "lambda_1"]
-    pd.testing.assert_frame_equal(multi[cols], ens[cols], check_exact=True)
+    assert len(runs) == 2
+    ens = only_run_dir(shared_run(*ENSEMBLE)[0])
+    for name in ("summary.csv", "metrics.csv", "spectra.csv"):
+        multi = pd.concat(pd.read_csv(p.parent / name) for p in runs)
+        one = pd.read_csv(ens / name)
+        assert set(one.seed) == set(multi.seed) == {0, 1}, name
+        for seed in (0, 1):
+            got, want = (
+                df[df.seed == seed]
+                .drop(columns=["realization", "wall_seconds"], errors="ignore")
+                .reset_index(drop=True)
+                for df in (multi, one)
+            )
+            pd.testing.assert_frame_equal(got, want, check_exact=True, obj=f"{name} seed {seed}")
+
+
+BAD_CONFIGS = [
+    ("floss.k=500", "floss.k"),
+    ("task.delay=301", "task.delay"),
+    ("task=nonexistent", "task"),
+    ("train.epochs=-1", "train.epochs"),
+    ("task.delay=21", "task.delay"),  # not a multiple of the 2 XOR taps
+    ("dtype=float16", "dtype"),
+]
+
+
+@pytest.mark.parametrize(("override", "key"), BAD_CONFIGS)
+def test_bad_config_fails_in_one_line_before_compute(override, key):
+    line = config_error(override)
+    assert "\n" not in line and line.startswith(f"flossrun: error: {key}"), line
 
 
 @pytest.mark.parametrize(
-    ("override", "key"),
+    "override",
     [
-        ("floss.k=500", "floss.k"),
-        ("task.delay=301", "task.delay"),
-        ("task=nonexistent", "task"),
-        ("train.epochs=-1", "train.epochs"),
-        ("task.delay=21", "task.delay"),  # not a multiple of the 2 XOR taps
-        ("dtype=float16", "dtype"),
+        "task=nonexistent",  # refused by the command-line checks, before Hydra composes
+        "floss.k=500",  # refused by the job's validation of the composed config
     ],
 )
-def test_bad_config_fails_in_one_line_before_compute(tmp_path, override, key):
+def test_the_command_prints_the_one_line_exits_2_and_leaves_no_run(tmp_path, override):
     proc = flossrun(tmp_path, override, check=False)
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"flossrun: error: {key}"), lines[0]
+    assert proc.returncode == 2, proc.stderr
+    assert error_lines(proc.stderr) == [config_error(override)], proc.stderr
     assert not list(tmp_path.glob("**/summary.csv"))
+    assert not list(tmp_path.glob("**/checkpoint.pt"))
     assert not list(
         tmp_path.glob("**/.hydra/config.yaml")
     )  # nothing a report could mistake for a run

@@ -9,20 +9,22 @@ finished run of other code is skipped visibly; ``scale`` does not change a plain
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import torch
-from test_cli import TINY, only_run_dir
-from test_cli import flossrun as run_flossrun
+from cli_support import SWEEP_TABLES_ONLY, TINY, copy_tree, only_run_dir
+from cli_support import flossrun as run_flossrun
 
 import flossrun
 from flossrun import io
 from flossrun.provenance import CONFLICT_FILE, PROVENANCE_FILE
 from flossrun.report import report
 
-ARGS = [*TINY, "train.epochs=10", "floss.every=5", "floss.times=1"]
+ARGS = [*TINY, "train.epochs=10", "floss.every=5", "floss.times=1"]  # run once (``shared_run``)
 SUBDIR = "hydra.sweep.subdir=s${seed}"  # folder named by seed only: a new config lands in it
 
 
@@ -37,10 +39,16 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [ln for ln in proc.stderr.splitlines() if ln.startswith("flossrun: error:")]
 
 
-def test_provenance_records_the_code(tmp_path):
-    run_flossrun(tmp_path, *ARGS)
-    p = json.loads((only_run_dir(tmp_path) / PROVENANCE_FILE).read_text())
-    assert p["flossrun_version"] == flossrun.__version__
+@pytest.fixture
+def finished(tmp_path, shared_run) -> Path:
+    """A copy of the finished run of ``ARGS`` in ``tmp_path``: its run folder."""
+    copy_tree(shared_run(*ARGS)[0], tmp_path)
+    return only_run_dir(tmp_path)
+
+
+def test_provenance_records_the_code(shared_run):
+    p = json.loads((only_run_dir(shared_run(*ARGS)[0]) / PROVENANCE_FILE).read_text())
+    assert p["flossrun_version"] == metadata.version("flossrun") == flossrun.__version__
     assert p["torch_version"] == torch.__version__ and p["device"] == "cpu"
     root = Path(flossrun.__file__).resolve().parent.parent
     if (root / ".git").exists():
@@ -51,10 +59,9 @@ def test_provenance_records_the_code(tmp_path):
         assert p["git_commit"] is None
 
 
-def test_scale_does_not_change_a_plain_run(tmp_path):
+def test_scale_does_not_change_a_plain_run(tmp_path, finished):
     """``flossrun scale=paper`` is the same plain run as ``flossrun``: finished, so skipped."""
-    run_flossrun(tmp_path, *ARGS)
-    run = only_run_dir(tmp_path)
+    run = finished
     before = snapshot(run)
     proc = run_flossrun(tmp_path, *ARGS, "scale=paper")
     assert "already finished; skipped" in proc.stdout
@@ -65,10 +72,12 @@ def test_a_changed_config_fails_alone_and_leaves_the_old_results(tmp_path):
     """A sweep whose config changed (here task.delay, as an edited preset would) lands in the
     folders of an earlier sweep: those jobs fail in one line naming what differs, the new seed
     runs, and the old results are untouched."""
-    run_flossrun(tmp_path, "-m", *ARGS, "seed=0,1", SUBDIR)
+    run_flossrun(tmp_path, "-m", *ARGS, "seed=0,1", SUBDIR, SWEEP_TABLES_ONLY)
     root = tmp_path / "outputs" / "default"
     before = {s: snapshot(root / s) for s in ("s0", "s1")}
-    proc = run_flossrun(tmp_path, "-m", *ARGS, "task.delay=6", "seed=0,1,2", SUBDIR, check=False)
+    proc = run_flossrun(
+        tmp_path, "-m", *ARGS, "task.delay=6", "seed=0,1,2", SUBDIR, SWEEP_TABLES_ONLY, check=False
+    )
     assert proc.returncode != 0
     lines = error_lines(proc)
     assert len(lines) == 2, proc.stderr
@@ -84,15 +93,14 @@ def test_a_changed_config_fails_alone_and_leaves_the_old_results(tmp_path):
     assert all("task.delay 4 → 6" in reason for reason in refused.reason), refused
 
 
-def test_device_is_part_of_a_runs_identity(tmp_path):
+def test_device_is_part_of_a_runs_identity(tmp_path, finished):
     """A folder that holds a GPU run is refused to a CPU job (and the other way round)."""
-    run_flossrun(tmp_path, *ARGS, "train.epochs=5")
-    run = only_run_dir(tmp_path)
+    run = finished
     ck = io.load_checkpoint(run / "checkpoint.pt")
     ck["config"] = ck["config"].replace("device: cpu", "device: cuda")
     io.save_checkpoint(run / "checkpoint.pt", ck)  # as if this run had been on a GPU
     before = snapshot(run)
-    proc = run_flossrun(tmp_path, *ARGS, "train.epochs=5", check=False)
+    proc = run_flossrun(tmp_path, *ARGS, check=False)
     assert proc.returncode == 2 and len(error_lines(proc)) == 1, proc.stderr
     assert "device cuda → cpu" in error_lines(proc)[0]
     assert snapshot(run) == before
@@ -104,9 +112,8 @@ def fake_other_code(run: Path) -> None:
     (run / PROVENANCE_FILE).write_text(json.dumps(p))
 
 
-def test_finished_run_of_other_code_is_skipped_visibly(tmp_path):
-    run_flossrun(tmp_path, *ARGS)
-    run = only_run_dir(tmp_path)
+def test_finished_run_of_other_code_is_skipped_visibly(tmp_path, finished):
+    run = finished
     fake_other_code(run)
     before = snapshot(run)
     proc = run_flossrun(tmp_path, *ARGS)
@@ -115,10 +122,9 @@ def test_finished_run_of_other_code_is_skipped_visibly(tmp_path):
 
 
 @pytest.mark.parametrize("provenance", ["other code", "none recorded"])
-def test_unfinished_run_of_other_code_is_not_resumed(tmp_path, provenance):
+def test_unfinished_run_of_other_code_is_not_resumed(tmp_path, finished, provenance):
     """Resuming would mix two codes in one run: refused, with the way to redo it."""
-    run_flossrun(tmp_path, *ARGS)
-    run = only_run_dir(tmp_path)
+    run = finished
     ck = io.load_checkpoint(run / "checkpoint.pt")
     ck["state"]["finished"] = False
     io.save_checkpoint(run / "checkpoint.pt", ck)  # as if killed before the end
@@ -133,8 +139,6 @@ def test_unfinished_run_of_other_code_is_not_resumed(tmp_path, provenance):
     assert "resuming would mix two codes in one run" in error_lines(proc)[0]
     assert snapshot(run) == before and (run / CONFLICT_FILE).exists()
     # the way out the message gives: delete the folder, and the job runs
-    import shutil
-
     shutil.rmtree(run)
     run_flossrun(tmp_path, *ARGS)
     assert (run / "summary.csv").exists() and not (run / CONFLICT_FILE).exists()

@@ -29,7 +29,7 @@ NETWORKS = ("chaotic_lstm", "trained")
 def check_lyapunov(cfg: Any) -> None:
     """The long-window λ1 keys shared by the analyses: ``lyap_steps``, ``lyap_transient``,
     ``neutral_band``."""
-    from flossrun.config import need
+    from flossrun.errors import need
 
     need(cfg.lyap_steps >= 1, "analysis.lyap_steps", cfg.lyap_steps, "must be >= 1")
     need(cfg.lyap_transient >= 0, "analysis.lyap_transient", cfg.lyap_transient, "must be >= 0")
@@ -64,7 +64,7 @@ class OrbitConfig(AnalysisConfig):
     neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
 
     def check(self, task: Any, model: Any) -> None:
-        from flossrun.config import need
+        from flossrun.errors import need
 
         check_lyapunov(self)
         need(
@@ -104,7 +104,7 @@ class LandscapeConfig(AnalysisConfig):
     neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
 
     def check(self, task: Any, model: Any) -> None:
-        from flossrun.config import is_number, need
+        from flossrun.errors import is_number, need
 
         check_lyapunov(self)
         check_network(self.network, task, model)
@@ -131,7 +131,7 @@ class LandscapeConfig(AnalysisConfig):
 
 def check_network(network: str, task: Any, model: Any) -> None:
     """``analysis.network`` against the task and model (landscape and smoothness)."""
-    from flossrun.config import need
+    from flossrun.errors import need
 
     need(network in NETWORKS, "analysis.network", network, f"allowed: {', '.join(NETWORKS)}")
     if network == "chaotic_lstm":
@@ -171,7 +171,7 @@ class SmoothnessConfig(AnalysisConfig):
 
     def check(self, task: Any, model: Any) -> None:
         from flossrun.analyses.smoothness import METHODS
-        from flossrun.config import need
+        from flossrun.errors import need
 
         check_lyapunov(self)
         check_network(self.network, task, model)
@@ -216,7 +216,7 @@ def analysis_config(fields: Any, task: Any = None, model: Any = None) -> Analysi
     """
     from omegaconf import OmegaConf
 
-    from flossrun.config import ConfigError, need
+    from flossrun.errors import ConfigError, need
 
     if fields is None:
         return AnalysisConfig()

@@ -111,7 +111,7 @@ class ModelConfig:
 
     def check(self) -> None:
         """Raise :class:`flossrun.config.ConfigError` on the first impossible value."""
-        from flossrun.config import need
+        from flossrun.errors import need
 
         need(self.N >= 1, "model.N", self.N, "must be >= 1")
         need(self.lr > 0, "model.lr", self.lr, "must be > 0")
@@ -290,7 +290,7 @@ def model_config(fields: Any) -> ModelConfig:
     """
     from omegaconf import OmegaConf
 
-    from flossrun.config import ConfigError, need
+    from flossrun.errors import ConfigError, need
 
     if OmegaConf.is_config(fields):
         fields = OmegaConf.to_container(fields, resolve=True)

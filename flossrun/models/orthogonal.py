@@ -47,7 +47,7 @@ class OrthogonalConfig(ModelConfig):
     skew: str = "full"  # skew generator: full (A − Aᵀ) | upper (strict upper triangle, reference)
 
     def check(self) -> None:
-        from flossrun.config import need
+        from flossrun.errors import need
 
         super().check()
         need(self.skew in SKEWS, "model.skew", self.skew, f"allowed: {', '.join(SKEWS)}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flossrun.config import need
+from flossrun.errors import need
 from flossrun.models.base import register
 from flossrun.models.vanilla import VanillaConfig, VanillaRNN
 

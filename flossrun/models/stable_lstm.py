@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flossrun.config import is_number, need
+from flossrun.errors import is_number, need
 from flossrun.models.base import register
 from flossrun.models.lstm import LSTM, LSTMConfig
 

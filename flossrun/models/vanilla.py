@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from flossrun import seeding
-from flossrun.config import is_number, need
+from flossrun.errors import is_number, need
 from flossrun.fast import blas
 from flossrun.fast.bptt import small_matmul, vanilla_rnn
 from flossrun.fast.floss import vanilla_lyapunov

@@ -32,6 +32,7 @@ from flossrun.io import (
     SUMMARY_COLUMNS,
     modern_metrics,
 )
+from flossrun.provenance import flatten_keys
 
 CONFIG = Path(".hydra") / "config.yaml"
 OVERRIDES = Path(".hydra") / "overrides.yaml"
@@ -105,14 +106,10 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     """Nested mapping → ``{"task.delay": 40, ...}``; lists become JSON strings (hashable)."""
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    if isinstance(node, list | tuple):
-        node = json.dumps(node, default=str)
-    return {prefix[:-1]: node}
+    return {
+        key: json.dumps(value, default=str) if isinstance(value, list | tuple) else value
+        for key, value in flatten_keys(node, prefix).items()
+    }
 
 
 def read_table(
@@ -205,7 +202,7 @@ def _failure_reason(path: Path) -> str:
     return _one_line(lines[-1] if traceback else lines[0])
 
 
-def read_provenance(path: Path) -> tuple[str, str]:
+def provenance_label(path: Path) -> tuple[str, str]:
     """The code version that wrote a run and the device it ran on, from ``provenance.json``.
 
     The version reads ``flossrun_version @ commit[:7]``, with ``(dirty)`` when the tree had
@@ -283,7 +280,7 @@ def _read_config(run: RunFolder) -> None:
 
 def load_run(path: Path) -> RunFolder:
     """Read one run directory; never raises (bad files → ``status="corrupt"`` + reason)."""
-    code, ran_on = read_provenance(path)
+    code, ran_on = provenance_label(path)
     run = RunFolder(path=path, code=code, ran_on=ran_on, conflict=read_conflict(path))
     try:
         _read_config(run)
