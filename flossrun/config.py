@@ -14,7 +14,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from flossrun.errors import ConfigError, is_number, need
+from flossrun.errors import ConfigError as ConfigError  # re-exported for callers and tests
+from flossrun.errors import is_number, need
 
 FLOSS_NAMES = ("none", "pre", "pre_during")
 DEVICES = ("auto", "cpu", "cuda")
@@ -120,8 +121,6 @@ def register_configs() -> None:
     for group, registry in (("model", MODELS), ("task", TASKS), ("analysis", ANALYSES)):
         for name, spec in registry.items():
             cs.store(group=group, name=f"{name}_schema", node=spec.config)
-
-
 
 
 def validate_floss(f: DictConfig, D: int, model: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
-from flossrun.config import ConfigError
+from flossrun.errors import ConfigError
 
 GROUP_NODES = ("task", "model", "analysis")  # nodes whose keys depend on the group's choice
 FREE_NODES = ("hydra", "report")  # not checked: Hydra's own keys, a preset's figure hints

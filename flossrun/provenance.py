@@ -22,13 +22,25 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
-from flossrun.models.base import learning_rates
 
 PROVENANCE_FILE = "provenance.json"
 CONFLICT_FILE = "conflict.txt"
 # top-level config keys that only name or place a run: left out of its identity
 NOT_RUN_IDENTITY = ("hydra", "name", "scale", "threads", "report")
 CODE_KEYS = ("flossrun_version", "git_commit")  # a resumed run must match these
+
+
+def learning_rates(cfg: DictConfig) -> tuple[float, float]:
+    """The Adam learning rates ``(training, flossing)`` of a composed run config:
+    ``train.lr`` and ``floss.lr`` where set, else the architecture's own ``model.lr`` and
+    ``model.floss_lr`` (every model schema has both; defaults chosen per model by a pilot,
+    docs/pilots.md)."""
+    train, floss = cfg.train.get("lr"), cfg.floss.get("lr")
+    if train is None:
+        train = cfg.model.lr
+    if floss is None:
+        floss = cfg.model.floss_lr
+    return float(train), float(floss)
 
 
 def run_identity(cfg: DictConfig, device: str) -> dict[str, Any]:

@@ -24,13 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from flossrun import interrupt, io, seeding
-from flossrun.config import ConfigError, resolve_device
+from flossrun.config import resolve_device
 from flossrun.diagnostics import condition_number, error_signal_norms, long_term_jacobian
+from flossrun.errors import ConfigError
 from flossrun.fast.ops import realization_mean
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import build_model
-from flossrun.models.base import learning_rates
-from flossrun.provenance import identity_diff, identity_text, run_identity
+from flossrun.provenance import identity_diff, identity_text, learning_rates, run_identity
 from flossrun.tasks import build_task
 from flossrun.training import evaluate, floss_epoch, make_adam, model_threads, train_epoch
 

@@ -16,9 +16,9 @@ from flossrun import seeding
 from flossrun.config import ConfigError
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import MODELS, build_model, model_config
-from flossrun.models.base import learning_rates
 from flossrun.models.stable import clip_singular_values
 from flossrun.models.stable_lstm import project_columns_l1
+from flossrun.provenance import learning_rates
 from flossrun.tasks import make_task
 from flossrun.training import floss_epoch, make_adam, train_epoch
 

@@ -28,16 +28,18 @@ DESIGN = PACKAGE.parent / "docs" / "design.md"
 # module name, or a package name followed by ``.*`` for every module inside it.
 # fmt: off
 LAYERS: list[tuple[str, list[str]]] = [
-    ("floor", ["flossrun.errors", "flossrun.seeding", "flossrun.io", "flossrun.provenance"]),
+    ("floor", ["flossrun.errors", "flossrun.seeding", "flossrun.io", "flossrun.provenance",
+               "flossrun.interrupt"]),
     ("kernels", ["flossrun.fast", "flossrun.fast.*"]),
     ("dynamics", ["flossrun.models", "flossrun.models.*", "flossrun.task_base", "flossrun.tasks",
                   "flossrun.sine_generator"]),
     ("numerics", ["flossrun.lyapunov", "flossrun.flossing", "flossrun.diagnostics",
-                  "flossrun.training"]),
+                  "flossrun.product_svd", "flossrun.training"]),
     ("analyses", ["flossrun.analyses", "flossrun.analyses.*"]),
-    ("config", ["flossrun.config"]),
-    ("jobs", ["flossrun.runner", "flossrun.jobs", "flossrun.plots"]),
-    ("interfaces", ["flossrun", "flossrun.cli", "flossrun.report", "flossrun.report.*"]),
+    ("config", ["flossrun.config", "flossrun.keys", "flossrun.help"]),
+    ("report", ["flossrun.report", "flossrun.report.*"]),
+    ("jobs", ["flossrun.runner", "flossrun.jobs", "flossrun.plots", "flossrun.api"]),
+    ("interfaces", ["flossrun", "flossrun.cli"]),
 ]
 # fmt: on
 

@@ -118,18 +118,6 @@ class ModelConfig:
         need(self.floss_lr > 0, "model.floss_lr", self.floss_lr, "must be > 0")
 
 
-def learning_rates(cfg: Any) -> tuple[float, float]:
-    """The Adam learning rates ``(training, flossing)`` of a composed run config (DictConfig):
-    ``train.lr`` and ``floss.lr`` where set, else the architecture's own ``model.lr`` and
-    ``model.floss_lr`` (defaults chosen per model by a pilot, docs/pilots.md)."""
-    train, floss, model = cfg.train.get("lr"), cfg.floss.get("lr"), cfg.model
-    if train is None:
-        train = model.get("lr", ModelConfig.lr)
-    if floss is None:
-        floss = model.get("floss_lr", ModelConfig.floss_lr)
-    return float(train), float(floss)
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """A registry entry: the config dataclass and the ensemble class it builds."""
