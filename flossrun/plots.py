@@ -58,17 +58,22 @@ def draw_band(ax: Axes, x, q25, q50, q75, color: str, label: str, marker: str = 
     ax.plot(x, q50, color=color, lw=1.5, marker=marker, ms=3, label=label)
 
 
+def legend_with_band(ax: Axes, R: int) -> None:
+    """The axes' legend, with an entry explaining the grey 25–75 % band when ``R`` > 1."""
+    handles, labels = ax.get_legend_handles_labels()
+    if R > 1:
+        handles.append(Patch(color="#7f7f7f", alpha=0.25, lw=0))
+        labels.append(BAND.format(n=R))
+    ax.legend(handles, labels, fontsize=8)
+
+
 def finish_spectrum(ax: Axes, k: int | None, R: int) -> None:
     """Zero line, flossed exponents ``k`` marked, labels and a legend that explains the band."""
     ax.axhline(0, color="k", lw=0.8, ls="--")
     if k:
         ax.axvline(k, color="#2ca02c", lw=1, ls=":", label=f"k = {k} (flossed exponents)")
     ax.set(xlabel="exponent index $i$", ylabel=LAMBDA_I)
-    handles, labels = ax.get_legend_handles_labels()
-    if R > 1:
-        handles.append(Patch(color="#7f7f7f", alpha=0.25, lw=0))
-        labels.append(BAND.format(n=R))
-    ax.legend(handles, labels, fontsize=8)
+    legend_with_band(ax, R)
 
 
 def spectrum_figure(
@@ -181,11 +186,7 @@ def run_flossing_figure(metrics: pd.DataFrame, title: str, target: Any = None) -
     if isinstance(t, int | float):
         ax.axhline(t, color="k", ls="--", lw=1, label=rf"target $\lambda^*$ = {t:g}")
     ax.set(xlabel="flossing epoch (running count)", ylabel=LAMBDA_1)
-    handles, labels = ax.get_legend_handles_labels()
-    if R > 1:
-        handles.append(Patch(color="#7f7f7f", alpha=0.25, lw=0))
-        labels.append(BAND.format(n=R))
-    ax.legend(handles, labels, fontsize=8)
+    legend_with_band(ax, R)
     ax.set_title(wrapped(title, fig), fontsize=10)
     return fig
 

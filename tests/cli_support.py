@@ -74,7 +74,7 @@ def config_error(*args: str) -> str:
 
     try:
         cli.check_group_choices(list(args))
-        cli.check_model_keys(list(args))
+        cli.check_keys(list(args), cli.CONFIG_DIR, cli.GROUPS)
         validate(compose_config(*args))
     except ConfigError as err:
         return f"flossrun: error: {err}"
