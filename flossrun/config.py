@@ -71,7 +71,7 @@ class DiagConfig:
 @dataclass
 class RunConfig:
     name: str = "default"  # experiment name: the folder under outputs/
-    scale: str = "quick"  # preset size: quick | paper
+    scale: str = "quick"  # preset size: quick | medium | paper
     seed: int = 0  # realization r uses seed + r for weights, data and frames
     realizations: int = 1  # R networks trained at once as one batched program
     device: str = "auto"  # auto | cpu | cuda

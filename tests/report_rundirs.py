@@ -101,16 +101,16 @@ def make_run(
             metrics.append((r, s, "train", e, "grad_h0_norm", math.exp(-e / 100) * (1 + r)))
         for e in range(1, cfg["floss"]["pre_epochs"] + 1):
             metrics.append(
-                (r, s, "floss", e, "lambda_1", target + (0.3 + 0.1 * r) * math.exp(-e / 8))
+                (r, s, "prefloss", e, "lambda_1_floss", target + (0.3 + 0.1 * r) * math.exp(-e / 8))
             )
-            metrics.append((r, s, "floss", e, "floss_loss", math.exp(-e / 4)))
+            metrics.append((r, s, "prefloss", e, "floss_loss", math.exp(-e / 4)))
         for e in range(0, cfg["train"]["epochs"] + 1, cfg["train"]["eval_every"]):
             acc = 0.5 + (0.47 if success[r] else 0.1) * e / cfg["train"]["epochs"]
             metrics += [
                 (r, s, "eval", e, "test_accuracy", acc),
                 (r, s, "eval", e, "test_loss", 1 - acc),
             ]
-            metrics.append((r, s, "eval", e, "lambda_1", target - 0.01 * r))
+            metrics.append((r, s, "eval", e, "lambda_1_eval", target - 0.01 * r))
         stages = ["initial", "final"] + (["preflossed"] if cfg["floss"]["pre_epochs"] else [])
         for stage, i in itertools.product(stages, range(1, N + 1)):
             shift = 0.0 if stage == "initial" or i > k else 0.05 * i

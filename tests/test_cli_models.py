@@ -62,7 +62,8 @@ def test_bad_model_option_fails_in_one_line_naming_the_key(overrides, key):
 
 def test_lstm_accepts_k_up_to_its_state_size(tmp_path):
     run = run_in_process(tmp_path, *TINY, "model=lstm", f"floss.k={2 * N}", "train.epochs=2")
-    floss = pd.read_csv(run / "metrics.csv").query("phase == 'floss' and name == 'lambda_1'")
+    metrics = pd.read_csv(run / "metrics.csv")
+    floss = metrics.query("phase == 'prefloss' and name == 'lambda_1_floss'")
     assert floss.epoch.max() == 20  # floss.pre_epochs of TINY, flossing all 2N exponents
     line = config_error(*TINY, "model=lstm", f"floss.k={2 * N + 1}")
     assert f"must be in [0, {2 * N}]" in line

@@ -67,7 +67,7 @@ def test_freezing_keeps_success_and_every_number_up_to_the_freeze(tmp_path):
         )
         after = rb[rb.epoch > freeze]
         assert after[after.phase == "train"].value.isna().all()
-        for name in ("test_loss", "test_accuracy", "lambda_1"):
+        for name in ("test_loss", "test_accuracy", "lambda_1_eval"):
             at = rb[(rb.phase == "eval") & (rb.name == name) & (rb.epoch >= freeze)]
             assert at.value.nunique() <= 1, (seed, name)  # the same weights evaluated again
     assert n_frozen_early >= 3
