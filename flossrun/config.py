@@ -113,14 +113,13 @@ def register_configs() -> None:
     default of its YAML)."""
     from flossrun.analyses import ANALYSES
     from flossrun.models import MODELS
-    from flossrun.tasks import TASKS, _load_tasks
+    from flossrun.tasks import TASKS
 
-    _load_tasks()
     cs = ConfigStore.instance()
     cs.store(name="flossrun_schema", node=RunConfig)
-    for group, registry in (("model", MODELS), ("task", TASKS), ("analysis", ANALYSES)):
+    for registry in (MODELS, TASKS, ANALYSES):
         for name, spec in registry.items():
-            cs.store(group=group, name=f"{name}_schema", node=spec.config)
+            cs.store(group=registry.group, name=f"{name}_schema", node=spec.config)
 
 
 def validate_floss(f: DictConfig, D: int, model: str) -> None:
@@ -160,7 +159,7 @@ def validate(cfg: DictConfig) -> None:
     t, m, f, tr, dg = cfg.task, cfg.model, cfg.floss, cfg.train, cfg.diag
     from flossrun.analyses import analysis_config
     from flossrun.models import model_config
-    from flossrun.tasks import task_config
+    from flossrun.tasks import Delayed, task_config
 
     task = task_config(t)  # its own keys, checked by the task's config
     model = model_config(m)  # likewise for the model
@@ -194,7 +193,7 @@ def validate(cfg: DictConfig) -> None:
     )
     if dg.jacobian:
         need(
-            hasattr(task, "delay"), "diag.jacobian", dg.jacobian,
+            isinstance(task, Delayed), "diag.jacobian", dg.jacobian,
             f"needs a delayed-parity task (task={task.name} has no error signal per lag)",
         )  # fmt: skip
         top = min(dg.steps - dg.transient, t.T - 1)
@@ -216,7 +215,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.scale in SCALES, "scale", cfg.scale, f"allowed: {', '.join(SCALES)}")
     need(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0 = torch default)")
     analysis = analysis_config(cfg.get("analysis"), task, model)  # checked against both
-    if analysis.name in ("landscape", "smoothness"):
+    if analysis.single_network:
         need(
             cfg.realizations == 1, "realizations", cfg.realizations,
             f"must be 1 for analysis={analysis.name} (one network per path; sweep seed= instead)",

@@ -7,7 +7,6 @@ import dataclasses
 import inspect
 import re
 import textwrap
-from typing import Any
 
 WIDTH, INDENT = 100, 34  # characters per line, column of the docs
 FIELD = re.compile(r"^\s+(\w+)\s*:")
@@ -81,18 +80,17 @@ def help_text() -> str:
     from flossrun.analyses import ANALYSES
     from flossrun.config import DiagConfig, FlossConfig, RunConfig, TrainConfig
     from flossrun.models import MODELS
-    from flossrun.tasks import TASKS, _load_tasks
+    from flossrun.tasks import TASKS
 
-    _load_tasks()
     lines = USAGE.splitlines()
     groups = ("task", "model", "analysis", "floss", "train", "diag", "report")
     lines += ["", *section("top-level keys:", RunConfig, "", skip=groups)]
     lines += ["", *section("floss.* (floss=none|pre|pre_during):", FlossConfig, "floss.")]
     lines += ["", *section("train.*:", TrainConfig, "train.")]
     lines += ["", *section("diag.* (diagnostic spectra):", DiagConfig, "diag.")]
-    registries: dict[str, dict[str, Any]] = {"task": TASKS, "model": MODELS, "analysis": ANALYSES}
-    for group, registry in registries.items():
-        for name, spec in registry.items():
-            lines += ["", *section(f"{group}={name}:", spec.config, f"{group}.", skip=("name",))]
+    for reg in (TASKS, MODELS, ANALYSES):
+        for name, spec in reg.items():
+            title, prefix = f"{reg.group}={name}:", f"{reg.group}."
+            lines += ["", *section(title, spec.config, prefix, skip=("name",))]
     lines += ["", "presets: experiment=<name> (configs/experiment/), variant=<condition>"]
     return "\n".join(lines)

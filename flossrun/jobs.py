@@ -6,8 +6,11 @@
     analysis=landscape network=chaotic_lstm LandscapeJob of a built-in network (no training)
     analysis=smoothness network=...         SmoothnessJob: the same two cases
 
-Every job has ``execute()`` (run or resume; False if it had finished), ``summary_rows()``
-(``io.SUMMARY_COLUMNS``), ``plot()`` and ``describe(rows)`` (a few lines for the terminal).
+A job is registered for an analysis's config class with :func:`job_for`; an analysis without
+one runs in a :class:`TrainJob`, with the training hook it declares
+(:meth:`flossrun.analyses.AnalysisConfig.recorder`). Every job has ``execute()`` (run or
+resume; False if it had finished), ``summary_rows()`` (``io.SUMMARY_COLUMNS``), ``plot()`` and
+``describe(rows)`` (a few lines for the terminal).
 :func:`flossrun.cli.job` does the rest the same way for all: validation, the folder checks,
 provenance, ``summary.csv``.
 """
@@ -17,12 +20,15 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
+from flossrun.analyses import LandscapeConfig, SmoothnessConfig, analysis_config
 from flossrun.analyses import landscape as ls
 from flossrun.analyses import smoothness as sm
 from flossrun.analyses.orbit import orbit_omegas
@@ -78,7 +84,7 @@ class TrainJob:
 
         plots.plot_run(self.out, self.title())
         if self.run.orbits is not None:
-            plots.analysis_figure(self.out, "orbit_diagram")
+            plots.analysis_figure(self.out, self.run.orbits.figure)
 
     def describe(self, rows: list[tuple]) -> str:
         """Successes, median accuracy (if the task has one) and λ1, where the files are."""
@@ -92,7 +98,8 @@ class TrainJob:
         n_ok, n_div = sum(r[4] for r in rows), sum(r[6] for r in rows)
         diverged = f" ({n_div} diverged)" if n_div else ""
         lam = statistics.median(r[7] for r in rows)
-        extra = "  orbits:  orbits.pt, orbits.csv\n" if self.run.orbits is not None else ""
+        hook = self.run.orbits
+        extra = f"  {hook.files}\n" if hook is not None else ""
         rule = with_values(self.run.task.success_text, c)
         success = f"  success: {n_ok}/{len(rows)} realizations reached {rule}{diverged}\n"
         if c.train.epochs == 0:  # nothing trained for accuracy: report what the job did
@@ -106,6 +113,21 @@ class TrainJob:
         )
 
 
+JOBS: dict[type, Callable[[DictConfig, Path], Any]] = {}
+
+
+def job_for(config: type) -> Callable[[type], type]:
+    """Class decorator of a job ``(cfg, out) -> job``: run it for an analysis whose config is
+    ``config`` (or a subclass of it). Without one, an analysis runs in a :class:`TrainJob`."""
+
+    def add(job: type) -> type:
+        JOBS[config] = job
+        return job
+
+    return add
+
+
+@job_for(LandscapeConfig)
 class LandscapeJob:
     """Loss and λ1 along paths through a built-in network, or through the one this run trains
     (which is trained first, resumably, by a :class:`TrainJob` in the same folder)."""
@@ -113,7 +135,7 @@ class LandscapeJob:
     def __init__(self, cfg: DictConfig, out: Path) -> None:
         self.cfg, self.out, self.a = cfg, Path(out), cfg.analysis
         self.device, self.dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
-        self.trainer = TrainJob(cfg, out) if self.a.network == "trained" else None
+        self.trainer = TrainJob(cfg, out) if analysis_config(self.a).trains() else None
         self.stats: dict[str, dict[str, float]] = {}
         self.lambda_1 = math.nan  # λ1 of the network analysed (s = 1 of the first path)
         self.wall = 0.0
@@ -239,6 +261,7 @@ class LandscapeJob:
         return "\n".join(lines)
 
 
+@job_for(SmoothnessConfig)
 class SmoothnessJob(LandscapeJob):
     """V_T, V′ and V″ (exact) along paths for several horizons T, their growth with T per
     window of s and λ1 from a long window (:mod:`flossrun.analyses.smoothness`), through the
@@ -365,10 +388,10 @@ def copy_first(model):
 
 
 def make_job(cfg: DictConfig, out: Path) -> TrainJob | LandscapeJob:
-    """The job that the config's ``analysis`` asks for (see the module docstring)."""
-    analysis = cfg.get("analysis")
-    if analysis is not None and analysis.name == "smoothness":
-        return SmoothnessJob(cfg, out)
-    if analysis is not None and analysis.name == "landscape":
-        return LandscapeJob(cfg, out)
+    """The job that the config's ``analysis`` asks for: the one registered for its config class
+    with :func:`job_for` (the nearest along the class's bases), else a :class:`TrainJob`."""
+    analysis = analysis_config(cfg.get("analysis"))
+    for cls in type(analysis).__mro__:
+        if cls in JOBS:
+            return JOBS[cls](cfg, out)
     return TrainJob(cfg, out)

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from flossrun import interrupt, io, seeding
+from flossrun.analyses import analysis_config
 from flossrun.config import resolve_device
 from flossrun.diagnostics import condition_number, error_signal_norms, long_term_jacobian
 from flossrun.errors import ConfigError
@@ -52,7 +53,7 @@ class Run:
             cfg.model, self.task.S, self.task.O, self.seeds, dtype=self.dtype, device=self.device
         )
         if getattr(self.task, "h0", "learned") == "zero":  # task.h0=zero (sine generator)
-            from flossrun.sine_generator import fix_h0_at_zero
+            from flossrun.tasks.sine_generator import fix_h0_at_zero
 
             fix_h0_at_zero(self.model)
         self.lr, floss_lr = learning_rates(cfg)  # train.lr / floss.lr, else the model's own
@@ -69,13 +70,10 @@ class Run:
             seeding.generators(self.seeds, "diag"), cfg.diag.steps, 1, dtype=self.dtype,
             device=self.device,
         )  # [T_diag, R, 1, S]  # fmt: skip
-        self.orbits = None  # the orbit analysis (docs/design.md §11) snapshots during training
-        if cfg.get("analysis") is not None and cfg.analysis.name == "orbit":
-            from flossrun.analyses.orbit import OrbitRecorder
-
-            self.orbits = OrbitRecorder(
-                cfg.analysis, self.task, self.seeds, self.model.state_dim, cfg.train.epochs
-            )
+        # an analysis's training hook (orbit snapshots, docs/design.md §11), or None
+        self.orbits = analysis_config(cfg.get("analysis")).recorder(
+            self.task, self.seeds, self.model.state_dim, cfg.train.epochs
+        )
         target = cfg.floss.target
         self.target = OmegaConf.to_object(target) if OmegaConf.is_config(target) else float(target)
         self.alive = torch.ones(cfg.realizations, dtype=torch.bool, device=self.device)

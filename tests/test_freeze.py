@@ -76,8 +76,8 @@ def test_freezing_keeps_success_and_every_number_up_to_the_freeze(tmp_path):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_inactive_realizations_are_not_computed_and_keep_every_parameter(float64, name):
     task = make_task("delayed_xor", 2, T=12)
-    model = MODELS[name].model(6, 1, 1, [0, 1, 2], dtype=torch.float64)
-    twin = MODELS[name].model(6, 1, 1, [0, 1, 2], dtype=torch.float64)
+    model = MODELS[name].build(6, 1, 1, [0, 1, 2], dtype=torch.float64)
+    twin = MODELS[name].build(6, 1, 1, [0, 1, 2], dtype=torch.float64)
     gens = [torch.Generator().manual_seed(s) for s in range(3)]
     x, y = task.sample(gens, 4, dtype=torch.float64)
     opt, opt2 = make_adam(list(model.parameters()), 1e-2), make_adam(list(twin.parameters()), 1e-2)

@@ -28,11 +28,10 @@ DESIGN = PACKAGE.parent / "docs" / "design.md"
 # module name, or a package name followed by ``.*`` for every module inside it.
 # fmt: off
 LAYERS: list[tuple[str, list[str]]] = [
-    ("floor", ["flossrun.errors", "flossrun.seeding", "flossrun.io", "flossrun.provenance",
-               "flossrun.interrupt"]),
+    ("floor", ["flossrun.errors", "flossrun.registry", "flossrun.seeding", "flossrun.io",
+               "flossrun.provenance", "flossrun.interrupt"]),
     ("kernels", ["flossrun.fast", "flossrun.fast.*"]),
-    ("dynamics", ["flossrun.models", "flossrun.models.*", "flossrun.task_base", "flossrun.tasks",
-                  "flossrun.sine_generator"]),
+    ("dynamics", ["flossrun.models", "flossrun.models.*", "flossrun.tasks", "flossrun.tasks.*"]),
     ("numerics", ["flossrun.lyapunov", "flossrun.flossing", "flossrun.diagnostics",
                   "flossrun.product_svd", "flossrun.training"]),
     ("analyses", ["flossrun.analyses", "flossrun.analyses.*"]),

@@ -65,7 +65,7 @@ def test_bad_sine_options_name_the_key(fields, key):
 
 def test_h0_zero_stays_exactly_zero_under_adam_while_the_weights_train():
     from flossrun.models import build_model
-    from flossrun.sine_generator import fix_h0_at_zero
+    from flossrun.tasks.sine_generator import fix_h0_at_zero
 
     task = build_task({"name": "sine_generator", "T": 12, "h0": "zero"})
     assert task.h0 == "zero"
@@ -90,7 +90,7 @@ def test_h0_mode_fails_in_one_line():
 
 def test_extrapolation_mse_windows_match_a_direct_computation():
     from flossrun.models import build_model
-    from flossrun.sine_generator import extrapolation_mse
+    from flossrun.tasks.sine_generator import extrapolation_mse
 
     task = build_task({"name": "sine_generator", "T": 6, "n_omega": 3})
     model = build_model({"name": "gru", "N": 3}, 1, 1, [4, 5], dtype=torch.float64)

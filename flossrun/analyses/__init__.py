@@ -1,7 +1,7 @@
 """Analyses of a network's attractors and loss surface (docs/design.md §11), and their configs.
 
 ``analysis=`` picks one; each is a config dataclass (fields documented, checked before any
-compute against the task and model) registered in ``ANALYSES``:
+compute against the task and model) registered in ``ANALYSES`` with :func:`register_analysis`:
 
 - ``none``: a plain training run;
 - ``orbit``: orbit (bifurcation) diagrams recorded during training (:mod:`.orbit`);
@@ -15,13 +15,21 @@ classified with a neutral band ε (``neutral_band``, default 0.01 nats/step): co
 (λ1 ≤ −ε), neutral (|λ1| < ε), chaotic (λ1 ≥ ε). ε is about the spread of a 1000-step
 estimate on a limit cycle or a slowly converging orbit; a |λ1| below it is not told from 0.
 
-Which job runs (training, analysis, or both) follows from the analysis: :mod:`flossrun.jobs`.
+An analysis declares what it does to a run instead of being recognised by its name:
+:meth:`AnalysisConfig.trains` (whether the run trains a network), :meth:`AnalysisConfig.recorder`
+(a hook that snapshots during training), ``single_network`` (one realization per run). Which job
+runs follows from the config's class: :func:`flossrun.jobs.job_for`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from flossrun.errors import need
+from flossrun.registry import Registry
+from flossrun.tasks import ConstantInputs
 
 NETWORKS = ("chaotic_lstm", "trained")
 
@@ -29,24 +37,49 @@ NETWORKS = ("chaotic_lstm", "trained")
 def check_lyapunov(cfg: Any) -> None:
     """The long-window λ1 keys shared by the analyses: ``lyap_steps``, ``lyap_transient``,
     ``neutral_band``."""
-    from flossrun.errors import need
-
     need(cfg.lyap_steps >= 1, "analysis.lyap_steps", cfg.lyap_steps, "must be >= 1")
     need(cfg.lyap_transient >= 0, "analysis.lyap_transient", cfg.lyap_transient, "must be >= 0")
     need(cfg.neutral_band >= 0, "analysis.neutral_band", cfg.neutral_band, "must be >= 0")
 
 
+ANALYSES: Registry[type] = Registry("analysis", default="none")
+
+
+def register_analysis(name: str) -> Callable[[type], type]:
+    """Class decorator of an analysis config dataclass: make ``analysis=<name>`` use it."""
+
+    def add(config: type) -> type:
+        return ANALYSES.register(name, config)(config)
+
+    return add
+
+
+@register_analysis("none")
 @dataclass
 class AnalysisConfig:
     """``analysis=none``: no analysis, a plain training run."""
 
     name: str = "none"  # none | orbit | landscape | smoothness
 
+    # one network per run: the job analyses realization 0 only, so ``realizations`` must be 1
+    single_network: ClassVar[bool] = False
+
     def check(self, task: Any, model: Any) -> None:
-        """Raise :class:`flossrun.config.ConfigError` on the first impossible value; ``task``
+        """Raise :class:`flossrun.errors.ConfigError` on the first impossible value; ``task``
         and ``model`` are the checked task and model configs."""
 
+    def trains(self) -> bool:
+        """Whether the run trains a network (the training schedule runs in its folder)."""
+        return True
 
+    def recorder(self, task: Any, seeds: Sequence[int], D: int, epochs: int) -> Any:
+        """A training hook, or ``None``: an object with ``due(epoch)``, ``snapshot(model,
+        epoch)``, ``write(out, snapshots)``, ``figure`` and ``files`` that the training run
+        calls (``task``: the built task, ``D``: the state size, ``epochs``: training epochs)."""
+        return None
+
+
+@register_analysis("orbit")
 @dataclass
 class OrbitConfig(AnalysisConfig):
     """``analysis=orbit``: open-loop trajectories at constant inputs during training."""
@@ -64,11 +97,9 @@ class OrbitConfig(AnalysisConfig):
     neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
 
     def check(self, task: Any, model: Any) -> None:
-        from flossrun.errors import need
-
         check_lyapunov(self)
         need(
-            hasattr(task, "omega_min"), "analysis", self.name,
+            isinstance(task, ConstantInputs), "analysis", self.name,
             f"needs a task with constant inputs (task=sine_generator), not task={task.name}",
         )  # fmt: skip
         for key in ("every", "n_omega", "inits"):
@@ -81,9 +112,27 @@ class OrbitConfig(AnalysisConfig):
         )  # fmt: skip
         need(self.distinct_tol > 0, "analysis.distinct_tol", self.distinct_tol, "must be > 0")
 
+    def recorder(self, task: Any, seeds: Sequence[int], D: int, epochs: int) -> Any:
+        """Orbit snapshots during training (:class:`.orbit.OrbitRecorder`)."""
+        from flossrun.analyses.orbit import OrbitRecorder
 
+        return OrbitRecorder(self, task, seeds, D, epochs)
+
+
+class OnePathNetwork:
+    """What the path analyses (landscape, smoothness) declare: one network per run, trained
+    first only for ``network=trained``. Mixed in before :class:`AnalysisConfig`."""
+
+    single_network = True
+
+    def trains(self) -> bool:
+        """Only ``network=trained`` trains (first, in the same folder)."""
+        return self.network == "trained"
+
+
+@register_analysis("landscape")
 @dataclass
-class LandscapeConfig(AnalysisConfig):
+class LandscapeConfig(OnePathNetwork, AnalysisConfig):
     """``analysis=landscape``: loss and λ1 along 1-D paths θ(s) and on a 2-D grid."""
 
     name: str = "landscape"  # analysis
@@ -104,7 +153,7 @@ class LandscapeConfig(AnalysisConfig):
     neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
 
     def check(self, task: Any, model: Any) -> None:
-        from flossrun.errors import is_number, need
+        from flossrun.errors import is_number
 
         check_lyapunov(self)
         check_network(self.network, task, model)
@@ -131,8 +180,6 @@ class LandscapeConfig(AnalysisConfig):
 
 def check_network(network: str, task: Any, model: Any) -> None:
     """``analysis.network`` against the task and model (landscape and smoothness)."""
-    from flossrun.errors import need
-
     need(network in NETWORKS, "analysis.network", network, f"allowed: {', '.join(NETWORKS)}")
     if network == "chaotic_lstm":
         need(
@@ -141,13 +188,14 @@ def check_network(network: str, task: Any, model: Any) -> None:
         )  # fmt: skip
     else:
         need(
-            hasattr(task, "omega_min"), "analysis.network", network,
+            isinstance(task, ConstantInputs), "analysis.network", network,
             f"needs task=sine_generator (its fixed ω sequences), not task={task.name}",
         )  # fmt: skip
 
 
+@register_analysis("smoothness")
 @dataclass
-class SmoothnessConfig(AnalysisConfig):
+class SmoothnessConfig(OnePathNetwork, AnalysisConfig):
     """``analysis=smoothness``: V_T(s), V′ and V″ (exact) along 1-D paths for several horizons
     T; per window of s the Lipschitz constants L = max|V′|, L_g = max|V″|, their growth rates
     with T, the local minima per unit s, and λ1 from a long window."""
@@ -171,7 +219,6 @@ class SmoothnessConfig(AnalysisConfig):
 
     def check(self, task: Any, model: Any) -> None:
         from flossrun.analyses.smoothness import METHODS
-        from flossrun.errors import need
 
         check_lyapunov(self)
         check_network(self.network, task, model)
@@ -194,46 +241,14 @@ class SmoothnessConfig(AnalysisConfig):
         need(self.chunk >= 1, "analysis.chunk", self.chunk, "must be >= 1")
 
 
-@dataclass(frozen=True)
-class AnalysisSpec:
-    """A registry entry: the name and its config dataclass."""
-
-    name: str
-    config: type[AnalysisConfig]
-
-
-ANALYSES: dict[str, AnalysisSpec] = {
-    c.name: AnalysisSpec(c.name, c)
-    for c in (AnalysisConfig, OrbitConfig, LandscapeConfig, SmoothnessConfig)
-}
-
-
 def analysis_config(fields: Any, task: Any = None, model: Any = None) -> AnalysisConfig:
-    """The checked config of ``fields`` (mapping or DictConfig; ``None`` = ``analysis=none``).
+    """The config of ``fields`` (mapping or DictConfig; ``None`` = ``analysis=none``), checked
+    against ``task`` and ``model`` where given.
 
-    Raises :class:`flossrun.config.ConfigError` naming the key: an unknown name, a key the
-    analysis does not have, or an impossible value (checked against ``task`` and ``model``).
+    Raises :class:`flossrun.errors.ConfigError` naming the key: an unknown name, a key the
+    analysis does not have, or an impossible value.
     """
-    from omegaconf import OmegaConf
-
-    from flossrun.errors import ConfigError, need
-
-    if fields is None:
-        return AnalysisConfig()
-    if OmegaConf.is_config(fields):
-        fields = OmegaConf.to_container(fields, resolve=True)
-    fields = dict(fields)
-    name = fields.get("name", "none")
-    need(name in ANALYSES, "analysis.name", name, f"allowed: {', '.join(ANALYSES)}")
-    config = ANALYSES[name].config
-    known = set(config.__dataclass_fields__)
-    for key in fields:
-        if key not in known:
-            raise ConfigError(
-                f"analysis.{key}: not an option of analysis={name} "
-                f"(allowed: {', '.join(sorted(known))})"
-            )
-    cfg = config(**fields)
+    cfg = AnalysisConfig() if fields is None else ANALYSES.config(fields)
     if task is not None:
         cfg.check(task, model)
     return cfg

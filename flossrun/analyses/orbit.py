@@ -26,7 +26,7 @@ import torch
 from flossrun import io, seeding
 from flossrun.analyses.smoothness import classify
 from flossrun.lyapunov import lyapunov_spectrum
-from flossrun.sine_generator import EXTRAPOLATION_WINDOWS, extrapolation_mse
+from flossrun.tasks.sine_generator import EXTRAPOLATION_WINDOWS, extrapolation_mse
 
 QR_EVERY = 5  # steps between renormalisations of the one tangent vector (|λ1| ≪ 1 per step)
 ORBIT_COLUMNS = (
@@ -104,6 +104,9 @@ def attractor_kinds(snap: dict, cfg) -> list[str]:
 
 class OrbitRecorder:
     """Takes the snapshots of one run; its ``snapshots`` list lives in the run's checkpoint."""
+
+    figure = "orbit_diagram"  # the run's figure of the snapshots (plots/)
+    files = "orbits:  orbits.pt, orbits.csv"  # what it writes, for the terminal summary
 
     def __init__(self, cfg, task, seeds: Sequence[int], D: int, epochs: int) -> None:
         """``cfg``: the ``analysis`` node (an :class:`~flossrun.analyses.OrbitConfig`'s keys),

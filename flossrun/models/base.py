@@ -28,6 +28,7 @@ from torch import nn
 from flossrun import seeding
 from flossrun.fast import blas
 from flossrun.fast.ops import repeat_along
+from flossrun.registry import Registry
 
 H0_BURN_IN = 100  # input-free steps used to place h0 near the autonomous attractor
 
@@ -118,23 +119,14 @@ class ModelConfig:
         need(self.floss_lr > 0, "model.floss_lr", self.floss_lr, "must be > 0")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registry entry: the config dataclass and the ensemble class it builds."""
-
-    name: str
-    config: type[ModelConfig]
-    model: type[RecurrentEnsemble]
-
-
-MODELS: dict[str, ModelSpec] = {}
+MODELS: Registry[type[RecurrentEnsemble]] = Registry("model", default="vanilla")
 
 
 def register(name: str, config: type[ModelConfig]) -> Callable[[type], type]:
     """Class decorator: make ``model=<name>`` build this class from ``config``."""
 
     def add(cls: type) -> type:
-        MODELS[name] = ModelSpec(name, config, cls)
+        MODELS.register(name, config)(cls)
         cls.name, cls.config_class = name, config
         return cls
 
@@ -273,26 +265,10 @@ def burn_in(step: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor) -> to
 def model_config(fields: Any) -> ModelConfig:
     """The config dataclass of ``fields`` (a mapping or DictConfig with ``name``), checked.
 
-    Raises :class:`flossrun.config.ConfigError` naming the key: an unknown ``model.name``, a
+    Raises :class:`flossrun.errors.ConfigError` naming the key: an unknown ``model.name``, a
     key the model does not have, or an impossible value.
     """
-    from omegaconf import OmegaConf
-
-    from flossrun.errors import ConfigError, need
-
-    if OmegaConf.is_config(fields):
-        fields = OmegaConf.to_container(fields, resolve=True)
-    fields = dict(fields)
-    name = fields.get("name", "vanilla")
-    need(name in MODELS, "model.name", name, f"allowed: {', '.join(sorted(MODELS))}")
-    config = MODELS[name].config
-    known = set(config.__dataclass_fields__)
-    for key in fields:
-        if key not in known:
-            raise ConfigError(
-                f"model.{key}: not an option of model={name} (allowed: {', '.join(sorted(known))})"
-            )
-    cfg = config(**fields)
+    cfg = MODELS.config(fields)
     cfg.check()
     return cfg
 
@@ -309,4 +285,4 @@ def build_model(
     """The ensemble that ``model=`` names, from its config fields (see :func:`model_config`)."""
     cfg = model_config(fields)
     options = {k: v for k, v in vars(cfg).items() if k not in ("name", "N")}
-    return MODELS[cfg.name].model(cfg.N, S, O, seeds, dtype=dtype, device=device, **options)
+    return MODELS[cfg.name].build(cfg.N, S, O, seeds, dtype=dtype, device=device, **options)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from flossrun.fast.ops import realization_mean
-from flossrun.task_base import TaskConfig, register_task
+from flossrun.tasks.base import TaskConfig, register_task
 
 H0_MODES = ("learned", "zero")
 

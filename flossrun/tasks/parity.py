@@ -1,20 +1,4 @@
-"""The task seam (docs/design.md §3, §10) and the delayed-parity tasks: delayed copy, delayed
-XOR and temporal XOR.
-
-A task provides, for an ensemble of ``R`` realizations with one CPU generator each:
-
-    S, O                                   input and output channels
-    sample(gens, batch) -> x, y            a training batch, both ``[T, R, B, ·]``
-    test_set(gens, size) -> x, y           the fixed held-out set
-    drive(gens, steps, batch) -> x         inputs for flossing and diagnostics ``[steps, R, B, S]``
-    loss(z, y) -> [R]                      the training loss of outputs ``z [T, R, B, O]``
-    metrics(z, y) -> {name: [R]}           what is logged besides the loss (``accuracy``)
-    succeeded(test) -> [R] bool            what "success" means, from ``evaluate``'s numbers
-    success_text                           that rule in words (terminal summary)
-
-Each task is a config dataclass (its fields documented, :meth:`TaskConfig.check` validating
-them) registered with a builder via :func:`register_task`; ``configs/task/<name>.yaml`` sets the
-values. :func:`build_task` builds the task that ``task=`` names.
+"""``task=delayed_copy | delayed_xor | temporal_xor`` (docs/design.md §3): delayed parity.
 
 Inputs are ``S`` independent streams of i.i.d. fair bits times ``amplitude``. Channel ``s`` has
 its own target: the parity of ``m`` taps of its own stream spread evenly over the delay ``d``,
@@ -34,9 +18,9 @@ from typing import Any
 
 import torch
 
-from flossrun.errors import ConfigError, need
+from flossrun.errors import need
 from flossrun.fast.ops import realization_mean, softplus
-from flossrun.task_base import TASKS, TaskConfig, register_task
+from flossrun.tasks.base import TaskConfig, register_task
 
 TASK_TAPS = {"delayed_copy": 1, "delayed_xor": 2}
 TASK_NAMES = ("delayed_copy", "delayed_xor", "temporal_xor")
@@ -195,7 +179,7 @@ def make_task(
     return DelayedParity(delay=delay, taps=taps, channels=channels, T=T, amplitude=amplitude)
 
 
-# --- the seam: configs and the registry (flossrun.task_base) ------------------------------
+# --- the seam: the config and the registry (flossrun.tasks.base) ---------------------------
 @dataclass
 class ParityConfig(TaskConfig):
     """``task=delayed_copy | delayed_xor | temporal_xor`` (docs/design.md §3)."""
@@ -228,40 +212,3 @@ for _name in TASK_NAMES:
             c.name, c.delay, T=c.T, channels=c.channels, amplitude=c.amplitude, taps=c.taps
         )
     )
-
-
-def _load_tasks() -> None:
-    """Import the task modules that register themselves (in :mod:`flossrun.task_base`)."""
-    import flossrun.sine_generator  # noqa: F401
-
-
-def task_config(fields: Any) -> TaskConfig:
-    """The config dataclass of ``fields`` (a mapping or DictConfig with ``name``), checked.
-
-    Raises :class:`flossrun.config.ConfigError` naming the key: an unknown ``task.name``, a key
-    the task does not have, or an impossible value.
-    """
-    from omegaconf import OmegaConf
-
-    _load_tasks()
-    if OmegaConf.is_config(fields):
-        fields = OmegaConf.to_container(fields, resolve=True)
-    fields = dict(fields)
-    name = fields.get("name", "delayed_xor")
-    need(name in TASKS, "task.name", name, f"allowed: {', '.join(sorted(TASKS))}")
-    config = TASKS[name].config
-    known = set(config.__dataclass_fields__)
-    for key in fields:
-        if key not in known:
-            raise ConfigError(
-                f"task.{key}: not an option of task={name} (allowed: {', '.join(sorted(known))})"
-            )
-    cfg = config(**fields)
-    cfg.check()
-    return cfg
-
-
-def build_task(fields: Any) -> Any:
-    """The task that ``task=`` names, from its config fields (see :func:`task_config`)."""
-    cfg = task_config(fields)
-    return TASKS[cfg.name].build(cfg)
