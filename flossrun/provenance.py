@@ -28,6 +28,7 @@ CONFLICT_FILE = "conflict.txt"
 # top-level config keys that only name or place a run: left out of its identity
 NOT_RUN_IDENTITY = ("hydra", "name", "scale", "threads", "report")
 CODE_KEYS = ("flossrun_version", "git_commit")  # a resumed run must match these
+NO_ANALYSIS = "none"  # the analysis= name of a plain training run (flossrun.analyses)
 
 
 def learning_rates(cfg: DictConfig) -> tuple[float, float]:
@@ -50,7 +51,7 @@ def run_identity(cfg: DictConfig, device: str) -> dict[str, Any]:
         plain.pop(key, None)
     # keys at a value that changes nothing are left out, so runs from before they existed keep
     # their folders: no analysis, no learning-rate milestones
-    if (plain.get("analysis") or {}).get("name", "none") == "none":
+    if (plain.get("analysis") or {}).get("name", NO_ANALYSIS) == NO_ANALYSIS:
         plain.pop("analysis", None)
     train = plain.get("train") or {}
     if not train.get("milestones", []):

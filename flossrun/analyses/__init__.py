@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from flossrun.errors import need
+from flossrun.provenance import NO_ANALYSIS
 from flossrun.registry import Registry
 from flossrun.tasks import ConstantInputs
 
@@ -42,7 +43,7 @@ def check_lyapunov(cfg: Any) -> None:
     need(cfg.neutral_band >= 0, "analysis.neutral_band", cfg.neutral_band, "must be >= 0")
 
 
-ANALYSES: Registry[type] = Registry("analysis", default="none")
+ANALYSES: Registry[type] = Registry("analysis", default=NO_ANALYSIS)
 
 
 def register_analysis(name: str) -> Callable[[type], type]:
@@ -54,7 +55,7 @@ def register_analysis(name: str) -> Callable[[type], type]:
     return add
 
 
-@register_analysis("none")
+@register_analysis(NO_ANALYSIS)
 @dataclass
 class AnalysisConfig:
     """``analysis=none``: no analysis, a plain training run."""
