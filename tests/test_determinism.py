@@ -21,6 +21,7 @@ from cli_support import run_in_process
 from flossrun.fast import blas
 from flossrun.fast import qr as fast_qr
 from flossrun.fast.ops import dtanh, pairwise_sum, realization_sum, sigmoid, softplus
+from flossrun.models import MODELS
 
 
 def _alone_equals_batched(f, x: torch.Tensor) -> bool:
@@ -191,7 +192,7 @@ def test_training_with_interflossing_alone_equals_inside_an_ensemble(tmp_path):
     _assert_same_network(_network(ensemble, 1), net)
 
 
-@pytest.mark.parametrize("name", ["vanilla", "lstm", "gru", "orthogonal", "stable", "stable_lstm"])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_alone_equals_itself_inside_an_ensemble(name):
     """Training and flossing steps of realization seed 1 alone and inside seeds 0..2, float32:
     every parameter equal bit for bit (the architectures go through the same seam)."""

@@ -249,3 +249,24 @@ def test_every_registered_name_has_a_config_file_with_only_its_keys(group, name)
 def test_every_config_file_of_a_group_is_registered(group):
     files = {p.stem for p in (CONFIGS / group).glob("*.yaml")}
     assert files == set(REGISTRIES[group].names())
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_every_task_from_its_config_file_keeps_the_seam(name):
+    """Each registered task, at its config file's values with a short T, gives batches, held-out
+    sets and drives of the documented shapes and a loss per realization."""
+    values = yaml.safe_load((CONFIGS / "task" / f"{name}.yaml").read_text())
+    values.pop("defaults", None)
+    values["T"] = 2 * values.get("delay", 10) + 2
+    task = build_task(values)
+    gens = [torch.Generator().manual_seed(s) for s in range(2)]
+    x, y = task.sample(gens, 3)
+    assert x.shape[:3] == y.shape[:3] == (values["T"], 2, 3)
+    assert (x.shape[-1], y.shape[-1]) == (task.S, task.O)
+    xt, yt = task.test_set(gens, 4)  # its own size where a task fixes it (the sine grid)
+    assert xt.shape[:2] == yt.shape[:2] == (values["T"], 2) and xt.shape[2] == yt.shape[2]
+    assert task.drive(gens, 7, 1).shape == (7, 2, 1, task.S)
+    net = build_model({"name": "vanilla", "N": 4}, task.S, task.O, [0, 1])
+    loss = task.loss(net.predict(x), y)
+    assert loss.shape == (2,) and torch.isfinite(loss).all()
+    assert isinstance(task.success_text, str) and task.success_text
