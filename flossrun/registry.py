@@ -10,13 +10,21 @@ one-line :class:`flossrun.errors.ConfigError` of the floor for an unknown name o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from flossrun.errors import ConfigError, need
 
 T = TypeVar("T")
+
+
+def import_modules(package: str, path: Iterable[str]) -> None:
+    """Import every module of ``package`` (its ``__path__``): each registers its entries."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,6 @@ here plus ``configs/model/<name>.yaml``. ``MODELS`` maps ``model=`` names to the
 class; :func:`build_model` builds one from its config fields.
 """
 
-import importlib
-import pkgutil
-
 from flossrun.models.base import (
     MODELS,
     Dynamics,
@@ -19,9 +16,9 @@ from flossrun.models.base import (
     model_config,
 )
 from flossrun.models.vanilla import VanillaRNN, dtanh
+from flossrun.registry import import_modules
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_modules(__name__, __path__)
 
 __all__ = [
     "MODELS",

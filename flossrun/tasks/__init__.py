@@ -18,9 +18,7 @@ here plus ``configs/task/<name>.yaml``. What an analysis needs of a task beyond 
 capability (:class:`ConstantInputs`, :class:`Delayed`), checked with ``isinstance``.
 """
 
-import importlib
-import pkgutil
-
+from flossrun.registry import import_modules
 from flossrun.tasks.base import (
     TASKS,
     ConstantInputs,
@@ -40,8 +38,7 @@ from flossrun.tasks.parity import (
     random_bits,
 )
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_modules(__name__, __path__)
 
 __all__ = [
     "TASKS",
