@@ -32,7 +32,7 @@ from flossrun.fast.ops import realization_mean
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import build_model
 from flossrun.provenance import identity_diff, identity_text, learning_rates, run_identity
-from flossrun.tasks import build_task
+from flossrun.tasks import PreparesModel, build_task
 from flossrun.training import evaluate, floss_epoch, make_adam, model_threads, train_epoch
 
 log = logging.getLogger("flossrun")
@@ -52,10 +52,8 @@ class Run:
         self.model = build_model(
             cfg.model, self.task.S, self.task.O, self.seeds, dtype=self.dtype, device=self.device
         )
-        if getattr(self.task, "h0", "learned") == "zero":  # task.h0=zero (sine generator)
-            from flossrun.tasks.sine_generator import fix_h0_at_zero
-
-            fix_h0_at_zero(self.model)
+        if isinstance(self.task, PreparesModel):  # e.g. task.h0=zero (sine generator)
+            self.task.prepare(self.model)
         self.lr, floss_lr = learning_rates(cfg)  # train.lr / floss.lr, else the model's own
         self.train_opt = make_adam(list(self.model.parameters()), self.lr)
         self.floss_opt = make_adam(self.model.floss_parameters(), floss_lr)

@@ -65,13 +65,16 @@ def test_bad_sine_options_name_the_key(fields, key):
 
 def test_h0_zero_stays_exactly_zero_under_adam_while_the_weights_train():
     from flossrun.models import build_model
-    from flossrun.tasks.sine_generator import fix_h0_at_zero
+    from flossrun.tasks import PreparesModel
 
     task = build_task({"name": "sine_generator", "T": 12, "h0": "zero"})
-    assert task.h0 == "zero"
+    assert task.h0 == "zero" and isinstance(task, PreparesModel)
     model = build_model({"name": "lstm", "N": 4}, 1, 1, [0, 1], dtype=torch.float64)
-    assert model.h0.abs().max() > 0  # learned default: the burnt-in state
-    fix_h0_at_zero(model)
+    h0 = model.h0.detach().clone()
+    assert h0.abs().max() > 0  # learned default: the burnt-in state
+    build_task({"name": "sine_generator", "T": 12}).prepare(model)  # h0=learned: left alone
+    assert torch.equal(model.h0, h0)
+    task.prepare(model)  # what the run does once the model is built
     W0 = model.W.detach().clone()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(3):

@@ -15,7 +15,8 @@ Each module of this package defines a task's config dataclass (its fields docume
 :meth:`TaskConfig.check` validating them) and registers it with a builder via
 :func:`register_task`; importing the package imports them all, so a new task is one new file
 here plus ``configs/task/<name>.yaml``. What an analysis needs of a task beyond the seam is a
-capability (:class:`ConstantInputs`, :class:`Delayed`), checked with ``isinstance``.
+capability (:class:`ConstantInputs`, :class:`Delayed`, :class:`PreparesModel`), checked with
+``isinstance``.
 """
 
 from flossrun.registry import import_modules
@@ -23,6 +24,7 @@ from flossrun.tasks.base import (
     TASKS,
     ConstantInputs,
     Delayed,
+    PreparesModel,
     TaskConfig,
     build_task,
     register_task,
@@ -48,6 +50,7 @@ __all__ = [
     "Delayed",
     "DelayedParity",
     "ParityConfig",
+    "PreparesModel",
     "TaskConfig",
     "bce_with_logits",
     "build_task",

@@ -55,6 +55,14 @@ class Delayed(Protocol):
     delay: int
 
 
+@runtime_checkable
+class PreparesModel(Protocol):
+    """A task that sets up the model it trains once it is built (the sine generator's
+    ``task.h0=zero`` fixes the initial state at zero)."""
+
+    def prepare(self, model: Any) -> None: ...
+
+
 def task_config(fields: Any) -> TaskConfig:
     """The config dataclass of ``fields`` (a mapping or DictConfig with ``name``), checked.
 

@@ -77,6 +77,11 @@ class SineGenerator:
     O = 1  # one output: the generated sample
     success_text = "test MSE <= task.success_mse"
 
+    def prepare(self, model: torch.nn.Module) -> None:
+        """``task.h0=zero``: the model starts from a fixed zero state (:func:`fix_h0_at_zero`)."""
+        if self.h0 == "zero":
+            fix_h0_at_zero(model)
+
     @property
     def grid(self) -> torch.Tensor:
         """The ω grid ``[n_omega]`` in float64 (``torch.linspace``, both ends included)."""
