@@ -83,8 +83,8 @@ class TrainJob:
         from flossrun import plots
 
         plots.plot_run(self.out, self.title())
-        if self.run.orbits is not None:
-            plots.analysis_figure(self.out, self.run.orbits.figure)
+        if self.run.recorder is not None:
+            plots.analysis_figure(self.out, self.run.recorder.figure)
 
     def describe(self, rows: list[tuple]) -> str:
         """Successes, median accuracy (if the task has one) and λ1, where the files are."""
@@ -98,7 +98,7 @@ class TrainJob:
         n_ok, n_div = sum(r[4] for r in rows), sum(r[6] for r in rows)
         diverged = f" ({n_div} diverged)" if n_div else ""
         lam = statistics.median(r[7] for r in rows)
-        hook = self.run.orbits
+        hook = self.run.recorder
         extra = f"  {hook.files}\n" if hook is not None else ""
         rule = with_values(self.run.task.success_text, c)
         success = f"  success: {n_ok}/{len(rows)} realizations reached {rule}{diverged}\n"

@@ -69,7 +69,7 @@ class Run:
             device=self.device,
         )  # [T_diag, R, 1, S]  # fmt: skip
         # an analysis's training hook (orbit snapshots, docs/design.md §11), or None
-        self.orbits = analysis_config(cfg.get("analysis")).recorder(
+        self.recorder = analysis_config(cfg.get("analysis")).recorder(
             self.task, self.seeds, self.model.state_dim, cfg.train.epochs
         )
         target = cfg.floss.target
@@ -153,8 +153,8 @@ class Run:
             io.write_csv(
                 self.out / "diagnostics.csv", io.DIAGNOSTICS_COLUMNS, self.logs["diagnostics"]
             )
-        if self.orbits is not None:
-            self.orbits.write(self.out, self.logs.get("orbits", []))
+        if self.recorder is not None:
+            self.recorder.write(self.out, self.logs.get("orbits", []))
 
     # --- logging helpers ------------------------------------------------------------------
     def record(self, phase: str, epoch: int, values: dict[str, torch.Tensor]) -> None:
@@ -324,11 +324,12 @@ class Run:
         return torch.tensor([M > 0 and s >= M for s in streak], device=self.device)
 
     def orbit_point(self, epoch: int) -> None:
-        """An orbit snapshot (docs/design.md §11) when the orbit analysis has one due."""
-        if self.orbits is None or not self.orbits.due(epoch):
+        """A snapshot of the analysis's training hook (orbits: docs/design.md §11) when one is due;
+        the snapshots are kept in the checkpoint under ``logs["orbits"]``."""
+        if self.recorder is None or not self.recorder.due(epoch):
             return
         with model_threads(self.model, self.device):
-            self.logs.setdefault("orbits", []).append(self.orbits.snapshot(self.model, epoch))
+            self.logs.setdefault("orbits", []).append(self.recorder.snapshot(self.model, epoch))
 
     def full_spectrum(self, stage: str, epoch: int) -> None:
         """Full spectrum (and, with ``diag.jacobian``, the Jacobian diagnostics) at a stage."""

@@ -213,7 +213,7 @@ def test_a_new_analysis_is_found_validated_and_its_declarations_pick_the_job(
     cfg.analysis = OmegaConf.create({"name": "toy_probe", "every": 10})
     validate(cfg)
     job = make_job(cfg, tmp_path)  # no job registered for it: training, with its hook
-    assert type(job) is TrainJob and isinstance(job.run.orbits, Probe)
+    assert type(job) is TrainJob and isinstance(job.run.recorder, Probe)
     job.execute()
     assert (tmp_path / "probe.txt").read_text() == "0 10 20"
 
