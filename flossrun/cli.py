@@ -25,15 +25,22 @@ from flossrun.config import (
     resolve_device,
     validate,
 )
+from flossrun.contract import (
+    CHECKPOINT_FILE,
+    CONFLICT_FILE,
+    FAILED_FILE,
+    HYDRA_DIR,
+    SUMMARY_COLUMNS,
+    SUMMARY_FILE,
+    read_provenance,
+)
 from flossrun.interrupt import Interrupted, deferred_sigint
 from flossrun.keys import check_keys
 from flossrun.provenance import (
-    CONFLICT_FILE,
     code_provenance,
     describe_code,
     identity_diff,
     identity_text,
-    read_provenance,
     run_identity,
     same_code,
     write_conflict,
@@ -116,7 +123,7 @@ def check_group_choices(args: list[str]) -> None:
 
 def discard_empty_folder(out: Path) -> None:
     """Remove what Hydra made for a refused job in a folder that holds no run (its log)."""
-    if (out / ".hydra").exists() or (out / "checkpoint.pt").exists():
+    if (out / HYDRA_DIR).exists() or (out / CHECKPOINT_FILE).exists():
         return
     (out / f"{HydraConfig.get().job.name}.log").unlink(missing_ok=True)
     if out.is_dir() and not any(out.iterdir()):
@@ -149,7 +156,7 @@ def check_folder(out: Path, identity: dict, code: dict) -> str:
     """What ``out`` holds for a job of this identity and code: ``fresh``, ``resume``,
     ``finished`` (same code), ``finished_other_code``; raises :class:`FolderConflict` for
     another config, or an unfinished run of other code (resuming it would mix two codes)."""
-    ck_path = out / "checkpoint.pt"
+    ck_path = out / CHECKPOINT_FILE
     if not ck_path.exists():
         return "fresh"
     ck = io.load_checkpoint(ck_path)
@@ -161,7 +168,7 @@ def check_folder(out: Path, identity: dict, code: dict) -> str:
         diff = identity_diff(ck["config"], identity)
         raise FolderConflict(f"{out} holds a run of another config ({diff}); {redo}")
     stored = read_provenance(out)
-    finished = ck["state"]["finished"] and (out / "summary.csv").exists()
+    finished = ck["state"]["finished"] and (out / SUMMARY_FILE).exists()
     if finished:
         return "finished" if same_code(stored, code) else "finished_other_code"
     if not same_code(stored, code):
@@ -205,12 +212,12 @@ def job(cfg: DictConfig) -> None:
             code["git_dirty"] = code["git_dirty"] or bool(
                 (read_provenance(out) or {}).get("git_dirty")
             )
-    if verdict == "fresh" and (out / ".hydra").exists():  # an earlier start left no checkpoint
+    if verdict == "fresh" and (out / HYDRA_DIR).exists():  # an earlier start left no checkpoint
         print(f"flossrun: {out} holds no checkpoint (an earlier start stopped before its first "
               "one); starting over")  # fmt: skip
     write_hydra_files(out, cfg, HydraConfig.get())
     write_provenance(out, code)
-    for name in (io.FAILED_FILE, CONFLICT_FILE):
+    for name in (FAILED_FILE, CONFLICT_FILE):
         (out / name).unlink(missing_ok=True)
     set_threads(cfg)
     from flossrun.jobs import make_job
@@ -220,7 +227,7 @@ def job(cfg: DictConfig) -> None:
         with deferred_sigint():
             run.execute()
         rows = run.summary_rows()
-        io.write_csv(out / "summary.csv", io.SUMMARY_COLUMNS, rows)
+        io.write_csv(out / SUMMARY_FILE, SUMMARY_COLUMNS, rows)
         run.plot()
     except ConfigError as err:
         print(f"flossrun: error: {err}", file=sys.stderr)
@@ -229,7 +236,7 @@ def job(cfg: DictConfig) -> None:
         print(f"flossrun: {interrupted_line(out, err)}", file=sys.stderr)
         sys.exit(130)
     except Exception as err:
-        io.write_text(out / io.FAILED_FILE, "".join(traceback.format_exception(err)))
+        io.write_text(out / FAILED_FILE, "".join(traceback.format_exception(err)))
         raise
     print(run.describe(rows))
 
@@ -239,7 +246,7 @@ def interrupted_line(out: Path, err: KeyboardInterrupt) -> str:
     for an immediate interrupt, where the last checkpoint on disk resumes."""
     if isinstance(err, Interrupted):
         return str(err)
-    ck = out / "checkpoint.pt"
+    ck = out / CHECKPOINT_FILE
     if not ck.exists():
         return "interrupted before the first checkpoint; rerunning the same command starts over"
     st = io.load_checkpoint(ck)["state"]

@@ -1,5 +1,7 @@
 """The one writer of run results: tidy CSVs, checkpoints and status files, all atomic.
 
+What is written where, with which columns, is the run-folder contract (:mod:`flossrun.contract`).
+
 Every file is written to a temporary name in the same directory and renamed into place, so a
 killed job never leaves a half-written file behind and a reader sees the old or the new file.
 """
@@ -14,28 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-# metrics.csv phases and names: ``train`` (loss, accuracy, grad_h0_norm), ``prefloss`` and
-# ``floss`` (preflossing and the flossing phases during training: floss_loss, lambda_1_floss = λ1
-# of the flossing epoch's floss.steps-step sequences; epoch = running count of flossing epochs),
-# ``eval`` (test_loss, test_<metric>, lambda_1_eval = λ1 on the fixed diag.steps-step
-# diagnostic trajectory).
-METRICS_COLUMNS = ("realization", "seed", "phase", "epoch", "name", "value")
-FLOSS_PHASES = ("prefloss", "floss")
-SPECTRA_COLUMNS = ("realization", "seed", "stage", "epoch", "index", "value")
-DIAGNOSTICS_COLUMNS = ("realization", "seed", "stage", "lag", "index", "name", "value")
-SUMMARY_COLUMNS = (
-    "realization",
-    "seed",
-    "test_accuracy",
-    "test_loss",
-    "success",
-    "epochs_to_success",
-    "diverged",
-    "lambda_1",
-    "wall_seconds",
-)
-FAILED_FILE = "failed.txt"
 
 
 def _atomic(path: Path, write) -> None:

@@ -9,7 +9,7 @@
 A job is registered for an analysis's config class with :func:`job_for`; an analysis without
 one runs in a :class:`TrainJob`, with the training hook it declares
 (:meth:`flossrun.analyses.AnalysisConfig.recorder`). Every job has ``execute()`` (run or
-resume; False if it had finished), ``summary_rows()`` (``io.SUMMARY_COLUMNS``), ``plot()`` and
+resume; False if it had finished), ``summary_rows()`` (``contract.SummaryRow``), ``plot()`` and
 ``describe(rows)`` (a few lines for the terminal).
 :func:`flossrun.cli.job` does the rest the same way for all: validation, the folder checks,
 provenance, ``summary.csv``.
@@ -33,12 +33,29 @@ from flossrun.analyses import landscape as ls
 from flossrun.analyses import smoothness as sm
 from flossrun.analyses.orbit import orbit_omegas
 from flossrun.config import resolve_device
+from flossrun.contract import (
+    CHECKPOINT_FILE,
+    LANDSCAPE_COLUMNS,
+    LANDSCAPE_CSV,
+    LANDSCAPE_PT,
+    METRICS_FILE,
+    PLOTS_DIR,
+    RATE_COLUMNS,
+    SMOOTHNESS_POINT_COLUMNS,
+    SMOOTHNESS_POINTS_CSV,
+    SMOOTHNESS_PT,
+    SMOOTHNESS_RATES_CSV,
+    SMOOTHNESS_WINDOWS_CSV,
+    SPECTRA_FILE,
+    SUMMARY_FILE,
+    WINDOW_COLUMNS,
+    RateRow,
+    SummaryRow,
+)
 from flossrun.models import build_model
 from flossrun.provenance import identity_text, run_identity
 from flossrun.runner import Run, summary_rows
 from flossrun.tasks import build_task
-
-LANDSCAPE_COLUMNS = ("path", "point", "s1", "s2", "loss", "lambda_1", "regime")
 
 
 def task_label(cfg: DictConfig) -> str:
@@ -69,7 +86,7 @@ class TrainJob:
     def execute(self) -> bool:
         return self.run.execute()
 
-    def summary_rows(self) -> list[tuple]:
+    def summary_rows(self) -> list[SummaryRow]:
         return summary_rows(self.run)
 
     def title(self) -> str:
@@ -86,18 +103,18 @@ class TrainJob:
         if self.run.recorder is not None:
             plots.analysis_figure(self.out, self.run.recorder.figure)
 
-    def describe(self, rows: list[tuple]) -> str:
+    def describe(self, rows: list[SummaryRow]) -> str:
         """Successes, median accuracy (if the task has one) and λ1, where the files are."""
         c = self.cfg
-        acc = [r[2] for r in rows if not math.isnan(r[2])]
+        acc = [r.test_accuracy for r in rows if not math.isnan(r.test_accuracy)]
         score = (
             f"median final test accuracy {statistics.median(acc):.3f}"
             if acc
-            else f"median final test loss {statistics.median(r[3] for r in rows):.4g}"
+            else f"median final test loss {statistics.median(r.test_loss for r in rows):.4g}"
         )
-        n_ok, n_div = sum(r[4] for r in rows), sum(r[6] for r in rows)
+        n_ok, n_div = sum(r.success for r in rows), sum(r.diverged for r in rows)
         diverged = f" ({n_div} diverged)" if n_div else ""
-        lam = statistics.median(r[7] for r in rows)
+        lam = statistics.median(r.lambda_1 for r in rows)
         hook = self.run.recorder
         extra = f"  {hook.files}\n" if hook is not None else ""
         rule = with_values(self.run.task.success_text, c)
@@ -107,9 +124,9 @@ class TrainJob:
         return (
             f"flossrun: {task_label(c)}, {c.model.name} N={c.model.N}, "
             f"floss={c.floss.name} (k={c.floss.k})\n{success}"
-            f"  {score}, median final λ1 {lam:+.3f} nats/step, {rows[0][8]:.0f} s\n"
-            f"  results: {self.out}/summary.csv (metrics.csv, spectra.csv)\n{extra}"
-            f"  plots:   {self.out}/plots/"
+            f"  {score}, median final λ1 {lam:+.3f} nats/step, {rows[0].wall_seconds:.0f} s\n"
+            f"  results: {self.out}/{SUMMARY_FILE} ({METRICS_FILE}, {SPECTRA_FILE})\n{extra}"
+            f"  plots:   {self.out}/{PLOTS_DIR}/"
         )
 
 
@@ -216,7 +233,7 @@ class LandscapeJob:
         if self.trainer is None:  # the folder's record that this job finished (cli.check_folder)
             identity = identity_text(run_identity(self.cfg, self.device.type))
             io.save_checkpoint(
-                self.out / "checkpoint.pt", {"config": identity, "state": {"finished": True}}
+                self.out / CHECKPOINT_FILE, {"config": identity, "state": {"finished": True}}
             )
         return True
 
@@ -228,14 +245,18 @@ class LandscapeJob:
             cols = [r[k].tolist() for k in ("s1", "s2", "loss", "lambda_1")]
             rows += [(name, i, *v, sm.classify(v[-1], band))
                      for i, v in enumerate(zip(*cols, strict=True))]  # fmt: skip
-        io.write_csv(self.out / "landscape.csv", LANDSCAPE_COLUMNS, rows)
-        io.save_checkpoint(self.out / "landscape.pt", {"stats": self.stats, "paths": results})
+        io.write_csv(self.out / LANDSCAPE_CSV, LANDSCAPE_COLUMNS, rows)
+        io.save_checkpoint(self.out / LANDSCAPE_PT, {"stats": self.stats, "paths": results})
 
-    def summary_rows(self) -> list[tuple]:
+    def summary_rows(self) -> list[SummaryRow]:
         if self.trainer is not None:
             return self.trainer.summary_rows()
-        seed, lam, wall = int(self.cfg.seed), self.lambda_1, round(self.wall, 3)
-        return [(0, seed, math.nan, math.nan, False, math.nan, False, lam, wall)]
+        nan = math.nan
+        return [SummaryRow(
+            realization=0, seed=int(self.cfg.seed), test_accuracy=nan, test_loss=nan,
+            success=False, epochs_to_success=nan, diverged=False, lambda_1=self.lambda_1,
+            wall_seconds=round(self.wall, 3),
+        )]  # fmt: skip
 
     def plot(self) -> None:
         from flossrun import plots
@@ -244,7 +265,7 @@ class LandscapeJob:
             self.trainer.plot()
         plots.analysis_figure(self.out, "loss_landscape")
 
-    def describe(self, rows: list[tuple]) -> str:
+    def describe(self, rows: list[SummaryRow]) -> str:
         lines = [f"flossrun: loss landscape of {self.a.network} ({self.cfg.model.name})"]
         if self.trainer is not None:
             lines = [self.trainer.describe(rows), lines[0]]
@@ -256,8 +277,8 @@ class LandscapeJob:
                 f"per unit s at {st['points_per_s']:.0f} points per unit s: "
                 f"{st['tv_stable']:.3g} where λ1 < 0, {st['tv_chaotic']:.3g} where λ1 ≥ 0"
             )
-        lines.append(f"  results: {self.out}/landscape.csv (landscape.pt)")
-        lines.append(f"  plots:   {self.out}/plots/loss_landscape.png")
+        lines.append(f"  results: {self.out}/{LANDSCAPE_CSV} ({LANDSCAPE_PT})")
+        lines.append(f"  plots:   {self.out}/{PLOTS_DIR}/loss_landscape.png")
         return "\n".join(lines)
 
 
@@ -326,9 +347,9 @@ class SmoothnessJob(LandscapeJob):
         return out
 
     def write(self, results: dict) -> None:
-        """``smoothness_points.csv`` (one row per path, point and horizon: s, T, V, V′, V″,
-        λ1, regime), ``smoothness_windows.csv`` (``sm.WINDOW_COLUMNS``),
-        ``smoothness_rates.csv`` (``sm.RATE_COLUMNS``) and ``smoothness.pt`` (the tensors)."""
+        """``smoothness_points.csv`` (one row per path, point and horizon:
+        ``SMOOTHNESS_POINT_COLUMNS``), ``smoothness_windows.csv`` (``WINDOW_COLUMNS``),
+        ``smoothness_rates.csv`` (``RATE_COLUMNS``) and ``smoothness.pt`` (the tensors)."""
         band, points, wins, rates = self.a.neutral_band, [], [], []
         for name, r in results.items():
             lam = r["lambda_1"].tolist()
@@ -339,14 +360,13 @@ class SmoothnessJob(LandscapeJob):
                            for p, (s, v, g, g2, la) in enumerate(cols)]  # fmt: skip
             wins += r["windows"]
             rates += r["rates"]
-        cols = ("path", "point", "s", "T", "V", "dV_ds", "d2V_ds2", "lambda_1", "regime")
-        io.write_csv(self.out / "smoothness_points.csv", cols, points)
-        io.write_csv(self.out / "smoothness_windows.csv", sm.WINDOW_COLUMNS, wins)
-        io.write_csv(self.out / "smoothness_rates.csv", sm.RATE_COLUMNS, rates)
+        io.write_csv(self.out / SMOOTHNESS_POINTS_CSV, SMOOTHNESS_POINT_COLUMNS, points)
+        io.write_csv(self.out / SMOOTHNESS_WINDOWS_CSV, WINDOW_COLUMNS, wins)
+        io.write_csv(self.out / SMOOTHNESS_RATES_CSV, RATE_COLUMNS, rates)
         keep = {n: {k: v for k, v in r.items() if torch.is_tensor(v)} for n, r in results.items()}
         io.save_checkpoint(
-            self.out / "smoothness.pt",
-            {"paths": keep, "rates": rates, "rate_columns": sm.RATE_COLUMNS,
+            self.out / SMOOTHNESS_PT,
+            {"paths": keep, "rates": rates, "rate_columns": RATE_COLUMNS,
              "neutral_band": band, "fit_from": int(self.a.fit_from)},
         )  # fmt: skip
 
@@ -357,22 +377,23 @@ class SmoothnessJob(LandscapeJob):
         from flossrun.report.attractors import smoothness_panels
         from flossrun.report.style import RC, save
 
-        data = torch.load(self.out / "smoothness.pt", map_location="cpu", weights_only=True)
+        data = io.load_checkpoint(self.out / SMOOTHNESS_PT)
         with mpl.rc_context(RC):
             fig = smoothness_panels({self.a.network: data})
             if fig is not None:
-                save(fig, self.out / "plots", "smoothness")
+                save(fig, self.out / PLOTS_DIR, "smoothness")
 
-    def describe(self, rows: list[tuple]) -> str:
+    def describe(self, rows: list[SummaryRow]) -> str:
         lines = [f"flossrun: smoothness of the cost along paths ({self.a.network})"]
         if self.trainer is not None:
             lines = [self.trainer.describe(rows), lines[0]]
-        for r in self.rates:
+        for r in map(RateRow._make, self.rates):
             lines.append(
-                f"  {r[0]} s∈[{r[2]:.3f},{r[3]:.3f}] λ1 {r[4]:+.3f} (max {r[6]:+.3f}, {r[7]}): "
-                f"rate ln L {r[10]:+.4f}, ln L_g {r[11]:+.4f} per step"
+                f"  {r.path} s∈[{r.s_low:.3f},{r.s_high:.3f}] λ1 {r.lambda_1:+.3f} (max "
+                f"{r.lambda_1_max:+.3f}, {r.regime}): "
+                f"rate ln L {r.rate_L:+.4f}, ln L_g {r.rate_L_g:+.4f} per step"
             )
-        lines.append(f"  results: {self.out}/smoothness_rates.csv (_windows, _points, .pt)")
+        lines.append(f"  results: {self.out}/{SMOOTHNESS_RATES_CSV} (_windows, _points, .pt)")
         return "\n".join(lines)
 
 

@@ -23,6 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from flossrun.contract import CONFIG_FILE, METRICS_FILE, PLOTS_DIR, SPECTRA_FILE
+
 STAGE_COLORS = {"initial": "#7f7f7f", "preflossed": "#1f77b4", "final": "#d62728"}
 STAGE_LABELS = {"initial": "initial", "preflossed": "after preflossing", "final": "final"}
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f")
@@ -211,7 +213,7 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 
     import flossrun.config  # noqa: F401  (registers ${scaled:...}, which presets use)
 
-    path = Path(run_dir) / ".hydra" / "config.yaml"
+    path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return {}
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
@@ -221,23 +223,23 @@ def plot_run(run_dir: Path, title: str) -> Path:
     """Draw a run's plots from its CSVs (``learning_curve.png``, ``flossing.png`` when it
     flossed, ``spectrum.png``); returns the ``plots/`` folder."""
     run_dir = Path(run_dir)
-    plots = run_dir / "plots"
+    plots = run_dir / PLOTS_DIR
     plots.mkdir(exist_ok=True)
     cfg = run_config(run_dir)
     f = cfg.get("floss") or {}
     flossed = f.get("name", "none") != "none" and int(f.get("k", 0) or 0) > 0
     fig = learning_figure(
-        pd.read_csv(run_dir / "metrics.csv"),
+        pd.read_csv(run_dir / METRICS_FILE),
         title, flossing_phase_epochs(cfg),
         int(f.get("epochs", 0) or 0),
     )  # fmt: skip
     fig.savefig(plots / "learning_curve.png", dpi=120)
-    metrics = pd.read_csv(run_dir / "metrics.csv")
+    metrics = pd.read_csv(run_dir / METRICS_FILE)
     if (metrics.name == "lambda_1_floss").any():
         run_flossing_figure(metrics, title, f.get("target")).savefig(
             plots / "flossing.png", dpi=120
         )
-    spectra = pd.read_csv(run_dir / "spectra.csv")
+    spectra = pd.read_csv(run_dir / SPECTRA_FILE)
     if len(spectra[spectra.stage != "eval"]):
         k = int(f["k"]) if flossed and int(f["k"]) < spectra["index"].max() else None
         fig = run_spectrum_figure(spectra, title, k)
@@ -261,7 +263,7 @@ def analysis_figure(run_dir: Path, figure: str) -> Path | None:
         fig = FIGURES[figure](found.subset(found.experiments[0]))
         if fig is None:
             return None
-        path = Path(run_dir) / "plots" / f"{figure}.png"
+        path = Path(run_dir) / PLOTS_DIR / f"{figure}.png"
         path.parent.mkdir(exist_ok=True)
         fig.savefig(path, dpi=120)
     return path

@@ -7,6 +7,8 @@ results never share a folder. Its **code** is recorded in ``provenance.json``: t
 version, the git commit and whether the tree was dirty (when flossrun runs from a git checkout),
 the torch version and the device. A job whose identity or code differs from what a folder holds
 is refused (docs/design.md §7): it writes ``conflict.txt`` and leaves the results untouched.
+File names, the identity keys and the record's keys are the run-folder contract's
+(:mod:`flossrun.contract`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
+from flossrun.contract import (
+    CODE_KEYS,
+    CONFIG_FILE,
+    CONFLICT_FILE,
+    HYDRA_FILE,
+    NOT_RUN_IDENTITY,
+    OVERRIDES_FILE,
+    PROVENANCE_FILE,
+    Provenance,
+    flatten,
+)
 
-PROVENANCE_FILE = "provenance.json"
-CONFLICT_FILE = "conflict.txt"
-# top-level config keys that only name or place a run: left out of its identity
-NOT_RUN_IDENTITY = ("hydra", "name", "scale", "threads", "report")
-CODE_KEYS = ("flossrun_version", "git_commit")  # a resumed run must match these
 NO_ANALYSIS = "none"  # the analysis= name of a plain training run (flossrun.analyses)
 
 
@@ -71,20 +79,10 @@ def identity_text(identity: dict[str, Any]) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(identity))
 
 
-def flatten_keys(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings → ``{"task.delay": 40, ...}`` (other values, lists too, as they are)."""
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(flatten_keys(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 def identity_diff(old_text: str, new: dict[str, Any], limit: int = 4) -> str:
     """``task.delay 40 → 60, floss.k 75 → 32`` (at most ``limit`` keys, then ``…``)."""
-    old = flatten_keys(OmegaConf.to_container(OmegaConf.create(old_text)))
-    new_flat = flatten_keys(new)
+    old = flatten(OmegaConf.to_container(OmegaConf.create(old_text)))
+    new_flat = flatten(new)
     keys = [k for k in dict.fromkeys([*old, *new_flat]) if old.get(k, "—") != new_flat.get(k, "—")]
     parts = [f"{k} {old.get(k, '—')} → {new_flat.get(k, '—')}" for k in keys[:limit]]
     if len(keys) > limit:
@@ -122,19 +120,19 @@ def flossrun_version() -> str:
         return "unknown"
 
 
-def code_provenance(device: str) -> dict[str, Any]:
+def code_provenance(device: str) -> Provenance:
     """The ``provenance.json`` record of this process: flossrun and torch versions, git commit
     and dirty flag (``null`` outside a git checkout), and the device type the run uses."""
     import torch
 
     commit, dirty = _git(str(Path(__file__).resolve().parent.parent))
-    return {
-        "flossrun_version": flossrun_version(),
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "torch_version": torch.__version__,
-        "device": device,
-    }
+    return Provenance(
+        flossrun_version=flossrun_version(),
+        git_commit=commit,
+        git_dirty=dirty,
+        torch_version=torch.__version__,
+        device=device,
+    )
 
 
 def describe_code(p: dict[str, Any] | None) -> str:
@@ -147,20 +145,13 @@ def describe_code(p: dict[str, Any] | None) -> str:
     return text
 
 
-def read_provenance(out: Path) -> dict[str, Any] | None:
-    """The folder's ``provenance.json``, or None when absent or unreadable."""
-    try:
-        return json.loads((Path(out) / PROVENANCE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def same_code(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
     """Whether a stored record names the same code (version and commit) as ``b``."""
     return a is not None and all(a.get(k) == b.get(k) for k in CODE_KEYS)
 
 
-def write_provenance(out: Path, record: dict[str, Any]) -> None:
+def write_provenance(out: Path, record: Provenance) -> None:
+    """``provenance.json`` (indented JSON, keys in :class:`~flossrun.contract.Provenance` order)."""
     io.write_text(Path(out) / PROVENANCE_FILE, json.dumps(record, indent=2) + "\n")
 
 
@@ -171,10 +162,10 @@ def write_hydra_files(out: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None
     flossrun sets ``hydra.output_subdir: null`` and writes these itself, only once a job is
     accepted, so a refused job never overwrites the record of the run a folder holds.
     """
-    d = Path(out) / ".hydra"
-    io.write_text(d / "config.yaml", OmegaConf.to_yaml(cfg))
-    io.write_text(d / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
-    io.write_text(d / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+    out = Path(out)
+    io.write_text(out / CONFIG_FILE, OmegaConf.to_yaml(cfg))
+    io.write_text(out / HYDRA_FILE, OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
+    io.write_text(out / OVERRIDES_FILE, OmegaConf.to_yaml(hydra_cfg.overrides.task))
 
 
 def write_conflict(out: Path, line: str) -> None:

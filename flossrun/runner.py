@@ -26,6 +26,19 @@ from tqdm.auto import tqdm
 from flossrun import interrupt, io, seeding
 from flossrun.analyses import analysis_config
 from flossrun.config import resolve_device
+from flossrun.contract import (
+    CHECKPOINT_FILE,
+    DIAGNOSTICS_COLUMNS,
+    DIAGNOSTICS_FILE,
+    METRICS_COLUMNS,
+    METRICS_FILE,
+    SPECTRA_COLUMNS,
+    SPECTRA_FILE,
+    DiagnosticsRow,
+    MetricsRow,
+    SpectrumRow,
+    SummaryRow,
+)
 from flossrun.diagnostics import condition_number, error_signal_norms, long_term_jacobian
 from flossrun.errors import ConfigError
 from flossrun.fast.ops import realization_mean
@@ -108,7 +121,7 @@ class Run:
     # --- checkpoints ----------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
-        return self.out / "checkpoint.pt"
+        return self.out / CHECKPOINT_FILE
 
     def save(self) -> None:
         """Write the CSVs written so far, then the checkpoint (both atomic)."""
@@ -147,21 +160,25 @@ class Run:
         return True
 
     def write_logs(self) -> None:
-        io.write_csv(self.out / "metrics.csv", io.METRICS_COLUMNS, self.logs["metrics"])
-        io.write_csv(self.out / "spectra.csv", io.SPECTRA_COLUMNS, self.logs["spectra"])
+        io.write_csv(self.out / METRICS_FILE, METRICS_COLUMNS, self.logs["metrics"])
+        io.write_csv(self.out / SPECTRA_FILE, SPECTRA_COLUMNS, self.logs["spectra"])
         if self.logs["diagnostics"]:
-            io.write_csv(
-                self.out / "diagnostics.csv", io.DIAGNOSTICS_COLUMNS, self.logs["diagnostics"]
-            )
+            io.write_csv(self.out / DIAGNOSTICS_FILE, DIAGNOSTICS_COLUMNS, self.logs["diagnostics"])
         if self.recorder is not None:
             self.recorder.write(self.out, self.logs.get("orbits", []))
 
     # --- logging helpers ------------------------------------------------------------------
+    # The logs hold plain tuples (the checkpoint is loaded with weights_only=True), built from
+    # the contract's rows by field.
     def record(self, phase: str, epoch: int, values: dict[str, torch.Tensor]) -> None:
         """Append one metrics row per realization and name (values are ``[R]``)."""
+        rows = self.logs["metrics"]
         for name, v in values.items():
             for r, x in enumerate(v.tolist()):
-                self.logs["metrics"].append((r, self.seeds[r], phase, epoch, name, x))
+                row = MetricsRow(
+                    realization=r, seed=self.seeds[r], phase=phase, epoch=epoch, name=name, value=x
+                )
+                rows.append(tuple(row))
 
     def record_spectrum(self, stage: str, epoch: int, k: int) -> torch.Tensor:
         """Exponents 1..k (nats/step) on the fixed diagnostic input; returns ``[R, k]``."""
@@ -170,9 +187,13 @@ class Run:
             lam = lyapunov_spectrum(
                 self.model, h, self.x_diag, k, transient=self.cfg.diag.transient, seed=self.seeds
             ).exponents[:, 0]  # [R, k]
-        for r, row in enumerate(lam.tolist()):
-            for i, v in enumerate(row, start=1):
-                self.logs["spectra"].append((r, self.seeds[r], stage, epoch, i, v))
+        rows = self.logs["spectra"]
+        for r, values in enumerate(lam.tolist()):
+            for i, v in enumerate(values, start=1):
+                row = SpectrumRow(
+                    realization=r, seed=self.seeds[r], stage=stage, epoch=epoch, index=i, value=v
+                )
+                rows.append(tuple(row))
         return lam
 
     # --- the schedule ---------------------------------------------------------------------
@@ -360,14 +381,17 @@ class Run:
         rows = self.logs["diagnostics"]
         for li, lag in enumerate(lags):
             for r, seed in enumerate(self.seeds):
-                for i, v in enumerate(log_sv[li, r].tolist(), start=1):
-                    rows.append((r, seed, stage, lag, i, "log_singular_value", v))
-                for k in ks:
-                    cond = condition_number(log_sv[li, r], k).item()
-                    rows.append((r, seed, stage, lag, k, "log10_condition", cond))
+                at = {"realization": r, "seed": seed, "stage": stage, "lag": lag}
+                named = [(i, "log_singular_value", v)
+                         for i, v in enumerate(log_sv[li, r].tolist(), start=1)]  # fmt: skip
+                named += [
+                    (k, "log10_condition", condition_number(log_sv[li, r], k).item()) for k in ks
+                ]
                 bound = jac.log_sv_error[li, r, 0].item()  # certified, nats (NaN values above)
-                rows.append((r, seed, stage, lag, 0, "log_singular_value_error", bound))
-                rows.append((r, seed, stage, lag, 0, "error_signal_norm", err[li, r].item()))
+                named += [(0, "log_singular_value_error", bound),
+                          (0, "error_signal_norm", err[li, r].item())]  # fmt: skip
+                rows += [tuple(DiagnosticsRow(**at, index=i, name=name, value=v))
+                         for i, name, v in named]  # fmt: skip
 
     def _lam_postfix(self) -> dict[str, str]:
         ev = self.state["last_eval"]
@@ -375,20 +399,24 @@ class Run:
         return {"λ1": f"{torch.tensor(lam).median():.3f}"} if lam else {}
 
 
-def summary_rows(run: Run) -> list[tuple]:
-    """One row per realization (``io.SUMMARY_COLUMNS``) from the final evaluation; its
-    ``lambda_1`` is λ1 of the final full spectrum (stage ``final`` of spectra.csv), or without
-    ``diag.full_spectrum`` the last evaluation's ``lambda_1_eval``."""
+def summary_rows(run: Run) -> list[SummaryRow]:
+    """One row per realization from the final evaluation; its ``lambda_1`` is λ1 of the final
+    full spectrum (stage ``final`` of spectra.csv), or without ``diag.full_spectrum`` the last
+    evaluation's ``lambda_1_eval``."""
     ev, st = run.state["last_eval"], run.state
-    final = [r for r in run.logs["spectra"] if r[2] == "final" and r[4] == 1]
+    spectra = map(SpectrumRow._make, run.logs["spectra"])
+    final = [r for r in spectra if r.stage == "final" and r.index == 1]
     last = ev.get("lambda_1_eval", ev.get("lambda_1"))  # a checkpoint of before 2026-12
-    lam1 = {r[0]: r[5] for r in final} or dict(enumerate(last))
+    lam1 = {r.realization: r.value for r in final} or dict(enumerate(last))
     ok = run.task.succeeded({k: torch.tensor(v) for k, v in ev.items()}, run.cfg).tolist()
     acc = ev.get("test_accuracy", [math.nan] * len(run.seeds))  # tasks without an accuracy: nan
     rows = []
     for r, seed in enumerate(run.seeds):
         diverged = not bool(run.alive[r])
         success = bool(ok[r]) and not diverged
-        rows.append((r, seed, acc[r], ev["test_loss"][r], success, st["epochs_to_success"][r],
-                     diverged, lam1[r], round(st["wall"], 3)))  # fmt: skip
+        rows.append(SummaryRow(
+            realization=r, seed=seed, test_accuracy=acc[r], test_loss=ev["test_loss"][r],
+            success=success, epochs_to_success=st["epochs_to_success"][r], diverged=diverged,
+            lambda_1=lam1[r], wall_seconds=round(st["wall"], 3),
+        ))  # fmt: skip
     return rows

@@ -87,6 +87,7 @@ def run_in_process(out: Path, *overrides: str, threads: int = 1) -> Path:
     spectra.csv, summary.csv and the job's own files; no plots or Hydra record)."""
     from flossrun import io
     from flossrun.config import validate
+    from flossrun.contract import SUMMARY_COLUMNS, SUMMARY_FILE
     from flossrun.jobs import make_job
 
     cfg = compose_config(*overrides)
@@ -96,7 +97,7 @@ def run_in_process(out: Path, *overrides: str, threads: int = 1) -> Path:
     try:
         job = make_job(cfg, out)
         job.execute()
-        io.write_csv(out / "summary.csv", io.SUMMARY_COLUMNS, job.summary_rows())
+        io.write_csv(out / SUMMARY_FILE, SUMMARY_COLUMNS, job.summary_rows())
     finally:
         torch.set_num_threads(old)
     return out

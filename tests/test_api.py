@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import flossrun
+from flossrun.contract import MetricsRow
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -68,7 +69,7 @@ def test_spectrum_and_floss_equal_what_a_run_computes(tmp_path):
     run.floss_phase(cfg.floss.pre_epochs, "preflossing")
     hist = flossrun.floss(net, k=3, epochs=6, steps=20, transient=4)
     logged = torch.tensor(
-        [row[5] for row in run.logs["metrics"] if row[4] == "lambda_1_floss"]
+        [r.value for r in map(MetricsRow._make, run.logs["metrics"]) if r.name == "lambda_1_floss"]
     ).reshape(6, 3)  # rows per epoch, then realization
     assert hist["lambda_1"].shape == (6, 3) and hist["alive"].all()
     torch.testing.assert_close(hist["lambda_1"], logged.to(hist["lambda_1"].dtype))

@@ -28,8 +28,8 @@ DESIGN = PACKAGE.parent / "docs" / "design.md"
 # module name, or a package name followed by ``.*`` for every module inside it.
 # fmt: off
 LAYERS: list[tuple[str, list[str]]] = [
-    ("floor", ["flossrun.errors", "flossrun.registry", "flossrun.seeding", "flossrun.io",
-               "flossrun.provenance", "flossrun.interrupt"]),
+    ("floor", ["flossrun.errors", "flossrun.registry", "flossrun.seeding", "flossrun.contract",
+               "flossrun.io", "flossrun.provenance", "flossrun.interrupt"]),
     ("kernels", ["flossrun.fast", "flossrun.fast.*"]),
     ("dynamics", ["flossrun.models", "flossrun.models.*", "flossrun.tasks", "flossrun.tasks.*"]),
     ("numerics", ["flossrun.lyapunov", "flossrun.flossing", "flossrun.diagnostics",
@@ -168,6 +168,7 @@ def test_no_module_imports_from_a_higher_layer():
 def test_the_floor_imports_nothing_from_flossrun():
     graph = import_graph()
     assert graph["flossrun.errors"] == set()
+    assert graph["flossrun.contract"] <= {"flossrun.errors"}  # the run-folder contract
     assert "flossrun" not in graph["flossrun.provenance"]  # the version via importlib.metadata
 
 

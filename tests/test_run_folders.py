@@ -21,7 +21,7 @@ from cli_support import flossrun as run_flossrun
 
 import flossrun
 from flossrun import io
-from flossrun.provenance import CONFLICT_FILE, PROVENANCE_FILE
+from flossrun.contract import CONFLICT_FILE, PROVENANCE_FILE
 from flossrun.report import report
 
 ARGS = [*TINY, "train.epochs=10", "floss.every=5", "floss.times=1"]  # run once (``shared_run``)

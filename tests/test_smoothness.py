@@ -13,6 +13,7 @@ from flossrun.analyses import analysis_config
 from flossrun.analyses import landscape as ls
 from flossrun.analyses import smoothness as sm
 from flossrun.config import ConfigError
+from flossrun.contract import RATE_COLUMNS, RateRow
 from flossrun.models import build_model, model_config
 from flossrun.tasks import build_task, task_config
 
@@ -92,7 +93,7 @@ def test_growth_rates_recover_the_logistic_maps_exponent_and_twice_it():
     lam = torch.full((200,), math.log(2), dtype=torch.float64)
     _, rates = sm.window_table("r", s, H, d1, d2, lam, lam, 4, 0.01, 10)
     for r in rates:
-        row = dict(zip(sm.RATE_COLUMNS, r, strict=True))
+        row = RateRow._make(r)._asdict()
         assert 0.85 < row["ratio_L"] < 1.05 and 0.85 < row["ratio_L_g"] < 1.05
         assert row["regime"] == "chaotic"
 
@@ -171,7 +172,7 @@ def test_smoothness_job_through_the_cli_writes_its_tables_and_is_skipped_when_do
     proc = flossrun(tmp_path, *args)
     run = only_run_dir(tmp_path)
     rates = pd.read_csv(run / "smoothness_rates.csv")
-    assert list(rates.columns) == list(sm.RATE_COLUMNS) and len(rates) == 2
+    assert list(rates.columns) == list(RATE_COLUMNS) and len(rates) == 2
     assert set(rates.regime) <= set(sm.CLASSES)
     points = pd.read_csv(run / "smoothness_points.csv")
     assert len(points) == 20 * 3 and set(points["T"]) == {5, 10, 20}

@@ -25,14 +25,17 @@ import torch
 
 from flossrun import io, seeding
 from flossrun.analyses.smoothness import classify
+from flossrun.contract import (
+    EXTRAPOLATION_COLUMNS,
+    EXTRAPOLATION_CSV,
+    ORBIT_COLUMNS,
+    ORBITS_CSV,
+    ORBITS_PT,
+)
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.tasks.sine_generator import EXTRAPOLATION_WINDOWS, extrapolation_mse
 
 QR_EVERY = 5  # steps between renormalisations of the one tangent vector (|λ1| ≪ 1 per step)
-ORBIT_COLUMNS = (
-    "realization", "seed", "epoch", "omega_index", "omega", "init", "distinct", "low", "high",
-    "lambda_1", "regime",
-)  # fmt: skip
 
 
 def distinct_values(y: torch.Tensor, tol: float) -> torch.Tensor:
@@ -84,9 +87,6 @@ def open_loop(
     return outputs, lam[..., 0].reshape(R, W, I)
 
 
-EXTRAPOLATION_COLUMNS = (
-    "realization", "seed", "epoch", "window", "after_step", "to_step", "mse", "attractor",
-)  # fmt: skip
 ATTRACTORS = ("fixed_point", "limit_cycle", "other")
 
 
@@ -106,7 +106,7 @@ class OrbitRecorder:
     """Takes the snapshots of one run; its ``snapshots`` list lives in the run's checkpoint."""
 
     figure = "orbit_diagram"  # the run's figure of the snapshots (plots/)
-    files = "orbits:  orbits.pt, orbits.csv"  # what it writes, for the terminal summary
+    files = f"orbits:  {ORBITS_PT}, {ORBITS_CSV}"  # what it writes, for the terminal summary
 
     def __init__(self, cfg, task, seeds: Sequence[int], D: int, epochs: int) -> None:
         """``cfg``: the ``analysis`` node (an :class:`~flossrun.analyses.OrbitConfig`'s keys),
@@ -176,6 +176,6 @@ class OrbitRecorder:
                 for r in range(len(self.seeds))
                 for j, (name, a, b) in enumerate(EXTRAPOLATION_WINDOWS)
             ]  # fmt: skip
-            io.write_csv(Path(out) / "extrapolation.csv", EXTRAPOLATION_COLUMNS, rows)
-        io.save_checkpoint(Path(out) / "orbits.pt", data)
-        io.write_csv(Path(out) / "orbits.csv", ORBIT_COLUMNS, self.rows(snapshots))
+            io.write_csv(Path(out) / EXTRAPOLATION_CSV, EXTRAPOLATION_COLUMNS, rows)
+        io.save_checkpoint(Path(out) / ORBITS_PT, data)
+        io.write_csv(Path(out) / ORBITS_CSV, ORBIT_COLUMNS, self.rows(snapshots))

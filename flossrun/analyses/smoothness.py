@@ -35,17 +35,6 @@ from flossrun.lyapunov import lyapunov_spectrum
 Params = dict[str, torch.Tensor]
 CostFn = Callable[[Params], torch.Tensor]  # points {name: [P, ...]} -> V_T [H, P]
 CLASSES = ("contracting", "neutral", "chaotic")
-LAMBDA_COLUMNS = (
-    "lambda_1", "lambda_1_min", "lambda_1_max", "regime", "lambda_1_T", "lambda_1_T_max",
-)  # fmt: skip
-WINDOW_COLUMNS = (
-    "path", "window", "s_low", "s_high", "points", "T", "L", "L_g", "minima_per_s",
-    "resolution", *LAMBDA_COLUMNS,
-)  # fmt: skip
-RATE_COLUMNS = (
-    "path", "window", "s_low", "s_high", *LAMBDA_COLUMNS, "rate_L", "rate_L_g", "ratio_L",
-    "ratio_L_g", "ratio_L_max", "ratio_L_g_max", "T_min", "T_max",
-)  # fmt: skip
 
 
 def classify(lam: float, band: float) -> str:
@@ -149,8 +138,8 @@ def window_table(
     band: float,
     fit_from: int,
 ) -> tuple[list[tuple], list[tuple]]:
-    """The per-window rows (``WINDOW_COLUMNS``: one per window and horizon) and growth rates
-    (``RATE_COLUMNS``: one per window) of a path with ``s [P]`` sorted, ``d1, d2 [H, P]``
+    """The per-window rows (``contract.WINDOW_COLUMNS``: one per window and horizon) and growth
+    rates (``contract.RateRow``: one per window) of a path with ``s [P]`` sorted, ``d1, d2 [H, P]``
     (V′, V″), ``lam [P]`` (λ1 of the long window, nats/step) and ``lam_T [P]`` (λ1 of the
     steps 1..T_max the cost sees, no transient dropped).
 

@@ -20,6 +20,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from flossrun.analyses.orbit import distinct_values
+from flossrun.contract import EXTRAPOLATION_CSV, LANDSCAPE_PT, ORBITS_PT, SMOOTHNESS_PT
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import Conditions
 from flossrun.report.panels import finish
@@ -39,7 +40,7 @@ def _load(run: str, name: str) -> dict[str, Any] | None:
 def orbit_runs(exp: Collection) -> list[tuple[str, str, dict[str, Any]]]:
     """``(condition, run, orbits.pt)`` for every finished run with orbits, in condition order."""
     cond = Conditions.of(exp)
-    found = [(cond.by_run.get(r), r, _load(r, "orbits.pt")) for r in exp.runs["run"]]
+    found = [(cond.by_run.get(r), r, _load(r, ORBITS_PT)) for r in exp.runs["run"]]
     found = [f for f in found if f[2] is not None]
     return sorted(found, key=lambda f: (cond.order.index(f[0]) if f[0] in cond.order else 99, f[1]))
 
@@ -99,7 +100,7 @@ def orbit_diagram(exp: Collection) -> Figure | None:
 def landscape_runs(exp: Collection) -> list[tuple[str, str, dict[str, Any]]]:
     """``(condition, run, landscape.pt)`` for every finished run with a landscape."""
     cond = Conditions.of(exp)
-    found = [(cond.by_run.get(r), r, _load(r, "landscape.pt")) for r in exp.runs["run"]]
+    found = [(cond.by_run.get(r), r, _load(r, LANDSCAPE_PT)) for r in exp.runs["run"]]
     return [f for f in found if f[2] is not None]
 
 
@@ -194,7 +195,7 @@ def extrapolation_rows(col: Collection) -> pd.DataFrame:
     cond = Conditions.of(col)
     frames = []
     for run in col.runs["run"]:
-        path = Path(run) / "extrapolation.csv"
+        path = Path(run) / EXTRAPOLATION_CSV
         if path.exists():
             frames.append(pd.read_csv(path).assign(condition=cond.by_run.get(run), run=run))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -335,7 +336,7 @@ def smoothness_runs(exp: Collection) -> dict[str, dict[str, Any]]:
     cond = Conditions.of(exp)
     out = {}
     for r in exp.runs["run"]:
-        d = _load(r, "smoothness.pt")
+        d = _load(r, SMOOTHNESS_PT)
         if d is not None:
             out[f"{cond.by_run.get(r)} ({Path(r).name})" if len(exp.runs) > 1 else
                 str(cond.by_run.get(r))] = d  # fmt: skip

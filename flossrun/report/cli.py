@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from flossrun.contract import CONFIG_FILE
 from flossrun.io import write_text
 from flossrun.report.collect import collect
 from flossrun.report.conditions import condition_table
@@ -65,9 +66,7 @@ def report(
     conditions = condition_table(collection.results, collection.order)
     figures: list[Path] = []
     if collection.runs.empty:  # nothing to report: leave ``out`` alone
-        notes.append(
-            f"no run directory (with .hydra/config.yaml) below {' '.join(map(str, paths))}"
-        )
+        notes.append(f"no run directory (with {CONFIG_FILE}) below {' '.join(map(str, paths))}")
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_csv(collection.results, out / "results.csv")

@@ -28,6 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flossrun.contract import (
+    DIAGNOSTICS_COLUMNS,
+    METRICS_COLUMNS,
+    SPECTRA_COLUMNS,
+    SUMMARY_COLUMNS,
+)
 from flossrun.report.conditions import (
     as_keys,
     condition_keys,
@@ -35,15 +41,7 @@ from flossrun.report.conditions import (
     label_conditions,
     override_keys,
 )
-from flossrun.report.rundir import (
-    DIAGNOSTICS,
-    METRICS,
-    SPECTRA,
-    SUMMARY,
-    RunFolder,
-    find_run_dirs,
-    load_run,
-)
+from flossrun.report.rundir import RunFolder, find_run_dirs, load_run
 from flossrun.report.stats import counted
 
 META = [
@@ -226,16 +224,16 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     loaded = [loaded[i] for i in sorted(range(len(loaded)), key=rank.__getitem__)]
 
     per_run = [_realization_rows(r).assign(run=str(r.path)) for r in loaded]
-    results = _concat(per_run, ["run", *SUMMARY])
-    for col in SUMMARY:
+    results = _concat(per_run, ["run", *SUMMARY_COLUMNS])
+    for col in SUMMARY_COLUMNS:
         if col not in results.columns:
             results[col] = pd.NA
-    head = runs[META].merge(results[["run", *SUMMARY]], on="run", how="right")
+    head = runs[META].merge(results[["run", *SUMMARY_COLUMNS]], on="run", how="right")
     config = runs[["run", *config_columns]].rename(columns={"seed": "base_seed"})
-    results = head[META + list(SUMMARY)].merge(config, on="run", how="left")
+    results = head[META + list(SUMMARY_COLUMNS)].merge(config, on="run", how="left")
     notes = _mark_duplicates(results, config_columns)
     notes += _version_notes(results)
-    results = results[[*META, "counted", "duplicate_of", *SUMMARY, *config.columns[1:]]]
+    results = results[[*META, "counted", "duplicate_of", *SUMMARY_COLUMNS, *config.columns[1:]]]
     dropped = results.loc[~results["counted"] & (results["duplicate_of"] != ""), ["run", "seed"]]
 
     keys = list(dict.fromkeys(k for ks in cell_keys.values() for k in ks))
@@ -252,9 +250,9 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     return Collection(
         runs=runs,
         results=results,
-        curves=tidy("metrics", METRICS),
-        spectra=tidy("spectra", SPECTRA),
-        diagnostics=tidy("diagnostics", DIAGNOSTICS),
+        curves=tidy("metrics", METRICS_COLUMNS),
+        spectra=tidy("spectra", SPECTRA_COLUMNS),
+        diagnostics=tidy("diagnostics", DIAGNOSTICS_COLUMNS),
         config_columns=config_columns,
         cell_keys=cell_keys,
         order=order,

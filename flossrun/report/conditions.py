@@ -1,9 +1,10 @@
 """Conditions: the config keys that tell runs apart, their labels, and per-condition statistics.
 
 A *network* is one realization: its config without the keys that do not change its numbers
-(:data:`NOT_IDENTITY`) plus its seed (docs/design.md §6). A *condition* is the set of networks
-of an experiment that share that config whatever their seed; their realizations are pooled (the
-seeds of a multirun and the realizations inside one run count alike).
+(:data:`flossrun.contract.NOT_NETWORK_IDENTITY`) plus its seed (docs/design.md §6). A
+*condition* is the set of networks of an experiment that share that config whatever their seed;
+their realizations are pooled (the seeds of a multirun and the realizations inside one run
+count alike).
 
 Condition keys are the ones the runs declare — the keys their overrides set (a sweep's grid, a
 command line: ``floss=pre`` → ``floss.name``) and the preset's ``report.condition``/``report.x``
@@ -20,28 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from flossrun.contract import in_network_identity
 from flossrun.report.stats import counted, quartiles, success_counts
 from flossrun.report.style import colours
 
 if TYPE_CHECKING:
     from flossrun.report.collect import Collection
 
-# Keys that do not change a network's numbers (or are the seed itself): not part of its identity.
-NOT_IDENTITY = {
-    "name",
-    "scale",
-    "seed",
-    "realizations",
-    "device",
-    "threads",
-    "train.log_every",
-    "train.checkpoint_every",
-}
-
 
 def identity_columns(columns: Iterable[str]) -> list[str]:
     """The flattened config keys that define a network together with its seed."""
-    return [c for c in columns if c not in NOT_IDENTITY and not c.startswith(("report", "hydra."))]
+    return [c for c in columns if in_network_identity(c)]
 
 
 def as_keys(value: Any) -> list[str]:

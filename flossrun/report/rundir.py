@@ -1,6 +1,8 @@
 """Find flossrun run directories and read one of them (docs/design.md §7).
 
-A run directory is any directory holding ``.hydra/config.yaml``. Below it the runner writes
+What the files are called and which columns they hold is the run-folder contract
+(:mod:`flossrun.contract`). A run directory is any directory holding ``.hydra/config.yaml``.
+Below it the runner writes
 ``metrics.csv``, ``spectra.csv``, ``diagnostics.csv`` (tidy, long format), ``summary.csv`` (one
 row per realization, present ⇔ finished), ``failed.txt`` (present ⇔ the job raised),
 ``provenance.json`` (the code that wrote it) and ``conflict.txt`` (a later job of another config
@@ -12,7 +14,6 @@ with the reason, one without a summary ``unfinished`` (killed or still running).
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -25,26 +26,30 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from flossrun.io import (
+from flossrun.contract import (
+    CONFIG_FILE,
+    CONFLICT_FILE,
     DIAGNOSTICS_COLUMNS,
+    DIAGNOSTICS_FILE,
+    FAILED_FILE,
+    INTEGER_COLUMNS,
     METRICS_COLUMNS,
+    METRICS_FILE,
+    OVERRIDES_FILE,
+    PLOTS_DIR,
+    PROVENANCE_FILE,
     SPECTRA_COLUMNS,
+    SPECTRA_FILE,
     SUMMARY_COLUMNS,
-    modern_metrics,
+    SUMMARY_FILE,
+    SUMMARY_REQUIRED,
+    flatten,
+    read_provenance,
 )
-from flossrun.provenance import flatten_keys
+from flossrun.io import modern_metrics
 
-CONFIG = Path(".hydra") / "config.yaml"
-OVERRIDES = Path(".hydra") / "overrides.yaml"
 STATUSES = ("finished", "failed", "unfinished", "corrupt")
-
-# The run-folder contract, from the one writer of results.
-METRICS, SPECTRA, DIAGNOSTICS = METRICS_COLUMNS, SPECTRA_COLUMNS, DIAGNOSTICS_COLUMNS
-SUMMARY = SUMMARY_COLUMNS
-SUMMARY_REQUIRED = ("realization", "test_accuracy", "success")
-INTEGER_COLUMNS = ("realization", "seed", "epoch", "index", "lag")
-SKIP_DIRS = {"plots", "figures", "__pycache__"}
-PROVENANCE, CONFLICT = "provenance.json", "conflict.txt"
+SKIP_DIRS = {PLOTS_DIR, "figures", "__pycache__"}
 UNKNOWN_VERSION = "unknown version"
 
 
@@ -97,19 +102,11 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                 dirnames[:] = []
                 continue
             seen.add(real)
-            if (Path(dirpath) / CONFIG).is_file():
+            if (Path(dirpath) / CONFIG_FILE).is_file():
                 found.append(Path(dirpath))
             keep = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
             dirnames[:] = sorted(keep, key=natural_key)
     return found
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mapping → ``{"task.delay": 40, ...}``; lists become JSON strings (hashable)."""
-    return {
-        key: json.dumps(value, default=str) if isinstance(value, list | tuple) else value
-        for key, value in flatten_keys(node, prefix).items()
-    }
 
 
 def read_table(
@@ -172,17 +169,17 @@ def _as_bool(series: pd.Series) -> pd.Series:
 
 def read_summary(path: Path) -> pd.DataFrame:
     """``summary.csv`` with every contract column (absent ones NaN), booleans as ``boolean``."""
-    df = read_table(path, SUMMARY, required=SUMMARY_REQUIRED)
+    df = read_table(path, SUMMARY_COLUMNS, required=SUMMARY_REQUIRED)
     if df.empty:
         raise CorruptFile(f"{path.name}: no rows")
-    for col in SUMMARY:
+    for col in SUMMARY_COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA if col == "diverged" else float("nan")
     df["success"] = _as_bool(df["success"])
     df["diverged"] = _as_bool(df["diverged"])
     if df["success"].isna().any():
         raise CorruptFile(f"{path.name}: success is not a boolean")
-    return df[list(SUMMARY)]
+    return df[list(SUMMARY_COLUMNS)]
 
 
 def _one_line(error: BaseException | str, limit: int = 200) -> str:
@@ -195,9 +192,9 @@ def _failure_reason(path: Path) -> str:
     try:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError as e:
-        return f"failed.txt unreadable: {_one_line(e)}"
+        return f"{FAILED_FILE} unreadable: {_one_line(e)}"
     if not lines:
-        return "failed (failed.txt is empty)"
+        return f"failed ({FAILED_FILE} is empty)"
     traceback = any(ln.startswith("Traceback") for ln in lines)
     return _one_line(lines[-1] if traceback else lines[0])
 
@@ -208,13 +205,13 @@ def provenance_label(path: Path) -> tuple[str, str]:
     The version reads ``flossrun_version @ commit[:7]``, with ``(dirty)`` when the tree had
     uncommitted changes; ``unknown version`` (and device ``""``) without a readable file.
     """
-    try:
-        prov = json.loads((path / PROVENANCE).read_text())
-        version = str(prov["flossrun_version"])
-    except FileNotFoundError:
+    prov = read_provenance(path)
+    if prov is None and not (path / PROVENANCE_FILE).exists():
         return UNKNOWN_VERSION, ""
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"{UNKNOWN_VERSION} ({PROVENANCE} unreadable)", ""
+    try:
+        version = str(prov["flossrun_version"])  # type: ignore[index]
+    except (KeyError, TypeError):
+        return f"{UNKNOWN_VERSION} ({PROVENANCE_FILE} unreadable)", ""
     commit = prov.get("git_commit")
     label = f"{version} @ {str(commit)[:7]}" if commit else version
     return label + (" (dirty)" if prov.get("git_dirty") else ""), str(prov.get("device") or "")
@@ -223,13 +220,13 @@ def provenance_label(path: Path) -> tuple[str, str]:
 def read_conflict(path: Path) -> str:
     """The first non-empty line of ``conflict.txt`` (what differs, how to redo), or ``""``."""
     try:
-        text = (path / CONFLICT).read_text(errors="replace")
+        text = (path / CONFLICT_FILE).read_text(errors="replace")
     except FileNotFoundError:
         return ""
     except OSError as e:
-        return f"{CONFLICT} unreadable: {_one_line(e)}"
+        return f"{CONFLICT_FILE} unreadable: {_one_line(e)}"
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    return _one_line(lines[0]) if lines else f"{CONFLICT} (empty)"
+    return _one_line(lines[0]) if lines else f"{CONFLICT_FILE} (empty)"
 
 
 def _resolve(cfg: DictConfig) -> dict[str, Any]:
@@ -262,17 +259,17 @@ def _resolve(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _read_config(run: RunFolder) -> None:
-    cfg = OmegaConf.load(run.path / CONFIG)
+    cfg = OmegaConf.load(run.path / CONFIG_FILE)
     if not isinstance(cfg, DictConfig):
         raise CorruptFile("config.yaml: not a mapping")
     container = _resolve(cfg)
     container.pop("hydra", None)
     settings = container.get("report")
     run.settings = settings if isinstance(settings, dict) else {}
-    run.config = flatten(container)
-    if (run.path / OVERRIDES).is_file():
+    run.config = flatten(container, json_lists=True)
+    if (run.path / OVERRIDES_FILE).is_file():
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        overrides = yaml.load((run.path / OVERRIDES).read_bytes(), Loader=loader)
+        overrides = yaml.load((run.path / OVERRIDES_FILE).read_bytes(), Loader=loader)
         if not isinstance(overrides, list):
             raise CorruptFile("overrides.yaml: not a list")
         run.overrides = [str(o) for o in overrides]
@@ -290,22 +287,22 @@ def load_run(path: Path) -> RunFolder:
             _one_line(e if isinstance(e, CorruptFile) else f"config: {e}"),
         )
         return run
-    if (path / "summary.csv").is_file():
+    if (path / SUMMARY_FILE).is_file():
         run.status = "finished"
-    elif (path / "failed.txt").is_file():
-        run.status, run.reason = "failed", _failure_reason(path / "failed.txt")
+    elif (path / FAILED_FILE).is_file():
+        run.status, run.reason = "failed", _failure_reason(path / FAILED_FILE)
     else:
-        run.reason = "no summary.csv or failed.txt (killed or still running)"
+        run.reason = f"no {SUMMARY_FILE} or {FAILED_FILE} (killed or still running)"
     partial_ok = run.status != "finished"
     try:
         if run.status == "finished":
-            run.summary = read_summary(path / "summary.csv")
-        for attr, columns in (
-            ("metrics", METRICS),
-            ("spectra", SPECTRA),
-            ("diagnostics", DIAGNOSTICS),
+            run.summary = read_summary(path / SUMMARY_FILE)
+        for attr, name, columns in (
+            ("metrics", METRICS_FILE, METRICS_COLUMNS),
+            ("spectra", SPECTRA_FILE, SPECTRA_COLUMNS),
+            ("diagnostics", DIAGNOSTICS_FILE, DIAGNOSTICS_COLUMNS),
         ):
-            file = path / f"{attr}.csv"
+            file = path / name
             if file.is_file():
                 setattr(run, attr, read_table(file, columns, partial_ok=partial_ok))
         if run.metrics is not None:  # a run of before 2026-12 in today's metric names
