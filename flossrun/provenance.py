@@ -138,7 +138,7 @@ def code_provenance(device: str) -> Provenance:
 def describe_code(p: dict[str, Any] | None) -> str:
     """``flossrun 0.1.0 @ 1a2b3c4 (dirty)``, or ``unrecorded code`` for folders without a record."""
     if not p:
-        return "unrecorded code (a folder from before provenance.json)"
+        return f"unrecorded code (a folder from before {PROVENANCE_FILE})"
     text = f"flossrun {p.get('flossrun_version', '?')}"
     if p.get("git_commit"):
         text += f" @ {str(p['git_commit'])[:7]}" + (" (dirty)" if p.get("git_dirty") else "")

@@ -50,17 +50,17 @@ def spelled_outside_the_contract(root: Path) -> list[str]:
     for path in sorted(root.rglob("*.py")):
         if path.name == "contract.py" and path.parent == root:
             continue
-        tree = ast.parse(path.read_text())
+        tree, where = ast.parse(path.read_text()), path.relative_to(root.parent)
         for node in string_constants(tree):
             for name in FILES:
                 if name in node.value:
-                    found.append(f"{path.name}:{node.lineno}: {name!r} in {node.value!r}")
+                    found.append(f"{where}:{node.lineno}: {name!r} in {node.value!r}")
         for node in ast.walk(tree):
             if isinstance(node, ast.Tuple | ast.List) and len(node.elts) >= 3:
                 words = [e.value for e in node.elts if isinstance(e, ast.Constant)]
                 if frozenset(words) in column_sets and len(words) == len(node.elts):
                     what = column_sets[frozenset(words)]
-                    found.append(f"{path.name}:{node.lineno}: a copy of {what}")
+                    found.append(f"{where}:{node.lineno}: a copy of {what}")
     return found
 
 

@@ -20,7 +20,7 @@ from cli_support import SWEEP_TABLES_ONLY, TINY, copy_tree, only_run_dir
 from cli_support import flossrun as run_flossrun
 
 import flossrun
-from flossrun import io
+from flossrun import contract, io
 from flossrun.contract import CONFLICT_FILE, PROVENANCE_FILE
 from flossrun.report import report
 
@@ -57,6 +57,22 @@ def test_provenance_records_the_code(shared_run):
         assert isinstance(p["git_dirty"], bool)
     else:
         assert p["git_commit"] is None
+
+
+def test_the_commands_files_are_the_contracts(shared_run):
+    """The folder of a real ``flossrun`` run: the contract's files, each table with its columns,
+    and a provenance record with its keys in order."""
+    run = only_run_dir(shared_run(*ARGS)[0])
+    for name, columns in (
+        (contract.METRICS_FILE, contract.METRICS_COLUMNS),
+        (contract.SPECTRA_FILE, contract.SPECTRA_COLUMNS),
+        (contract.SUMMARY_FILE, contract.SUMMARY_COLUMNS),
+    ):
+        assert (run / name).read_text().splitlines()[0] == ",".join(columns), name
+    for name in (contract.CHECKPOINT_FILE, contract.CONFIG_FILE, contract.OVERRIDES_FILE):
+        assert (run / name).is_file(), name
+    assert (run / contract.PLOTS_DIR).is_dir() and not (run / contract.FAILED_FILE).exists()
+    assert tuple(json.loads((run / PROVENANCE_FILE).read_text())) == contract.PROVENANCE_KEYS
 
 
 def test_scale_does_not_change_a_plain_run(tmp_path, finished):

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from flossrun.contract import CONFIG_FILE
+from flossrun.contract import CONFIG_FILE, CONFLICT_FILE
 from flossrun.io import write_text
 from flossrun.report.collect import collect
 from flossrun.report.conditions import condition_table
@@ -144,7 +144,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"{sum(statuses.values())} run(s): " + ", ".join(f"{n} {s}" for s, n in statuses.items())
     ]
     if counts.get("conflict"):
-        lines[0] += f"; {counts['conflict']} refused by a later job (conflict.txt)"
+        lines[0] += f"; {counts['conflict']} refused by a later job ({CONFLICT_FILE})"
     for experiment, rows in result["conditions"].groupby("experiment", sort=False):
         lines += ["", f"[{experiment}]", condition_text(rows)]
     if len(result["problems"]):
