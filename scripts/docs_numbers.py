@@ -242,12 +242,17 @@ def medium_comparisons(tables: Tables) -> list[str]:
 
 def quick_summaries(tables: Tables) -> list[str]:
     """PAPER_MAP: per preset of the last quick ``make figures`` call, its claim, wall time and the
-    report's one sentence of measured numbers (:func:`flossrun.report.claims.summarize`)."""
-    rows = []
+    report's sentence of measured numbers (:func:`flossrun.report.claims.summarize`). A summary's
+    own tables (what follows its first blank line: the orbit diagram's extrapolation, the
+    smoothness windows) follow the table, each under its preset's name."""
+    rows, extras = [], []
     for r in tables["summaries_quick.csv"].itertuples(index=False):
         wall = "" if pd.isna(r.wall_minutes) else f" ({r.wall_minutes:.1f} min)"
-        rows.append([f"`{r.preset}`{wall}", str(r.claim), r.result])
-    return table(["preset (wall time)", "claim", "result"], rows)
+        sentence, _, extra = str(r.result).partition("\n\n")
+        rows.append([f"`{r.preset}`{wall}", str(r.claim), sentence.strip()])
+        if extra.strip():
+            extras += ["", f"`{r.preset}`:", "", *extra.strip().splitlines()]
+    return table(["preset (wall time)", "claim", "result"], rows) + extras
 
 
 @dataclass(frozen=True)

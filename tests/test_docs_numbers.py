@@ -130,12 +130,14 @@ def test_quick_summaries_render_one_row_per_preset_with_its_wall_time(tmp_path):
     rows = [
         {"claim": "1", "preset": "lyapunov_control", "wall_minutes": 1.26, "result": "λ1 |x| 0.5"},
         {"claim": "7", "preset": "loss_landscape", "wall_minutes": None, "result": "rough 1.4"},
+        {"claim": "6", "preset": "orbit_diagram", "wall_minutes": 3.0, "result": "a.\n\n| x |\n"},
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "summaries_quick.csv", index=False)
     body = dn.render("quick_summaries", tmp_path).splitlines()
     assert body[2] == "| `lyapunov_control` (1.3 min) | 1 | λ1 \\|x\\| 0.5 |"
     assert body[3] == "| `loss_landscape` | 7 | rough 1.4 |"
-    assert len(body) == 4
+    assert body[4] == "| `orbit_diagram` (3.0 min) | 6 | a. |"
+    assert body[5:] == ["", "`orbit_diagram`:", "", "| x |"]  # its own table, verbatim
 
 
 def test_make_figures_writes_the_summaries_that_docs_figures_copies(tmp_path):
