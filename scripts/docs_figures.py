@@ -6,13 +6,16 @@ README), together with the index's comparison tables.
 Each ``outputs/figures/<scale>/<preset>/figures/<preset>.png`` (by default of the presets the
 README shows, claims 1–5) is scaled to at most
 ``--width`` pixels and saved with a 256-colour palette as ``docs/figures/<preset>_<scale>.png``
-(typically 60–150 kB instead of 300 kB); ``comparisons.csv`` and ``median_comparisons.csv`` are
-copied as ``docs/figures/<name>_<scale>.csv``.
+(typically 60–150 kB instead of 300 kB); ``comparisons.csv``, ``median_comparisons.csv`` and
+``summaries.csv`` are copied as ``docs/figures/<name>_<scale>.csv``. Into the default ``--out``,
+the generated tables of README.md and PAPER_MAP.md are then rewritten from those CSVs
+(``scripts/docs_numbers.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +27,17 @@ from flossrun.report.claims import CLAIMS
 
 ROOT = Path(__file__).resolve().parent.parent
 README_FIGURES = ["lyapunov_control", "jacobian", "preflossing", "during_training", "k_sweep"]
+TABLES = ("comparisons", "median_comparisons", "summaries")  # the CSVs of make_figures.py
+
+
+def docs_numbers():
+    """``scripts/docs_numbers.py`` as a module (scripts/ is not a package)."""
+    path = Path(__file__).resolve().parent / "docs_numbers.py"
+    spec = importlib.util.spec_from_file_location("docs_numbers", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def shrink(src: Path, dst: Path, width: int) -> int:
@@ -53,10 +67,13 @@ def main() -> int:
         if src.is_file():
             size = shrink(src, args.out / f"{preset}_{args.scale}.png", args.width)
             print(f"{preset}: {size / 1e3:.0f} kB")
-    for table in ("comparisons", "median_comparisons"):
+    for table in TABLES:
         if (src_root / f"{table}.csv").is_file():
             shutil.copyfile(src_root / f"{table}.csv", args.out / f"{table}_{args.scale}.csv")
     print(f"-> {args.out}")
+    if args.out.resolve() == (ROOT / "docs" / "figures").resolve():
+        for changed in docs_numbers().update(ROOT):
+            print(f"rewrote {changed}")
     return 0
 
 

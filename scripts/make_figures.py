@@ -6,7 +6,9 @@ so a second call only redraws and an interrupted one continues), then ``flossrun
 preset its claim, setting, measured numbers, success comparisons with 95 % intervals and
 Fisher's exact test, rank tests of the median claims, code versions and figures
 (:mod:`flossrun.report.index`); both tables also as ``comparisons.csv`` and
-``median_comparisons.csv`` there.
+``median_comparisons.csv`` there, and each preset's claim, wall time and one sentence of
+measured numbers as ``summaries.csv`` (``scripts/docs_figures.py`` copies the CSVs into
+``docs/figures/``, and ``scripts/docs_numbers.py`` renders the docs' tables from them).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from flossrun.config import SCALES
 from flossrun.io import write_text
@@ -56,6 +60,19 @@ def wall_times(out_root: Path) -> dict[str, float]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+SUMMARIES = "summaries.csv"  # claim, preset, wall_minutes, result of each preset of the call
+
+
+def write_summaries(out_root: Path, rows: list[dict[str, object]]) -> Path:
+    """``summaries.csv`` next to ``index.md``: per preset of this call its claim number, wall
+    minutes of the call that ran it (empty if unknown) and the report's sentence of measured
+    numbers (:func:`flossrun.report.claims.summarize`)."""
+    columns = ["claim", "preset", "wall_minutes", "result"]
+    path = out_root / SUMMARIES
+    write_text(path, pd.DataFrame(rows, columns=columns).to_csv(index=False))
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,6 +85,7 @@ def main() -> int:
     out_root = ROOT / "outputs" / "figures" / args.scale
     times = wall_times(out_root)
     sections = []
+    summaries: list[dict[str, object]] = []
     failures = []
     for preset in args.only:
         if args.no_run:
@@ -82,7 +100,11 @@ def main() -> int:
         sections.append(preset_section(preset, res, out_root, times.get(preset)))
         write_text(out_root / "index.md", index_markdown(args.scale, sections))  # after each
         write_tables(out_root, sections)
-        print(f"--- {preset}: {summarize(preset, res['collection'].subset(preset))}", flush=True)
+        result = summarize(preset, res["collection"].subset(preset))
+        row = {"claim": CLAIMS[preset].number, "preset": preset, "result": result}
+        summaries.append({**row, "wall_minutes": times.get(preset)})
+        write_summaries(out_root, summaries)
+        print(f"--- {preset}: {result}", flush=True)
     if not args.no_run:
         total = sum(times[p] for p in args.only)
         print(f"\nwall time of this call: {total:.1f} min ({len(args.only)} presets)")

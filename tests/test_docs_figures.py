@@ -38,3 +38,36 @@ def test_missing_index_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["docs_figures.py", "--scale", "medium"])
     assert mod.main() == 1
     assert "make figures SCALE=medium" in capsys.readouterr().err
+
+
+def test_copying_a_scales_tables_rewrites_the_generated_blocks_of_the_docs(
+    tmp_path, monkeypatch, capsys
+):
+    import pandas as pd
+
+    real = SCRIPT.parent.parent
+    src = tmp_path / "outputs" / "figures" / "medium"
+    src.mkdir(parents=True)
+    (src / "index.md").write_text("# index\n")
+    for doc in ("README.md", "PAPER_MAP.md"):
+        (tmp_path / doc).write_text((real / doc).read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    for csv in (real / "docs" / "figures").glob("*.csv"):  # the other scales' tables
+        (tmp_path / "docs" / "figures" / csv.name).write_bytes(csv.read_bytes())
+    for name in ("comparisons", "median_comparisons"):
+        df = pd.read_csv(real / "docs" / "figures" / f"{name}_medium.csv")
+        if name == "comparisons":  # the run now gives 12/16 where the docs say 10/16
+            row = (df["preset"] == "during_training") & (df["setting"] == "delay=40")
+            df.loc[row & (df["b"] == "floss=pre_during"), "successes_b"] = 12
+        df.to_csv(src / f"{name}.csv", index=False)
+    (src / "summaries.csv").write_text("claim,preset,wall_minutes,result\n1,x,,y\n")
+    mod = load()
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+    monkeypatch.setattr("sys.argv", ["docs_figures.py", "--scale", "medium", "--only"])
+    assert mod.main() == 0
+    out = capsys.readouterr().out
+    assert "rewrote README.md: medium_headline" in out
+    assert "rewrote PAPER_MAP.md: medium_comparisons" in out
+    assert (tmp_path / "docs" / "figures" / "summaries_medium.csv").is_file()
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "| 4 | delayed XOR d = 40, floss pre vs pre_during | 1/16 | 12/16 |" in readme
