@@ -60,7 +60,7 @@ def test_global_clip_matches_torch_clip_grad_norm_per_network(float64):
 def test_summed_loss_gradient_is_the_mean_gradient_times_the_terms(float64, task_name):
     fields = {"name": task_name, "T": 15}
     if task_name == "delayed_copy":
-        fields["delay"] = 4
+        fields.update(delay=4, taps=1)
     task = build_task(fields)
     seeds = [0, 1]
     x, y = task.sample(seeding.generators(seeds, "train"), 6, dtype=torch.float64)
