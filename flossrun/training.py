@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch.func import functional_call
 
-from flossrun.fast.ops import realization_norm
+from flossrun.fast.ops import realization_norm, realization_sum
 from flossrun.fast.parallel import caller_on_one_thread
 from flossrun.flossing import floss_exponents, flossing_loss
 from flossrun.lyapunov import SeedLike
@@ -58,7 +58,7 @@ def clip_per_realization(
         return
     sq = None
     for g in grads:  # elementwise adds of [R] sums: the same whatever the ensemble
-        part = realization_norm(g).square()
+        part = realization_sum(g.square())
         sq = part if sq is None else sq + part
     scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # [R]
     for g in grads:
