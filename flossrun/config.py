@@ -46,7 +46,9 @@ class TrainConfig:
     epochs: int = 3001  # training epochs (one fresh batch each)
     batch: int = 16  # sequences per training epoch
     lr: float | None = None  # Adam learning rate (betas 0.9/0.999, eps 1e-8); null: model.lr
-    clip: float = 0.03  # max gradient norm per parameter tensor and realization
+    clip: float = 0.03  # max gradient norm per realization (per tensor or global: clip_mode)
+    clip_mode: str = "per_tensor"  # per_tensor (each tensor on its own) | global (all together)
+    loss_reduction: str = "mean"  # gradient of the loss's mean (flossrun) | sum (the reference)
     eval_every: int = 100  # epochs between test-set evaluations
     test_size: int = 512  # held-out test sequences (fixed, own seed)
     success_threshold: float = 0.95  # final test accuracy counted as success
@@ -177,6 +179,12 @@ def validate(cfg: DictConfig) -> None:
     )  # fmt: skip
     need(0 < tr.get("gamma", 0.1) <= 1, "train.gamma", tr.get("gamma"), "must be in (0, 1]")
     need(tr.clip > 0, "train.clip", tr.clip, "must be > 0")
+    from flossrun.training import CLIP_MODES, LOSS_REDUCTIONS
+
+    mode, red = tr.get("clip_mode", "per_tensor"), tr.get("loss_reduction", "mean")
+    need(mode in CLIP_MODES, "train.clip_mode", mode, f"allowed: {', '.join(CLIP_MODES)}")
+    need(red in LOSS_REDUCTIONS, "train.loss_reduction", red,
+         f"allowed: {', '.join(LOSS_REDUCTIONS)}")  # fmt: skip
     fz = tr.get("freeze_after_success", 0)
     need(fz >= 0, "train.freeze_after_success", fz, "must be >= 0 (0 = off)")
     need(

@@ -5,6 +5,8 @@
     analysis=landscape network=trained      LandscapeJob: train, then the landscape (both)
     analysis=landscape network=chaotic_lstm LandscapeJob of a built-in network (no training)
     analysis=smoothness network=...         SmoothnessJob: the same two cases
+    analysis=regions                        RegionsJob: train, then memory and smoothness per
+                                            network (the regions preset)
 
 A job is registered for an analysis's config class with :func:`job_for`; an analysis without
 one runs in a :class:`TrainJob`, with the training hook it declares
@@ -28,8 +30,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
-from flossrun.analyses import LandscapeConfig, SmoothnessConfig, analysis_config
+from flossrun.analyses import LandscapeConfig, RegionsConfig, SmoothnessConfig, analysis_config
 from flossrun.analyses import landscape as ls
+from flossrun.analyses import regions as rg
 from flossrun.analyses import smoothness as sm
 from flossrun.analyses.orbit import orbit_omegas
 from flossrun.config import resolve_device
@@ -394,6 +397,51 @@ class SmoothnessJob(LandscapeJob):
                 f"rate ln L {r.rate_L:+.4f}, ln L_g {r.rate_L_g:+.4f} per step"
             )
         lines.append(f"  results: {self.out}/{SMOOTHNESS_RATES_CSV} (_windows, _points, .pt)")
+        return "\n".join(lines)
+
+
+@job_for(RegionsConfig)
+class RegionsJob(TrainJob):
+    """A training run (with ``diag.jacobian``), then per realization λ1 from a long window,
+    memory at the longest lag and the smoothness of the cost along a short random path
+    (:mod:`flossrun.analyses.regions`): ``regions.csv`` (``rg.REGION_COLUMNS``) and
+    ``regions.pt`` (the path tensors per realization)."""
+
+    def execute(self) -> bool:
+        trained = self.run.execute()
+        if not trained and (self.out / "regions.csv").exists():
+            return False
+        self.measure()
+        return True
+
+    def measure(self) -> None:
+        from flossrun.training import model_threads
+
+        run, a = self.run, self.cfg.analysis
+        rows, tensors = summary_rows(run), {}
+        out = []
+        with model_threads(run.model, run.device):
+            for r, seed in enumerate(run.seeds):
+                net = rg.one_realization(run.model, r)
+                numbers, tensors[r] = rg.smoothness_of(net, run.task, a, int(seed))
+                memory = rg.memory_of(run.logs["diagnostics"], r, int(self.cfg.floss.k))
+                out.append(rg.network_row(r, seed, numbers, memory, rows[r][4], rows[r][2]))
+        io.write_csv(self.out / "regions.csv", rg.REGION_COLUMNS, out)
+        io.save_checkpoint(self.out / "regions.pt", {"paths": tensors,
+                                                    "horizons": list(a.horizons)})  # fmt: skip
+
+    def describe(self, rows: list[tuple]) -> str:
+        import pandas as pd
+
+        df = pd.read_csv(self.out / "regions.csv")
+        lines = [super().describe(rows), "flossrun: memory and smoothness per network"]
+        for r in df.itertuples(index=False):
+            lines.append(
+                f"  seed {r.seed}: λ1 {r.lambda_1:+.3f} ({r.regime}), error signal at lag "
+                f"{r.lag:g} {r.error_signal_norm:.3g}, log10 cond {r.log10_condition:.2f}; rate "
+                f"ln L {r.rate_L:+.4f}, ln L_g {r.rate_L_g:+.4f} per step; success {r.success}"
+            )
+        lines.append(f"  results: {self.out}/regions.csv (regions.pt)")
         return "\n".join(lines)
 
 

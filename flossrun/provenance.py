@@ -58,13 +58,17 @@ def run_identity(cfg: DictConfig, device: str) -> dict[str, Any]:
     for key in NOT_RUN_IDENTITY:
         plain.pop(key, None)
     # keys at a value that changes nothing are left out, so runs from before they existed keep
-    # their folders: no analysis, no learning-rate milestones
+    # their folders: no analysis, no learning-rate milestones, the default
+    # clipping and loss reduction
     if (plain.get("analysis") or {}).get("name", NO_ANALYSIS) == NO_ANALYSIS:
         plain.pop("analysis", None)
     train = plain.get("train") or {}
     if not train.get("milestones", []):
         train.pop("milestones", None)
         train.pop("gamma", None)
+    for key, default in (("clip_mode", "per_tensor"), ("loss_reduction", "mean")):
+        if train.get(key, default) == default:
+            train.pop(key, None)
     # a run is identified by the learning rates in effect (train.lr / floss.lr, else the
     # model's own), written as train.lr and floss.lr; model.lr / model.floss_lr are left out
     train["lr"], plain["floss"]["lr"] = learning_rates(cfg)

@@ -273,8 +273,10 @@ class Run:
             group["lr"] = self.lr_at(epoch)
         x, y = self.task.sample(self.gens["train"], cfg.batch, dtype=self.dtype, device=self.device)
         out = train_epoch(
-            self.model, self.task, x, y, self.train_opt, cfg.clip, self.alive, ~self.frozen()
-        )
+            self.model, self.task, x, y, self.train_opt, cfg.clip, self.alive, ~self.frozen(),
+            loss_reduction=cfg.get("loss_reduction", "mean"),
+            clip_mode=cfg.get("clip_mode", "per_tensor"),
+        )  # fmt: skip
         if epoch % cfg.log_every == 0 or epoch == 1:
             self.record("train", epoch, out)
             shown = {k: f"{v.nanmedian():.3f}" for k, v in out.items() if k != "grad_h0_norm"}

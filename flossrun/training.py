@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch.func import functional_call
 
-from flossrun.fast.ops import realization_norm
+from flossrun.fast.ops import realization_norm, realization_sum
 from flossrun.fast.parallel import caller_on_one_thread
 from flossrun.flossing import floss_exponents, flossing_loss
 from flossrun.lyapunov import SeedLike
@@ -31,14 +31,46 @@ def per_realization(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
-def clip_per_realization(params: Sequence[torch.nn.Parameter], max_norm: float) -> None:
-    """Clip each parameter tensor's gradient to norm ≤ ``max_norm`` separately per realization."""
-    for p in params:
-        if p.grad is None:
-            continue
-        norms = realization_norm(p.grad)  # [R]
-        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-        p.grad.mul_(per_realization(scale, p.grad))
+CLIP_MODES = ("per_tensor", "global")  # train.clip_mode
+LOSS_REDUCTIONS = ("mean", "sum")  # train.loss_reduction
+
+
+def clip_per_realization(
+    params: Sequence[torch.nn.Parameter], max_norm: float, mode: str = "per_tensor"
+) -> None:
+    """Clip gradients to norm ≤ ``max_norm``, separately per realization (a network alone and
+    inside an ensemble get the same update).
+
+    ``mode``: ``per_tensor`` (flossrun's default) clips each parameter tensor on its own norm;
+    ``global`` (the reference code of Ribeiro et al., ``torch.nn.utils.clip_grad_norm_``) clips
+    all of a network's gradients together on their joint norm ‖g‖ = (Σ_tensors ‖g_p‖²)^½.
+    Either way the factor is ``min(1, max_norm / (norm + 1e-6))``.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if mode == "per_tensor":
+        for g in grads:
+            norms = realization_norm(g)  # [R]
+            g.mul_(per_realization((max_norm / (norms + 1e-6)).clamp(max=1.0), g))
+        return
+    if mode != "global":
+        raise ValueError(f"clip mode must be one of {CLIP_MODES}, got {mode!r}")
+    if not grads:
+        return
+    sq = None
+    for g in grads:  # elementwise adds of [R] sums: the same whatever the ensemble
+        part = realization_sum(g.square())
+        sq = part if sq is None else sq + part
+    scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # [R]
+    for g in grads:
+        g.mul_(per_realization(scale, g))
+
+
+def loss_terms(task, y: torch.Tensor) -> int:
+    """How many terms the task's loss averages per realization for targets ``y [T, R, B, O]``
+    (the task's ``loss_terms(y)`` where it has one, else T·B·O): the factor between
+    ``train.loss_reduction=sum`` and ``mean``."""
+    own = getattr(task, "loss_terms", None)
+    return int(own(y)) if own is not None else y.numel() // y.shape[1]
 
 
 def finite_grads(params: Sequence[torch.nn.Parameter]) -> torch.Tensor:
@@ -100,13 +132,22 @@ def train_epoch(
     clip: float,
     alive: torch.Tensor,
     active: torch.Tensor | None = None,
+    *,
+    loss_reduction: str = "mean",
+    clip_mode: str = "per_tensor",
 ) -> dict[str, torch.Tensor]:
     """One Adam step on all parameters for the batch ``x, y [T, R, B, S]``, then
     ``model.constrain()``.
 
+    The gradient is that of the task's loss per realization (``loss_reduction=mean``), or of
+    its sum over the terms it averages (``sum``: the reference code of Ribeiro et al., the
+    mean times :func:`loss_terms`, T·B for the sine generator), then clipped at ``clip`` per
+    realization (:func:`clip_per_realization` with ``clip_mode``). The returned ``loss`` is the
+    task's mean either way.
+
     ``task``: any task of the seam (:mod:`flossrun.tasks`). Updates ``alive [R]`` in place;
     returns ``[R]`` tensors ``loss`` (the task's unit), the task's ``metrics`` (``accuracy``)
-    and ``grad_h0_norm`` (‖∂L/∂h0‖ before clipping).
+    and ``grad_h0_norm`` (‖∂L/∂h0‖ of the loss as reduced, before clipping).
 
     ``active [R]`` (bool, default all): realizations left out (``train.freeze_after_success``)
     are not computed at all — the others run as a sub-ensemble (their parameters gathered by
@@ -130,7 +171,12 @@ def train_epoch(
             sub = {f"m.{n}": p[idx] for n, p in model.named_parameters()}
             z = functional_call(_Predict(model), sub, (x,))  # [T, R', B, O]
         loss = task.loss(z, y)  # [R] (or [R'])
-        loss.sum().backward()
+        if loss_reduction == "sum":
+            (loss * loss_terms(task, y)).sum().backward()
+        elif loss_reduction == "mean":
+            loss.sum().backward()
+        else:
+            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}: {loss_reduction!r}")
     grad_h0 = realization_norm(model.h0.grad)
     ok = torch.isfinite(loss) & finite_grads(params)[idx if idx is not None else slice(None)]
     metrics = {"loss": loss.detach(), **task.metrics(z.detach(), y)}
@@ -142,7 +188,7 @@ def train_epoch(
         step_mask = alive & active
         metrics = {k: _scatter(v, idx, alive.shape[0]) for k, v in metrics.items()}
         grad_h0 = torch.where(active, grad_h0, torch.nan)
-    clip_per_realization(params, clip)
+    clip_per_realization(params, clip, clip_mode)
     frozen = [] if idx is None else [p.detach()[~active].clone() for p in params]
     guarded_step(optimizer, params, step_mask)
     constrain(model)

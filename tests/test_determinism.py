@@ -224,10 +224,13 @@ def test_every_model_alone_equals_itself_inside_an_ensemble(name):
         assert torch.equal(value, alone[key]), (name, key, (value - alone[key]).abs().max())
 
 
+@pytest.mark.parametrize("modes", [("mean", "per_tensor"), ("sum", "global")])
 @pytest.mark.parametrize("name", ["lstm", "orthogonal"])
-def test_sine_training_and_orbit_snapshots_alone_equal_inside_an_ensemble(name):
+def test_sine_training_and_orbit_snapshots_alone_equal_inside_an_ensemble(name, modes):
     """The sine generator (docs/design.md §10) and the orbit analysis (§11): seed 1 trained alone
-    and inside seeds 0..2, then its open-loop orbits and their λ1, equal bit for bit."""
+    and inside seeds 0..2, then its open-loop orbits and their λ1, equal bit for bit — with
+    flossrun's mean loss and per-tensor clip and with the reference's summed loss and global
+    clip (``train.loss_reduction``, ``train.clip_mode``: each network on its own norm)."""
     from flossrun import seeding, training
     from flossrun.analyses import OrbitConfig
     from flossrun.analyses.orbit import OrbitRecorder
@@ -244,7 +247,8 @@ def test_sine_training_and_orbit_snapshots_alone_equal_inside_an_ensemble(name):
         gens = seeding.generators(seeds, "train")
         for _ in range(3):
             x, y = task.sample(gens, 5)
-            training.train_epoch(model, task, x, y, opt, 0.25, alive)
+            training.train_epoch(model, task, x, y, opt, 0.25, alive, loss_reduction=modes[0],
+                                 clip_mode=modes[1])  # fmt: skip
         snap = OrbitRecorder(orbit, task, seeds, model.state_dim, 3).snapshot(model, 3)
         i = seeds.index(1)
         out = {k: v.detach()[i] for k, v in model.named_parameters()}

@@ -8,7 +8,10 @@ compute against the task and model) registered in ``ANALYSES`` with :func:`regis
 - ``landscape``: loss, steady-state output and λ1 along parameter paths (:mod:`.landscape`),
   of a built-in network (no training) or of the network the run trains;
 - ``smoothness``: the cost V_T along a path for several horizons T with its exact first and
-  second derivatives, their growth with T and λ1 from a long window (:mod:`.smoothness`).
+  second derivatives, their growth with T and λ1 from a long window (:mod:`.smoothness`);
+- ``regions``: a training run on a delayed task, then per network its λ1 (long window), memory
+  (error signal and Jacobian conditioning at the longest lag) and the smoothness of its cost
+  along a short random path (:mod:`.regions`; the ``regions`` preset).
 
 λ1 everywhere comes from a long window (``lyap_steps`` steps after ``lyap_transient``) and is
 classified with a neutral band ε (``neutral_band``, default 0.01 nats/step): contracting
@@ -30,7 +33,7 @@ from typing import Any, ClassVar
 from flossrun.errors import need
 from flossrun.provenance import NO_ANALYSIS
 from flossrun.registry import Registry
-from flossrun.tasks import ConstantInputs
+from flossrun.tasks import ConstantInputs, Delayed
 
 NETWORKS = ("chaotic_lstm", "trained")
 
@@ -60,7 +63,7 @@ def register_analysis(name: str) -> Callable[[type], type]:
 class AnalysisConfig:
     """``analysis=none``: no analysis, a plain training run."""
 
-    name: str = "none"  # none | orbit | landscape | smoothness
+    name: str = "none"  # none | orbit | landscape | smoothness | regions
 
     # one network per run: the job analyses realization 0 only, so ``realizations`` must be 1
     single_network: ClassVar[bool] = False
@@ -240,6 +243,53 @@ class SmoothnessConfig(OnePathNetwork, AnalysisConfig):
              f"must be in [1, {self.points // 2}] (>= 2 points per window)")  # fmt: skip
         need(self.sequences >= 1, "analysis.sequences", self.sequences, "must be >= 1")
         need(self.chunk >= 1, "analysis.chunk", self.chunk, "must be >= 1")
+
+
+@register_analysis("regions")
+@dataclass
+class RegionsConfig(AnalysisConfig):
+    """``analysis=regions``: train (with ``diag.jacobian``), then per realization λ1 from a long
+    window, its memory (``diag.*``: error signal and condition number at the longest lag) and
+    the smoothness of the task's cost V_T along θ(s) = θ + (s − 1) d, d a seeded Gaussian
+    direction scaled per tensor to the tensor's norm: L = max|V′|, L_g = max|V″| over the path
+    and their growth rates with T (:mod:`flossrun.analyses.regions`)."""
+
+    name: str = "regions"  # analysis
+    span: float = 0.02  # s ∈ [1 − span, 1 + span]: relative size of the weight perturbation
+    points: int = 21  # points on the path, evenly spaced (s = 1 included when points is odd)
+    horizons: list[int] = field(
+        default_factory=lambda: [40, 60, 100, 150]
+    )  # horizons T (steps) of the cost V_T, increasing, each > task.delay
+    fit_from: int = 40  # growth rates fit ln L, ln L_g against the horizons T >= fit_from
+    sequences: int = 8  # fixed input sequences the cost averages over (own seeded stream)
+    lyap_steps: int = 1000  # steps λ1 averages over (its own run on a random input from h0)
+    lyap_transient: int = 200  # steps dropped before λ1 accumulates
+    neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
+    derivatives: str = "forward"  # forward (jvp of jvp) | reverse (double backward)
+
+    def check(self, task: Any, model: Any) -> None:
+        from flossrun.analyses.smoothness import METHODS
+
+        check_lyapunov(self)
+        need(
+            isinstance(task, Delayed), "analysis", self.name,
+            f"needs a delayed task (task=delayed_copy, delayed_xor), not task={task.name}",
+        )  # fmt: skip
+        need(0 < self.span < 1, "analysis.span", self.span, "must be in (0, 1)")
+        need(self.points >= 3, "analysis.points", self.points, "must be >= 3")
+        h = list(self.horizons)
+        need(
+            len(h) >= 2 and all(isinstance(v, int) and v > task.delay for v in h)
+            and h == sorted(set(h)),
+            "analysis.horizons", h,
+            f"must be >= 2 increasing integers > task.delay={task.delay} (steps)",
+        )  # fmt: skip
+        fitted = sum(v >= self.fit_from for v in h)
+        need(fitted >= 2, "analysis.fit_from", self.fit_from,
+             f"must leave >= 2 of analysis.horizons={h} (T >= fit_from) to fit")  # fmt: skip
+        need(self.sequences >= 1, "analysis.sequences", self.sequences, "must be >= 1")
+        need(self.derivatives in METHODS, "analysis.derivatives", self.derivatives,
+             f"allowed: {', '.join(METHODS)}")  # fmt: skip
 
 
 def analysis_config(fields: Any, task: Any = None, model: Any = None) -> AnalysisConfig:

@@ -90,6 +90,18 @@ def with_realization_axis(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def sequence_readout(hs: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``w hs_t + b`` for one realization's sequence ``hs [T, B, N]`` (``w [O, N]``, ``b [O]``):
+    ``[T, B, O]``. The bias is repeated with :func:`flossrun.fast.ops.repeat_along`, so its
+    gradient (a sum over T and B) is the same for a realization alone or in an ensemble —
+    autograd's own broadcast backward sums a strided slice of the ensemble's gradient with a
+    reduction whose rounding depends on the ensemble's size."""
+    from flossrun.fast.ops import repeat_along
+
+    bias = repeat_along(repeat_along(b, 0, hs.shape[1]), 0, hs.shape[0])
+    return torch.nn.functional.linear(hs, w) + bias
+
+
 def per_row(v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """A per-realization vector ``v [R, P]`` shaped to broadcast against ``h [R, *B, ·]``."""
     return v.reshape(v.shape[0], *([1] * (h.dim() - 2)), v.shape[-1])

@@ -27,6 +27,7 @@ from flossrun.models.base import (
     burn_in,
     per_row,
     register,
+    sequence_readout,
     uniform,
     with_realization_axis,
 )
@@ -110,5 +111,5 @@ class GRU(RecurrentEnsemble):
             b_hh = torch.cat([torch.zeros_like(self.b[r, : 2 * N]), self.b_hn[r]])
             params = (self.V[r], self.W[r], self.b[r], b_hh)
             hs = torch.gru(x[:, r], h[r][None], params, True, 1, 0.0, False, False, False)[0]
-            zs.append(torch.nn.functional.linear(hs, self.w_out[r], self.b_out[r]))  # [T, B, O]
+            zs.append(sequence_readout(hs, self.w_out[r], self.b_out[r]))  # [T, B, O]
         return torch.stack(zs, 1)

@@ -30,6 +30,7 @@ from flossrun.models.base import (
     burn_in,
     per_row,
     register,
+    sequence_readout,
     uniform,
     with_realization_axis,
 )
@@ -169,5 +170,5 @@ class LSTM(RecurrentEnsemble):
             state = (h[r, :, :N].unsqueeze(0), h[r, :, N:].unsqueeze(0))  # [1, B, N] each
             params = (self.V[r], self.W[r], self.b[r], zero)
             hs = torch.lstm(x[:, r], state, params, True, 1, 0.0, False, False, False)[0]
-            zs.append(torch.nn.functional.linear(hs, self.w_out[r], self.b_out[r]))  # [T, B, O]
+            zs.append(sequence_readout(hs, self.w_out[r], self.b_out[r]))  # [T, B, O]
         return torch.stack(zs, 1)

@@ -23,6 +23,7 @@ from flossrun.report.attractors import landscape_summary, orbit_summary, smoothn
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import format_value, setting_label, short_names, sort_key
 from flossrun.report.panels import as_floats
+from flossrun.report.regions import regions_summary
 from flossrun.report.stats import (
     counted,
     fisher_p,
@@ -98,6 +99,11 @@ CLAIMS: dict[str, Claim] = {
         "8",
         "Along a path, L = max|V′| and L_g = max|V″| of the cost V_T grow like e^{λ1 T} and "
         "e^{2 λ1 T} with the horizon T where λ1 > 0, and stay bounded where λ1 < 0.",
+    ),
+    "regions": Claim(
+        "9",
+        "Three regions by λ1, placed by flossing: λ1 < 0 forgets (short memory, smooth cost), "
+        "λ1 ≈ 0 remembers (long memory, cost still smooth), λ1 > 0 is chaotic (cost rugged).",
     ),
 }
 
@@ -465,6 +471,7 @@ SUMMARIES: dict[str, Callable[[Collection], str]] = {
     "orbit_diagram": orbit_summary,
     "loss_landscape": landscape_summary,
     "smoothness": smoothness_summary,
+    "regions": regions_summary,
 }
 
 

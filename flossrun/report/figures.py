@@ -29,6 +29,7 @@ from flossrun.report.panels import (
     select_metric,
     success_vs,
 )
+from flossrun.report.regions import regions
 from flossrun.report.stats import counted
 from flossrun.report.style import LINESTYLES, band, colours, label, new_figure, no_data
 
@@ -314,6 +315,7 @@ FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
         orbit_diagram,
         loss_landscape,
         smoothness,
+        regions,
         generic,
     )
 }

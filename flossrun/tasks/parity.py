@@ -96,6 +96,10 @@ class DelayedParity:
         """
         return realization_mean(bce_with_logits(z[self.delay :], y[self.delay :]), dim=1)
 
+    def loss_terms(self, y: torch.Tensor) -> int:
+        """Terms :meth:`loss` averages per realization: (T − delay)·B·O for ``y [T, R, B, O]``."""
+        return y[self.delay :].numel() // y.shape[1]
+
     def accuracy(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Fraction of counted bits with ``(z > 0) == y``, per realization: ``[R]``."""
         d = self.delay

@@ -134,6 +134,11 @@ class SineGenerator:
         """Mean squared error over steps, sequences and outputs, per realization: ``[R]``."""
         return realization_mean((z - y).square(), dim=1)
 
+    def loss_terms(self, y: torch.Tensor) -> int:
+        """Terms :meth:`loss` averages per realization: T·B·O for ``y [T, R, B, O]`` (the
+        reference code sums them: ``train.loss_reduction=sum``)."""
+        return y.numel() // y.shape[1]
+
     def metrics(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Nothing besides the loss (which is the MSE)."""
         return {}

@@ -1,0 +1,151 @@
+"""The ``regions`` preset's figure and numbers (docs/design.md §11, claim 9): memory and
+smoothness of flossed networks against their measured λ1, the three regions shaded.
+
+Reads ``regions.csv`` of every finished run (:data:`flossrun.analyses.regions.REGION_COLUMNS`,
+one row per network). The regions: contracting (λ1 ≤ −ε), neutral (|λ1| < ε), chaotic
+(λ1 ≥ ε), ε the runs' ``analysis.neutral_band``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from flossrun.analyses.smoothness import CLASSES
+from flossrun.report.attractors import BOUNDED, REGIME_COLOURS
+from flossrun.report.collect import Collection
+from flossrun.report.conditions import Conditions
+from flossrun.report.panels import finish
+from flossrun.report.stats import format_rate, quartiles
+from flossrun.report.style import new_figure, no_data
+
+PANELS = (
+    ("error_signal_norm", "error signal at the longest lag", True),
+    ("log10_condition", "log10 condition number at the longest lag", False),
+    ("rate_L", "growth rate of ln L (per step)", False),
+    ("rate_L_g", "growth rate of ln L_g (per step)", False),
+)
+
+
+def region_rows(exp: Collection) -> pd.DataFrame:
+    """Every network's row of ``regions.csv`` with its ``run``, ``condition`` and the run's
+    neutral band ``band``; empty without regions files."""
+    cond = Conditions.of(exp)
+    band = exp.runs.set_index("run").get("analysis.neutral_band")
+    frames = []
+    for run in exp.runs["run"]:
+        path = Path(run) / "regions.csv"
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path)
+        eps = float(band[run]) if band is not None and pd.notna(band[run]) else 0.01
+        frames.append(df.assign(run=run, condition=cond.by_run.get(run), band=eps))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _shade(ax, eps: float, lo: float, hi: float) -> None:
+    """The three regions as vertical bands over [lo, hi] (λ1, nats/step)."""
+    for regime, (a, b) in zip(CLASSES, ((lo, -eps), (-eps, eps), (eps, hi)), strict=True):
+        if b > a:
+            ax.axvspan(a, b, color=REGIME_COLOURS[regime], alpha=0.08, lw=0)
+
+
+def regions(exp: Collection) -> Figure | None:
+    """Memory (error signal, log10 condition at the longest lag), smoothness (growth rates of
+    ln L and ln L_g with T, with the lines λ1 and 2 λ1) and delayed-copy success against the
+    measured λ1, one colour per target λ*, the three regions shaded."""
+    df = region_rows(exp)
+    if df.empty:
+        return None
+    cond = Conditions.of(exp)
+    eps = float(df["band"].iloc[0])
+    lo = min(df["lambda_1"].min(), -eps) - 0.05
+    hi = max(df["lambda_1"].max(), eps) + 0.05
+    fig, axes = new_figure(5, width=3.2, height=3.0)
+    for ax, (key, title, log) in zip(axes[0], PANELS, strict=False):
+        _shade(ax, eps, lo, hi)
+        for name, colour, g in cond.groups(df):
+            ax.scatter(g["lambda_1"], g[key], color=colour, s=14, label=cond.legend(name))
+        if key.startswith("rate"):
+            x = np.linspace(max(lo, 0), hi, 20)
+            ax.plot(x, x * (2 if key == "rate_L_g" else 1), ":", color="0.3", lw=1)
+            ax.axhline(BOUNDED, color="0.5", lw=0.6, ls="--")
+        if log and (df[key] > 0).any():
+            ax.set_yscale("log")
+        ax.set(title=title, xlabel=r"measured $\lambda_1$ (nats/step)", xlim=(lo, hi))
+    ax = axes[0, 4]
+    _shade(ax, eps, lo, hi)
+    for _, colour, g in cond.groups(df):
+        jitter = 0.04 * (np.arange(len(g)) % 3 - 1)
+        ax.scatter(g["lambda_1"], g["success"].astype(float) + jitter, color=colour, s=14)
+    ax.set(title="delayed-copy success", xlabel=r"measured $\lambda_1$ (nats/step)",
+           yticks=[0, 1], yticklabels=["fail", "success"], xlim=(lo, hi))  # fmt: skip
+    for a in axes[0]:
+        if not a.collections:
+            no_data(a)
+    axes[0, 0].legend(fontsize=6, title=r"$\lambda^*$", title_fontsize=6)
+    what = (r"Memory and smoothness vs $\lambda_1$ of networks flossed to $\lambda^*$; "
+            f"contracting / neutral (|λ1| < {eps:g}) / chaotic shaded")  # fmt: skip
+    return finish(fig, cond, what)
+
+
+def _cell(values: pd.Series, fmt: str) -> str:
+    q = quartiles(values.dropna())
+    return f"{q[1]:{fmt}} ({q[0]:{fmt}}…{q[2]:{fmt}})" if np.isfinite(q[1]) else "–"
+
+
+def regions_table(df: pd.DataFrame) -> str:
+    """Per measured region: n, λ1, memory, smoothness and success (medians, 25–75 %)."""
+    lines = [
+        "| region (measured λ1) | n | λ1 | error signal, longest lag | log10 condition | "
+        "rate ln L /step | rate ln L_g /step | success (95 % CI) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for regime in CLASSES:
+        g = df[df["regime"] == regime]
+        if g.empty:
+            lines.append(f"| {regime} | 0 | – | – | – | – | – | – |")
+            continue
+        lines.append(
+            f"| {regime} | {len(g)} | {_cell(g['lambda_1'], '+.3f')} | "
+            f"{_cell(g['error_signal_norm'], '.3g')} | {_cell(g['log10_condition'], '.2f')} | "
+            f"{_cell(g['rate_L'], '+.4f')} | {_cell(g['rate_L_g'], '+.4f')} | "
+            f"{format_rate(int(g['success'].sum()), len(g))} |"
+        )
+    return "\n".join(lines)
+
+
+def verdict(df: pd.DataFrame) -> str:
+    """Whether the three regions appear, part by part: networks in each region; memory longer
+    where λ1 ≈ 0 than where λ1 < 0 (median error signal at the longest lag); the cost's
+    constants growing with T where λ1 > 0 (median rate of ln L > 0.01 per step) and bounded
+    (< 0.01) where λ1 ≤ 0."""
+    med = df.groupby("regime")[["error_signal_norm", "rate_L"]].median()
+    have = [r for r in CLASSES if r in med.index]
+    parts = {"all three regions populated": len(have) == 3}
+    if {"contracting", "neutral"} <= set(have):
+        e = med["error_signal_norm"]
+        parts["memory longer at λ1 ≈ 0 than at λ1 < 0"] = bool(e["neutral"] > e["contracting"])
+    if "chaotic" in have:
+        parts["L grows with T where λ1 > 0"] = bool(med.loc["chaotic", "rate_L"] > BOUNDED)
+    calm = [r for r in ("contracting", "neutral") if r in have]
+    if calm:
+        parts["L bounded where λ1 ≤ 0"] = bool((med.loc[calm, "rate_L"] < BOUNDED).all())
+    ok = all(parts.values())
+    detail = "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in parts.items())
+    return f"The three regions {'appear' if ok else 'do not all appear'} ({detail})."
+
+
+def regions_summary(col: Collection) -> str:
+    """index.md: per target λ* the median measured λ1, then :func:`verdict` and
+    :func:`regions_table`."""
+    df = region_rows(col)
+    if df.empty:
+        return "No regions files."
+    per = []
+    for name, g in df.groupby("condition", sort=False):
+        per.append(f"{name}: λ1 {_cell(g['lambda_1'], '+.3f')}, n = {len(g)}")
+    return f"{verdict(df)} Per target: {'; '.join(per)}.\n\n{regions_table(df)}\n"
