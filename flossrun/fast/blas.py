@@ -182,6 +182,16 @@ def _lone_pair_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(_pair_reused(a)[0], _pair_reused(b)[0])[:1]
 
 
+def bmm_strided(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` like :func:`bmm`, but on the per-matrix route the result stays in its padded
+    buffer (rows contiguous, batch stride padded): for a consumer that reads it once (an add,
+    a ``where``), the copy into a contiguous tensor would cost more than the product."""
+    if a.device.type != "cpu" or batched_route(a, b):
+        return bmm(a, b)
+    out = aligned_empty(a.shape[0], a.shape[1], b.shape[2], a)
+    return out.baddbmm_(a, b, beta=0.0)
+
+
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for ``a [n, M, K]``, ``b [n, K, N]`` -> ``[n, M, N]`` (contiguous)."""
     if a.device.type != "cpu":
@@ -217,7 +227,7 @@ def baddbmm_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1
             return c.baddbmm_(a, b, alpha=alpha)
         pair = _pair(c).baddbmm_(_pair(a), _pair(b), alpha=alpha)
         return c.copy_(pair[:1])
-    return c.add_(bmm(a, b), alpha=alpha)
+    return c.add_(bmm_strided(a, b), alpha=alpha)
 
 
 def baddbmm(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -172,8 +172,11 @@ backward_jit = script(_backward)
 
 # Checkpointing (docs/performance.md): above this many bytes of trace a pass with autograd keeps
 # only the state and frame at every m-th step (m = ⌈√T⌉) and recomputes each segment's trace in
-# the backward pass, one segment at a time.
-AUTO_CHECKPOINT_BYTES = 128 * 2**20
+# the backward pass, one segment at a time. The recomputation costs a second forward pass (about
+# +40 % per flossing epoch), so the threshold sits above the traces of ordinary flossing (an
+# ensemble of 64 networks at N = 80, k = 75 over 71 steps: ~230 MB by _trace_bytes) and catches
+# the long or large passes (k = N = 300 over 3000 steps in float64: ~9 GB).
+AUTO_CHECKPOINT_BYTES = 2**30
 NO_GRAD_SEGMENT = 256  # steps per call of a pass without autograd (no trace: any length works)
 _checkpoint_every: ContextVar[int | None] = ContextVar("checkpoint_every", default=None)
 
@@ -246,11 +249,12 @@ def frame_rows(Q0: torch.Tensor) -> torch.Tensor:
 
 
 def _trace_bytes(slices: Sequence[slice], h0: torch.Tensor, Q0: torch.Tensor, T: int) -> int:
-    """An estimate of a whole pass's trace: per step and trajectory the frame and its QR
-    (``2·k·D + k²``) and a dozen state-sized vectors, for every (paired) realization."""
+    """An upper estimate of a whole pass's trace: per step and trajectory the frame (``k·D``; the
+    QR writes Q over the product, and the next step's record shares it), its R (``k²``) and a
+    dozen state-sized vectors (the LSTM's gates), for every (paired) realization."""
     R = sum(2 if _lone(s, h0.device) else s.stop - s.start for s in slices)
     B, D, k = Q0.shape[1], Q0.shape[2], Q0.shape[3]
-    return T * R * B * (2 * k * D + k * k + 12 * D) * h0.element_size()
+    return T * R * B * (k * D + k * k + 12 * D) * h0.element_size()
 
 
 def _run_slices(fwd, sl: _Slices, a: int, b: int, hs, Qts, qr_at, keep, trace):

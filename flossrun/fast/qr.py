@@ -168,7 +168,7 @@ def qr_backward_rows(
     """
     k = Qt.shape[1]
     if gQt is not None:
-        M = blas.bmm(gQt, Qt.transpose(1, 2))  # Q̄ᵀQ [n, k, k]
+        M = blas.bmm_strided(gQt, Qt.transpose(1, 2))  # Q̄ᵀQ [n, k, k] (read once, by where)
         S = torch.where(_lower_mask(k, Qt.device), M, M.transpose(1, 2))  # copyltu(Q̄ᵀQ)
         if gr is not None:
             S.diagonal(0, 1, 2).sub_(torch.diagonal(R, 0, 1, 2) * gr)
