@@ -44,6 +44,9 @@ from flossrun.contract import (
     METRICS_FILE,
     PLOTS_DIR,
     RATE_COLUMNS,
+    REGION_COLUMNS,
+    REGIONS_CSV,
+    REGIONS_PT,
     SMOOTHNESS_POINT_COLUMNS,
     SMOOTHNESS_POINTS_CSV,
     SMOOTHNESS_PT,
@@ -404,12 +407,12 @@ class SmoothnessJob(LandscapeJob):
 class RegionsJob(TrainJob):
     """A training run (with ``diag.jacobian``), then per realization λ1 from a long window,
     memory at the longest lag and the smoothness of the cost along a short random path
-    (:mod:`flossrun.analyses.regions`): ``regions.csv`` (``rg.REGION_COLUMNS``) and
-    ``regions.pt`` (the path tensors per realization)."""
+    (:mod:`flossrun.analyses.regions`): ``REGIONS_CSV`` (``REGION_COLUMNS``) and
+    ``REGIONS_PT`` (the path tensors per realization)."""
 
     def execute(self) -> bool:
         trained = self.run.execute()
-        if not trained and (self.out / "regions.csv").exists():
+        if not trained and (self.out / REGIONS_CSV).exists():
             return False
         self.measure()
         return True
@@ -426,14 +429,14 @@ class RegionsJob(TrainJob):
                 numbers, tensors[r] = rg.smoothness_of(net, run.task, a, int(seed))
                 memory = rg.memory_of(run.logs["diagnostics"], r, int(self.cfg.floss.k))
                 out.append(rg.network_row(r, seed, numbers, memory, rows[r][4], rows[r][2]))
-        io.write_csv(self.out / "regions.csv", rg.REGION_COLUMNS, out)
-        io.save_checkpoint(self.out / "regions.pt", {"paths": tensors,
+        io.write_csv(self.out / REGIONS_CSV, REGION_COLUMNS, out)
+        io.save_checkpoint(self.out / REGIONS_PT, {"paths": tensors,
                                                     "horizons": list(a.horizons)})  # fmt: skip
 
     def describe(self, rows: list[tuple]) -> str:
         import pandas as pd
 
-        df = pd.read_csv(self.out / "regions.csv")
+        df = pd.read_csv(self.out / REGIONS_CSV)
         lines = [super().describe(rows), "flossrun: memory and smoothness per network"]
         for r in df.itertuples(index=False):
             lines.append(
@@ -441,7 +444,7 @@ class RegionsJob(TrainJob):
                 f"{r.lag:g} {r.error_signal_norm:.3g}, log10 cond {r.log10_condition:.2f}; rate "
                 f"ln L {r.rate_L:+.4f}, ln L_g {r.rate_L_g:+.4f} per step; success {r.success}"
             )
-        lines.append(f"  results: {self.out}/regions.csv (regions.pt)")
+        lines.append(f"  results: {self.out / REGIONS_CSV} ({REGIONS_PT})")
         return "\n".join(lines)
 
 

@@ -33,13 +33,8 @@ from torch import nn
 from flossrun import seeding
 from flossrun.analyses import landscape as ls
 from flossrun.analyses import smoothness as sm
+from flossrun.contract import REGION_COLUMNS, RateRow
 from flossrun.tasks.parity import bce_with_logits
-
-REGION_COLUMNS = (
-    "realization", "seed", "lambda_1", "regime", "lambda_1_path_min", "lambda_1_path_max",
-    "rate_L", "rate_L_g", "L_T_max", "L_g_T_max", "lag", "error_signal_norm", "log10_condition",
-    "condition_k", "success", "test_accuracy",
-)  # fmt: skip
 
 
 def one_realization(model: nn.Module, r: int, dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -102,12 +97,12 @@ def smoothness_of(
     lam_T = sm.long_lambda(net, pts, xl[:T_max], 0, seed=seed, chunk=cfg.points)
     _, rates = sm.window_table("random", s, H, d1, d2, lam, lam_T, 1, cfg.neutral_band,
                                cfg.fit_from)  # fmt: skip
-    rate = dict(zip(sm.RATE_COLUMNS, rates[0], strict=True))
+    rate = RateRow(*rates[0])
     at_one = float(lam[(s - 1).abs().argmin()])
     numbers = {
         "lambda_1": at_one, "regime": sm.classify(at_one, cfg.neutral_band),
         "lambda_1_path_min": float(lam.min()), "lambda_1_path_max": float(lam.max()),
-        "rate_L": rate["rate_L"], "rate_L_g": rate["rate_L_g"],
+        "rate_L": rate.rate_L, "rate_L_g": rate.rate_L_g,
         "L_T_max": float(d1[-1].abs().max()), "L_g_T_max": float(d2[-1].abs().max()),
     }  # fmt: skip
     return numbers, {"s": s, "V": V, "d1": d1, "d2": d2, "lambda_1": lam}

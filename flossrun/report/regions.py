@@ -1,7 +1,7 @@
 """The ``regions`` preset's figure and numbers (docs/design.md §11, claim 9): memory and
 smoothness of flossed networks against their measured λ1, the three regions shaded.
 
-Reads ``regions.csv`` of every finished run (:data:`flossrun.analyses.regions.REGION_COLUMNS`,
+Reads ``regions.csv`` of every finished run (:data:`flossrun.contract.REGION_COLUMNS`,
 one row per network). The regions: contracting (λ1 ≤ −ε), neutral (|λ1| < ε), chaotic
 (λ1 ≥ ε), ε the runs' ``analysis.neutral_band``.
 """
@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from flossrun.analyses.smoothness import CLASSES
+from flossrun.contract import REGIONS_CSV
 from flossrun.report.attractors import BOUNDED, REGIME_COLOURS
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import Conditions
@@ -37,7 +38,7 @@ def region_rows(exp: Collection) -> pd.DataFrame:
     band = exp.runs.set_index("run").get("analysis.neutral_band")
     frames = []
     for run in exp.runs["run"]:
-        path = Path(run) / "regions.csv"
+        path = Path(run) / REGIONS_CSV
         if not path.is_file():
             continue
         df = pd.read_csv(path)
