@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SCALE  ?= quick
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test test-all lint format bench figures clean
+.PHONY: help install run test test-slow test-all lint format bench figures clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,11 +21,14 @@ install: $(STAMP)  ## create .venv and install flossrun with its dev tools
 run: $(STAMP)  ## run the default experiment (delayed XOR d=20, N=80, k=75, pre+during flossing)
 	$(BIN)/flossrun
 
-test: $(STAMP)  ## the fast test suite (what CI runs)
-	$(BIN)/pytest -q
+test: $(STAMP)  ## the fast test suite (what CI runs), one worker per core
+	$(BIN)/pytest -q -n auto
+
+test-slow: $(STAMP)  ## only the tests marked slow (CI runs them after make test)
+	$(BIN)/pytest -q -n auto -m slow
 
 test-all: $(STAMP)  ## every test, the slow ones too
-	$(BIN)/pytest -q -m ''
+	$(BIN)/pytest -q -n auto -m ''
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

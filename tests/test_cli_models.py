@@ -15,8 +15,11 @@ N = 12  # model.N in TINY
 STATE = {"lstm": 2 * N, "stable_lstm": 2 * N}  # D = N for the others
 
 
-def test_every_model_runs_end_to_end_on_delayed_xor(tmp_path):
-    names = sorted(MODELS)
+HALVES = [sorted(MODELS)[0::2], sorted(MODELS)[1::2]]  # two sweeps, run side by side under -n 2
+
+
+@pytest.mark.parametrize("names", HALVES, ids=["-".join(h) for h in HALVES])
+def test_every_model_runs_end_to_end_on_delayed_xor(tmp_path, names):
     flossrun(
         tmp_path,
         "-m",
@@ -40,6 +43,10 @@ def test_every_model_runs_end_to_end_on_delayed_xor(tmp_path):
         assert not summary.diverged.any() and summary.test_accuracy.between(0, 1).all()
         ck = torch.load(run / "checkpoint.pt", weights_only=True)
         assert ck["model"]["h0"].shape == (1, D), name
+
+
+def test_the_halves_cover_every_model():
+    assert sorted(HALVES[0] + HALVES[1]) == sorted(MODELS) and all(HALVES)
 
 
 @pytest.mark.parametrize(

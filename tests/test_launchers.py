@@ -104,6 +104,7 @@ def basic(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # two sweeps with plugin start-up (~50 s CPU): make test-all, CI
 def test_joblib_sweep_matches_basic_launcher(tmp_path, basic):
     root = sweep(tmp_path / "joblib", *JOBLIB)
     runs = run_dirs(root)
@@ -114,6 +115,7 @@ def test_joblib_sweep_matches_basic_launcher(tmp_path, basic):
     assert_reported_finished(root, tmp_path / "report")
 
 
+@pytest.mark.slow  # two sweeps with plugin start-up (~50 s CPU): make test-all, CI
 def test_submitit_local_sweep_finishes_and_reports(tmp_path, basic):
     root = sweep(tmp_path / "submitit", *SUBMITIT)
     runs = run_dirs(root)
