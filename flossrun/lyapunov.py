@@ -216,7 +216,8 @@ def lyapunov_spectrum(
     docstring). ``checkpoint_every`` (fused kernels, with autograd): keep the state and frame
     every m steps only and recompute each segment in the backward pass, O(√T) trace memory for
     m ≈ √T at the cost of a second forward pass; ``None`` (default) does so with m = ⌈√T⌉ when
-    the whole trace would pass 1 GiB, ``0`` never. Results equal the plain pass to rounding.
+    the whole trace would pass 128 MiB over 256 steps or more (1 GiB for
+    shorter passes, such as flossing's), ``0`` never. Results equal the plain pass to rounding.
     Returns a :class:`LyapunovResult`.
     """
     if isinstance(dynamics, RecurrentEnsemble):

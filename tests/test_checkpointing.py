@@ -46,11 +46,17 @@ def test_checkpointed_pass_equals_the_plain_one(float64, name, R, every, transie
 
 
 def test_automatic_checkpointing_starts_past_the_trace_limit(monkeypatch):
-    """``None`` checkpoints with m = ⌈√T⌉ once the estimated trace passes the limit; 0 never."""
+    """``None`` checkpoints with m = ⌈√T⌉ once the estimated trace passes the limit of its
+    length (long passes: LONG_PASS_BYTES; short ones, such as flossing's: AUTO_CHECKPOINT_BYTES);
+    0 never."""
+    long_T, short_T = floss.LONG_PASS_STEPS + 144, floss.LONG_PASS_STEPS - 1  # 400, 255
+    assert floss.LONG_PASS_BYTES < floss.AUTO_CHECKPOINT_BYTES
     with floss.checkpointing(None):
-        assert floss.segment_length(400, floss.AUTO_CHECKPOINT_BYTES) == 0
-        assert floss.segment_length(400, floss.AUTO_CHECKPOINT_BYTES + 1) == 20
-        assert floss.segment_length(401, floss.AUTO_CHECKPOINT_BYTES + 1) == 21
+        assert floss.segment_length(long_T, floss.LONG_PASS_BYTES) == 0
+        assert floss.segment_length(long_T, floss.LONG_PASS_BYTES + 1) == 20
+        assert floss.segment_length(long_T + 1, floss.LONG_PASS_BYTES + 1) == 21
+        assert floss.segment_length(short_T, floss.AUTO_CHECKPOINT_BYTES) == 0
+        assert floss.segment_length(short_T, floss.AUTO_CHECKPOINT_BYTES + 1) == 16
     with floss.checkpointing(0):
         assert floss.segment_length(400, 10**12) == 0
     with floss.checkpointing(50):

@@ -170,13 +170,16 @@ def _cat(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
 forward_jit = script(_forward)
 backward_jit = script(_backward)
 
-# Checkpointing (docs/performance.md): above this many bytes of trace a pass with autograd keeps
-# only the state and frame at every m-th step (m = ⌈√T⌉) and recomputes each segment's trace in
-# the backward pass, one segment at a time. The recomputation costs a second forward pass (about
-# +40 % per flossing epoch), so the threshold sits above the traces of ordinary flossing (an
-# ensemble of 64 networks at N = 80, k = 75 over 71 steps: ~230 MB by _trace_bytes) and catches
-# the long or large passes (k = N = 300 over 3000 steps in float64: ~9 GB).
+# Checkpointing (docs/performance.md): a pass with autograd whose trace would be large keeps only
+# the state and frame at every m-th step (m = ⌈√T⌉) and recomputes each segment's trace in the
+# backward pass, one segment at a time. The recomputation costs a second forward pass (about
+# +40 % per flossing epoch), so short passes (flossing: tens of steps) keep their trace up to
+# AUTO_CHECKPOINT_BYTES (an ensemble of 64 networks at N = 80, k = 75 over 71 steps: ~230 MB by
+# _trace_bytes), while long passes (spectra over LONG_PASS_STEPS or more) are checkpointed past
+# LONG_PASS_BYTES, where the trace, not the compute, limits what fits.
 AUTO_CHECKPOINT_BYTES = 2**30
+LONG_PASS_STEPS = 256
+LONG_PASS_BYTES = 128 * 2**20
 NO_GRAD_SEGMENT = 256  # steps per call of a pass without autograd (no trace: any length works)
 _checkpoint_every: ContextVar[int | None] = ContextVar("checkpoint_every", default=None)
 
@@ -203,7 +206,8 @@ def segment_length(T: int, trace_bytes: int) -> int:
     ``trace_bytes``: the :func:`checkpointing` setting, or automatic (0 = no checkpointing)."""
     every = _checkpoint_every.get()
     if every is None:
-        every = math.isqrt(T - 1) + 1 if trace_bytes > AUTO_CHECKPOINT_BYTES and T > 4 else 0
+        limit = LONG_PASS_BYTES if T >= LONG_PASS_STEPS else AUTO_CHECKPOINT_BYTES
+        every = math.isqrt(T - 1) + 1 if trace_bytes > limit and T > 4 else 0
     return 0 if every >= T else every
 
 
