@@ -20,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 from PIL import Image
 
 from flossrun.config import SCALES
@@ -67,6 +68,20 @@ def main() -> int:
         if src.is_file():
             size = shrink(src, args.out / f"{preset}_{args.scale}.png", args.width)
             print(f"{preset}: {size / 1e3:.0f} kB")
+    covered = (
+        set(pd.read_csv(src_root / "summaries.csv").preset)
+        if (src_root / "summaries.csv").is_file()
+        else set()
+    )
+    if covered != set(CLAIMS):  # a `make_figures.py --only` call: its tables hold only those
+        print(
+            f"{src_root} holds the tables of a partial make figures call "
+            f"({', '.join(sorted(covered)) or 'no summaries.csv'}): tables not copied; "
+            f"run make figures SCALE={args.scale} for every preset first",
+            file=sys.stderr,
+        )
+        print(f"-> {args.out} (figures only)")
+        return 1
     for table in TABLES:
         if (src_root / f"{table}.csv").is_file():
             shutil.copyfile(src_root / f"{table}.csv", args.out / f"{table}_{args.scale}.csv")

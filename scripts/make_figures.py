@@ -78,7 +78,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--scale", choices=list(SCALES), default="quick")
-    ap.add_argument("--only", nargs="*", default=list(CLAIMS), help="presets to run (default: all)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=list(CLAIMS),
+        choices=list(CLAIMS),
+        metavar="PRESET",
+        help="presets to run (default: all); put overrides before --only",
+    )
     ap.add_argument("--no-run", action="store_true", help="only redraw from existing results")
     ap.add_argument("extra", nargs="*", help="overrides passed to every flossrun call")
     args = ap.parse_args()

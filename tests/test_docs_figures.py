@@ -60,10 +60,17 @@ def test_copying_a_scales_tables_rewrites_the_generated_blocks_of_the_docs(
             row = (df["preset"] == "during_training") & (df["setting"] == "delay=40")
             df.loc[row & (df["b"] == "floss=pre_during"), "successes_b"] = 12
         df.to_csv(src / f"{name}.csv", index=False)
-    (src / "summaries.csv").write_text("claim,preset,wall_minutes,result\n1,x,,y\n")
+    from flossrun.report.claims import CLAIMS
+
+    rows = [{"claim": 1, "preset": p, "wall_minutes": None, "result": "y"} for p in CLAIMS]
+    pd.DataFrame(rows).iloc[1:].to_csv(src / "summaries.csv", index=False)  # one preset short
     mod = load()
     monkeypatch.setattr(mod, "ROOT", tmp_path)
     monkeypatch.setattr("sys.argv", ["docs_figures.py", "--scale", "medium", "--only"])
+    assert mod.main() == 1  # the tables of a partial make figures call are not copied
+    assert "partial make figures call" in capsys.readouterr().err
+    assert not (tmp_path / "docs" / "figures" / "summaries_medium.csv").exists()
+    pd.DataFrame(rows).to_csv(src / "summaries.csv", index=False)  # every preset
     assert mod.main() == 0
     out = capsys.readouterr().out
     assert "rewrote README.md: medium_headline" in out
