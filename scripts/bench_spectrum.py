@@ -6,6 +6,9 @@ grad (``torch.no_grad()``): ``lyapunov_spectrum`` over ``T_NOGRAD`` steps after 
 ``TRANSIENT``; with grad (parameters requiring grad): ``T_GRAD`` steps after the same transient,
 then the backward pass of ``Σ λ_i`` — forward and backward are timed together. The default path
 (``orthonormalize="auto"``: the fused vanilla kernel) unless ``--orthonormalize`` says otherwise.
+The process runs as a script of the user's would: without :func:`flossrun.fast.configure_cpu`
+unless ``--configure-cpu`` (the CLI's heap setting keeps freed blocks in the process, which for
+N ≈ 1000 lets the heap fragment: peak memory then grows with T, docs/performance.md).
 
     .venv/bin/python scripts/bench_spectrum.py                    # N = 256, 512, 1024
     .venv/bin/python scripts/bench.py --spectrum                 # the same, from make's bench
@@ -45,11 +48,19 @@ def _peak_rss_mib() -> float:
 
 
 def spectrum_child(
-    N: int, T: int, grad: bool, threads: int = 0, transient: int = TRANSIENT, orth: str = "auto"
+    N: int,
+    T: int,
+    grad: bool,
+    threads: int = 0,
+    transient: int = TRANSIENT,
+    orth: str = "auto",
+    heap: bool = False,
 ) -> dict[str, float]:
     """One full spectrum of an ``N``-unit network over ``TRANSIENT + T`` steps: seconds, peak MiB
-    before (model built) and after, and λ_1 (nats/step). ``threads > 0`` sets torch's threads."""
-    configure_cpu()
+    before (model built) and after, and λ_1 (nats/step). ``threads > 0`` sets torch's threads;
+    ``heap``: call :func:`configure_cpu` first, as the CLI does."""
+    if heap:
+        configure_cpu()
     if threads > 0:
         torch.set_num_threads(threads)
     model = VanillaRNN(N, 1, 1, seeds=[0], g=GAIN, dtype=torch.float64)
@@ -69,10 +80,16 @@ def spectrum_child(
 
 
 def run_row(
-    N: int, T: int, grad: bool, threads: int = 0, transient: int = TRANSIENT, orth: str = "auto"
+    N: int,
+    T: int,
+    grad: bool,
+    threads: int = 0,
+    transient: int = TRANSIENT,
+    orth: str = "auto",
+    heap: bool = False,
 ) -> dict[str, float]:
     """``spectrum_child`` in a fresh interpreter (its own peak memory)."""
-    child = f"{N}:{T}:{int(grad)}:{threads}:{transient}:{orth}"
+    child = f"{N}:{T}:{int(grad)}:{threads}:{transient}:{int(heap)}:{orth}"
     cmd = [sys.executable, __file__, "--_child", child]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -86,11 +103,13 @@ def spectrum_rows(
     threads: int = 0,
     transient: int = TRANSIENT,
     orth: str = "auto",
+    heap: bool = False,
 ) -> list[str]:
     """The table: one row per (N, grad) with T, seconds, ms per step and peak memory."""
     lines = [
         f"full spectrum k = N, vanilla g = {GAIN:g}, float64, one network, transient {transient}, "
-        f"orthonormalize={orth}, {threads or torch.get_num_threads()} thread(s)",
+        f"orthonormalize={orth}, one intra-op thread (a lone network's slice), "
+        f"configure_cpu {'on' if heap else 'off'}",
         f"{'N':>5} {'grad':>5} {'T':>5} {'seconds':>8} {'ms/step':>8} {'peak MiB':>9} "
         f"{'Δ MiB':>8} {'λ_1':>8}",
     ]
@@ -98,7 +117,7 @@ def spectrum_rows(
     for N in sizes:
         for g in (False, True) if grad else (False,):
             T = T_grad if g else T_nograd
-            r = run_row(N, T, g, threads, transient, orth)
+            r = run_row(N, T, g, threads, transient, orth, heap)
             ms = 1e3 * r["s"] / (transient + T)
             lines.append(
                 f"{N:>5} {'yes' if g else 'no':>5} {T:>5} {r['s']:8.1f} {ms:8.2f} "
@@ -117,13 +136,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-grad-only", action="store_true", help="skip the with-grad rows")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the default)")
     ap.add_argument("--orthonormalize", default="auto", help="auto | householder | cholesky")
+    ap.add_argument(
+        "--configure-cpu", action="store_true", help="the CLI's heap setting (configure_cpu)"
+    )
 
 
 def rows_from(args: argparse.Namespace) -> list[str]:
     sizes = [int(n) for n in args.N.split(",")]
     return spectrum_rows(
         sizes, args.T, args.T_grad, not args.no_grad_only, args.threads, args.transient,
-        args.orthonormalize,
+        args.orthonormalize, args.configure_cpu,
     )  # fmt: skip
 
 
@@ -134,8 +156,8 @@ def main() -> None:
     args = ap.parse_args()
     if args._child:
         *ints, orth = args._child.split(":")
-        N, T, g, threads, transient = (int(v) for v in ints)
-        print(json.dumps(spectrum_child(N, T, bool(g), threads, transient, orth)))
+        N, T, g, threads, transient, heap = (int(v) for v in ints)
+        print(json.dumps(spectrum_child(N, T, bool(g), threads, transient, orth, bool(heap))))
         return
     rows_from(args)  # prints each row as it comes
 
