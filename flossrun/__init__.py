@@ -22,6 +22,7 @@ from flossrun.models.lstm import LSTM
 from flossrun.models.orthogonal import OrthogonalRNN
 from flossrun.models.stable import StableRNN
 from flossrun.models.stable_lstm import StableLSTM
+from flossrun.provenance import flossrun_version
 from flossrun.tasks import DelayedParity, build_task, make_task
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
     "spectrum",
     "vanilla",
 ]
-__version__ = "0.1.0"
+__version__ = flossrun_version()  # the installed distribution's (importlib.metadata)
 
 
 def __getattr__(name: str):
