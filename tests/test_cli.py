@@ -88,6 +88,7 @@ cli.main()
 """
 
 
+@pytest.mark.slow  # a killed run resumed (~13 s): make test-slow, CI
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL right after the third checkpoint (mid-training, between flossing phases); the
     rerun resumes and every number of summary.csv and metrics.csv equals an unkilled run (made

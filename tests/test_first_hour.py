@@ -108,6 +108,7 @@ def reference(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     return proc, run_dir(root)
 
 
+@pytest.mark.slow  # two interrupted runs and their resumes (~29 s): make test-slow, CI
 def test_ctrl_c_says_how_to_resume_and_loses_nothing(tmp_path, reference):
     """SIGINT in preflossing, inside a flossing phase and in training, one after another: each
     prints one line naming where it stopped (exit code 130, no traceback), the rerun resumes

@@ -40,6 +40,7 @@ def _run(tmp_path: Path, name: str, *args: str) -> Path:
     return out
 
 
+@pytest.mark.slow  # two sweeps (~12 s): make test-slow, CI
 def test_freezing_keeps_success_and_every_number_up_to_the_freeze(tmp_path):
     plain = _run(tmp_path, "plain")
     frozen = _run(tmp_path, "frozen", f"train.freeze_after_success={M}")

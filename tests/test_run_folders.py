@@ -84,6 +84,7 @@ def test_scale_does_not_change_a_plain_run(tmp_path, finished):
     assert snapshot(run) == before
 
 
+@pytest.mark.slow  # three runs (~12 s): make test-slow, CI
 def test_a_changed_config_fails_alone_and_leaves_the_old_results(tmp_path):
     """A sweep whose config changed (here task.delay, as an edited preset would) lands in the
     folders of an earlier sweep: those jobs fail in one line naming what differs, the new seed
