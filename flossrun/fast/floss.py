@@ -64,7 +64,8 @@ def _forward(
     h = h0
     Qt = Qt0  # Q_0ᵀ, trajectories stacked [R, B·k, N]
     steps: list[list[torch.Tensor]] = []
-    logs: list[torch.Tensor] = []
+    logs = kept_logs(keep, R, B, k, h0)  # written in place: no small tensor per step
+    j = 0
     direct = False  # plain batched products every step (decided once, at t = 0: blas.direct)
     for t in range(u.shape[0]):
         d, p = dtanh(h), torch.tanh(h)  # [R, B, N]
@@ -82,21 +83,25 @@ def _forward(
             Qt, Rt, logr = frame_qr(At, k)
             record += [Qt, Rt]
             if keep[t]:
-                logs.append(logr)
+                logs[j].copy_(logr)
+                j += 1
         else:
             Qt = At
         if trace:
             steps.append(record)
-    return stack_logs(logs, R, B, k, h), h, Qt, steps
+    return logs, h, Qt, steps
 
 
-def stack_logs(
-    logs: list[torch.Tensor], R: int, B: int, k: int, like: torch.Tensor
-) -> torch.Tensor:
-    """The kept QRs' logs ``[n_kept, R, B, k]`` (``n_kept`` may be 0 in a checkpointed segment)."""
-    if len(logs) == 0:
-        return torch.empty([0, R, B, k], dtype=like.dtype, device=like.device)
-    return torch.stack(logs)
+def kept_logs(keep: list[bool], R: int, B: int, k: int, like: torch.Tensor) -> torch.Tensor:
+    """The buffer of the kept QRs' logs ``[n_kept, R, B, k]`` (``n_kept`` may be 0 in a
+    checkpointed segment). One buffer per pass instead of a small tensor kept per step: with
+    large frames, small long-lived allocations between the steps' big temporaries fragment
+    the heap (docs/performance.md)."""
+    n_kept = 0
+    for f in keep:
+        if f:
+            n_kept += 1
+    return torch.empty([n_kept, R, B, k], dtype=like.dtype, device=like.device)
 
 
 def _backward(

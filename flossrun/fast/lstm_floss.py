@@ -49,7 +49,7 @@ from collections.abc import Sequence
 import torch
 
 from flossrun.fast import blas
-from flossrun.fast.floss import sliced_benettin, stack_logs
+from flossrun.fast.floss import kept_logs, sliced_benettin
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh, sigmoid
 from flossrun.fast.parallel import ensemble_slices
@@ -106,7 +106,8 @@ def _forward(
     h, c = h0[..., :N].contiguous(), h0[..., N:].contiguous()
     Qt = Qt0  # rows [q_h, q_c]
     steps: list[list[torch.Tensor]] = []
-    logs: list[torch.Tensor] = []
+    logs = kept_logs(keep, R, B, k, h0)  # written in place: no small tensor per step
+    j = 0
     for t in range(u.shape[0]):
         a = blas.baddbmm(u[t], h, WT)  # [R, B, 4N]
         act = sigmoid(a)
@@ -140,13 +141,14 @@ def _forward(
             Qt, Rt, logr = frame_qr(At, k)
             record += [Qt, Rt]
             if keep[t]:
-                logs.append(logr)
+                logs[j].copy_(logr)
+                j += 1
         else:
             Qt = At
         if trace:
             steps.append(record)
         h, c = h_new, c_new
-    return stack_logs(logs, R, B, k, h), torch.cat([h, c], -1), Qt, steps
+    return logs, torch.cat([h, c], -1), Qt, steps
 
 
 def _backward(
