@@ -7,8 +7,8 @@ grad (``torch.no_grad()``): ``lyapunov_spectrum`` over ``T_NOGRAD`` steps after 
 then the backward pass of ``Σ λ_i`` — forward and backward are timed together. The default path
 (``orthonormalize="auto"``: the fused vanilla kernel) unless ``--orthonormalize`` says otherwise.
 The process runs as a script of the user's would: without :func:`flossrun.fast.configure_cpu`
-unless ``--configure-cpu`` (the CLI's heap setting keeps freed blocks in the process, which for
-N ≈ 1000 lets the heap fragment: peak memory then grows with T, docs/performance.md).
+unless ``--configure-cpu`` (the CLI's heap setting, which keeps freed blocks in the process;
+docs/performance.md).
 
     .venv/bin/python scripts/bench_spectrum.py                    # N = 256, 512, 1024
     .venv/bin/python scripts/bench.py --spectrum                 # the same, from make's bench
