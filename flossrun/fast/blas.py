@@ -182,14 +182,20 @@ def _lone_pair_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(_pair_reused(a)[0], _pair_reused(b)[0])[:1]
 
 
-def bmm_strided(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` like :func:`bmm`, but on the per-matrix route the result stays in its padded
-    buffer (rows contiguous, batch stride padded): for a consumer that reads it once (an add,
-    a ``where``), the copy into a contiguous tensor would cost more than the product."""
-    if a.device.type != "cpu" or batched_route(a, b):
-        return bmm(a, b)
+def _per_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` one GEMM per matrix, into an :func:`aligned_empty` buffer (rows contiguous,
+    batch stride padded)."""
     out = aligned_empty(a.shape[0], a.shape[1], b.shape[2], a)
     return out.baddbmm_(a, b, beta=0.0)
+
+
+def bmm_strided(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` like :func:`bmm`, but on the per-matrix route the result stays in its padded
+    buffer: for a consumer that reads it once (an add, a ``where``), the copy into a contiguous
+    tensor would cost more than the product."""
+    if a.device.type != "cpu" or batched_route(a, b):
+        return bmm(a, b)
+    return _per_matrix(a, b)
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -202,8 +208,7 @@ def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                 return _lone_pair_bmm(a, b)
             return torch.bmm(_pair(a), _pair(b))[:1]
         return torch.bmm(a, b)
-    out = aligned_empty(a.shape[0], a.shape[1], b.shape[2], a)
-    return out.baddbmm_(a, b, beta=0.0).contiguous()
+    return _per_matrix(a, b).contiguous()
 
 
 def bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
