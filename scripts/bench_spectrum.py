@@ -23,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -47,50 +48,48 @@ def _peak_rss_mib() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, else KiB
 
 
-def spectrum_child(
-    N: int,
-    T: int,
-    grad: bool,
-    threads: int = 0,
-    transient: int = TRANSIENT,
-    orth: str = "auto",
-    heap: bool = False,
-) -> dict[str, float]:
-    """One full spectrum of an ``N``-unit network over ``TRANSIENT + T`` steps: seconds, peak MiB
-    before (model built) and after, and λ_1 (nats/step). ``threads > 0`` sets torch's threads;
-    ``heap``: call :func:`configure_cpu` first, as the CLI does."""
-    if heap:
+@dataclass(frozen=True)
+class Row:
+    """One measurement: a full spectrum of an ``N``-unit network over ``transient + T`` steps,
+    with or without ``grad``; ``threads > 0`` sets torch's threads, ``orth`` the
+    orthonormalisation, ``heap`` calls :func:`configure_cpu` first, as the CLI does."""
+
+    N: int
+    T: int
+    grad: bool
+    threads: int = 0
+    transient: int = TRANSIENT
+    orth: str = "auto"
+    heap: bool = False
+
+
+def spectrum_child(row: Row) -> dict[str, float]:
+    """``row`` measured in this process: seconds, peak MiB before (model built) and after, and
+    λ_1 (nats/step)."""
+    if row.heap:
         configure_cpu()
-    if threads > 0:
-        torch.set_num_threads(threads)
+    if row.threads > 0:
+        torch.set_num_threads(row.threads)
+    N, T, transient = row.N, row.T, row.transient
     model = VanillaRNN(N, 1, 1, seeds=[0], g=GAIN, dtype=torch.float64)
-    model.requires_grad_(grad)
+    model.requires_grad_(row.grad)
     h0 = model.initial_state(1).detach()  # [1, 1, N]
     x = torch.zeros(transient + T, 1, 1, 1, dtype=torch.float64)
     base = _peak_rss_mib()
     t0 = time.perf_counter()
-    with torch.set_grad_enabled(grad):
-        lam = lyapunov_spectrum(model, h0, x, N, transient=transient, orthonormalize=orth)
+    with torch.set_grad_enabled(row.grad):
+        lam = lyapunov_spectrum(model, h0, x, N, transient=transient, orthonormalize=row.orth)
         lam = lam.exponents
-        if grad:
+        if row.grad:
             lam.sum().backward()
     seconds = time.perf_counter() - t0
     top = lam.detach().flatten().sort(descending=True).values
     return {"s": seconds, "base_mib": base, "peak_mib": _peak_rss_mib(), "lambda_1": top[0].item()}
 
 
-def run_row(
-    N: int,
-    T: int,
-    grad: bool,
-    threads: int = 0,
-    transient: int = TRANSIENT,
-    orth: str = "auto",
-    heap: bool = False,
-) -> dict[str, float]:
+def run_row(row: Row) -> dict[str, float]:
     """``spectrum_child`` in a fresh interpreter (its own peak memory)."""
-    child = f"{N}:{T}:{int(grad)}:{threads}:{transient}:{int(heap)}:{orth}"
-    cmd = [sys.executable, __file__, "--_child", child]
+    cmd = [sys.executable, __file__, "--_child", json.dumps(asdict(row))]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -117,7 +116,7 @@ def spectrum_rows(
     for N in sizes:
         for g in (False, True) if grad else (False,):
             T = T_grad if g else T_nograd
-            r = run_row(N, T, g, threads, transient, orth, heap)
+            r = run_row(Row(N, T, g, threads, transient, orth, heap))
             ms = 1e3 * r["s"] / (transient + T)
             lines.append(
                 f"{N:>5} {'yes' if g else 'no':>5} {T:>5} {r['s']:8.1f} {ms:8.2f} "
@@ -155,9 +154,7 @@ def main() -> None:
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
-        *ints, orth = args._child.split(":")
-        N, T, g, threads, transient, heap = (int(v) for v in ints)
-        print(json.dumps(spectrum_child(N, T, bool(g), threads, transient, orth, bool(heap))))
+        print(json.dumps(spectrum_child(Row(**json.loads(args._child)))))
         return
     rows_from(args)  # prints each row as it comes
 
