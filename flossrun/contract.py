@@ -42,8 +42,8 @@ SMOOTHNESS_POINTS_CSV = "smoothness_points.csv"  # analysis=smoothness: SMOOTHNE
 SMOOTHNESS_WINDOWS_CSV = "smoothness_windows.csv"  # WINDOW_COLUMNS
 SMOOTHNESS_RATES_CSV = "smoothness_rates.csv"  # RATE_COLUMNS
 SMOOTHNESS_PT = "smoothness.pt"  # the tensors, the rate rows and RATE_COLUMNS
-REGIONS_CSV = "regions.csv"  # analysis=regions: REGION_COLUMNS, one row per network
-REGIONS_PT = "regions.pt"  # the path tensors per realization
+REGIONS_CSV = "regions.csv"  # analysis=regions: REGION_COLUMNS, one row per network and stage
+REGIONS_PT = "regions.pt"  # the path tensors per stage and realization
 
 
 # --- the tidy tables and their rows -----------------------------------------------------------
@@ -161,7 +161,7 @@ WINDOW_COLUMNS = (
     "resolution", *LAMBDA_COLUMNS,
 )  # fmt: skip
 REGION_COLUMNS = (
-    "realization", "seed", "lambda_1", "regime", "lambda_1_path_min", "lambda_1_path_max",
+    "realization", "seed", "stage", "lambda_1", "regime", "lambda_1_path_min", "lambda_1_path_max",
     "rate_L", "rate_L_g", "L_T_max", "L_g_T_max", "lag", "error_signal_norm", "log10_condition",
     "condition_k", "success", "test_accuracy",
 )  # fmt: skip

@@ -405,7 +405,8 @@ class SmoothnessJob(LandscapeJob):
 
 @job_for(RegionsConfig)
 class RegionsJob(TrainJob):
-    """A training run (with ``diag.jacobian``), then per realization λ1 from a long window,
+    """A training run (with ``diag.jacobian``), then per realization and stage (as flossing
+    placed it, trained: ``flossrun.analyses.regions.STAGES``) λ1 from a long window,
     memory at the longest lag and the smoothness of the cost along a short random path
     (:mod:`flossrun.analyses.regions`): ``REGIONS_CSV`` (``REGION_COLUMNS``) and
     ``REGIONS_PT`` (the path tensors per realization)."""
@@ -420,15 +421,20 @@ class RegionsJob(TrainJob):
     def measure(self) -> None:
         from flossrun.training import model_threads
 
-        run, a = self.run, self.cfg.analysis
-        rows, tensors = summary_rows(run), {}
-        out = []
+        run, a, k = self.run, self.cfg.analysis, int(self.cfg.floss.k)
+        rows, out = summary_rows(run), []
+        models = {"placed": rg.placed_model(run.model, run.logs["orbits"][0]),
+                  "trained": run.model}  # fmt: skip
+        tensors: dict[str, dict] = {stage: {} for stage in rg.STAGES}
         with model_threads(run.model, run.device):
-            for r, seed in enumerate(run.seeds):
-                net = rg.one_realization(run.model, r)
-                numbers, tensors[r] = rg.smoothness_of(net, run.task, a, int(seed))
-                memory = rg.memory_of(run.logs["diagnostics"], r, int(self.cfg.floss.k))
-                out.append(rg.network_row(r, seed, numbers, memory, rows[r][4], rows[r][2]))
+            for stage in rg.STAGES:
+                diag = rg.diagnostics_stage(stage, run.preflossing)
+                for r, seed in enumerate(run.seeds):
+                    net = rg.one_realization(models[stage], r)
+                    numbers, tensors[stage][r] = rg.smoothness_of(net, run.task, a, int(seed))
+                    memory = rg.memory_of(run.logs["diagnostics"], r, k, diag)
+                    out.append(rg.network_row(r, seed, stage, numbers, memory,
+                                              rows[r].success, rows[r].test_accuracy))  # fmt: skip
         io.write_csv(self.out / REGIONS_CSV, REGION_COLUMNS, out)
         io.save_checkpoint(self.out / REGIONS_PT, {"paths": tensors,
                                                     "horizons": list(a.horizons)})  # fmt: skip
@@ -440,11 +446,10 @@ class RegionsJob(TrainJob):
         lines = [super().describe(rows), "flossrun: memory and smoothness per network"]
         for r in df.itertuples(index=False):
             lines.append(
-                f"  seed {r.seed}: λ1 {r.lambda_1:+.3f} ({r.regime}), error signal at lag "
-                f"{r.lag:g} {r.error_signal_norm:.3g}, log10 cond {r.log10_condition:.2f}; rate "
-                f"ln L {r.rate_L:+.4f}, ln L_g {r.rate_L_g:+.4f} per step; success {r.success}"
+                f"  seed {r.seed} {r.stage}: λ1 {r.lambda_1:+.3f} ({r.regime}), error signal at "
+                f"lag {r.lag:g} {r.error_signal_norm:.3g}, log10 cond {r.log10_condition:.2f}; "
+                f"rate ln L {r.rate_L:+.4f}, ln L_g {r.rate_L_g:+.4f} per step; success {r.success}"
             )
-        lines.append(f"  results: {self.out / REGIONS_CSV} ({REGIONS_PT})")
         return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from flossrun.analyses import regions as rg
 from flossrun.report.regions import verdict
 
 TINY_REGIONS = [
-    "-m", "experiment=regions", "floss.target=-0.2,0.05", "realizations=2", "model.N=8",
+    "-m", "experiment=regions", "model.g=1,3", "floss.target=-0.2", "realizations=2", "model.N=8",
     "task.T=30", "task.delay=4", "train.epochs=6", "train.eval_every=3", "train.log_every=3",
     "train.test_size=16", "floss.pre_epochs=4", "floss.epochs=2", "floss.every=3",
     "floss.steps=20", "floss.transient=4", "diag.steps=40", "diag.transient=5",
@@ -56,6 +56,29 @@ def test_memory_reads_the_longest_lag_of_the_final_stage():
     mem = rg.memory_of(rows, 0, 4)
     assert mem == {"lag": 20, "error_signal_norm": 0.01, "log10_condition": 3.0, "condition_k": 4}
     assert math.isnan(rg.memory_of([], 0, 4)["error_signal_norm"])
+    assert rg.memory_of(rows, 0, 4, "initial")["error_signal_norm"] == 1.0
+    assert rg.diagnostics_stage("trained", True) == "final"
+    assert rg.diagnostics_stage("placed", True) == "preflossed"
+    assert rg.diagnostics_stage("placed", False) == "initial"
+
+
+def test_the_placed_network_is_the_one_preflossing_left_not_the_trained_one():
+    import torch
+
+    from flossrun.models.vanilla import VanillaRNN
+
+    model = VanillaRNN(6, 1, 1, [3, 4])
+    hook = rg.PlacementRecorder()
+    assert hook.due(0) and not hook.due(1)
+    snap = hook.snapshot(model, 0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():  # "training" moves every parameter
+        for p in model.parameters():
+            p.add_(1.0)
+    placed = rg.placed_model(model, snap)
+    for name, p in placed.named_parameters():
+        assert torch.equal(p, before[name]), name
+        assert not torch.equal(p, getattr(model, name)), name
 
 
 def test_verdict_says_whether_each_part_of_the_three_regions_holds():
@@ -80,11 +103,16 @@ def test_regions_preset_runs_at_tiny_sizes_and_the_report_draws_its_figure(tmp_p
     runs = sorted(tmp_path.glob("outputs/regions/quick/*/regions.csv"))
     assert len(runs) == 2, proc.stdout
     df = pd.read_csv(runs[0])
-    assert list(df.columns) == list(rg.REGION_COLUMNS) and len(df) == 2
+    assert list(df.columns) == list(rg.REGION_COLUMNS) and len(df) == 4
+    assert sorted(df["stage"]) == ["placed", "placed", "trained", "trained"]
+    placed, trained = (df[df["stage"] == s].set_index("seed") for s in rg.STAGES)
+    assert not placed["lambda_1"].equals(trained["lambda_1"])  # training moved the networks
+    assert placed["success"].equals(trained["success"])  # success is after training, both rows
     assert (df["lag"] == 10).all() and df["error_signal_norm"].notna().all()
     assert df[["lambda_1", "rate_L", "rate_L_g"]].notna().all().all()
     assert "memory and smoothness per network" in proc.stdout
     res = report([tmp_path / "outputs"], out=tmp_path / "report")
     assert "regions.png" in {p.name for p in res["figures"]}, res["notes"]
     text = summarize("regions", res["collection"].subset("regions"))
-    assert "three regions" in text and "| contracting |" in text
+    assert "three regions" in text and "| placed | contracting |" in text
+    assert "g=1, target=-0.2" in text and "g=3, target=-0.2" in text

@@ -248,7 +248,8 @@ class SmoothnessConfig(OnePathNetwork, AnalysisConfig):
 @register_analysis("regions")
 @dataclass
 class RegionsConfig(AnalysisConfig):
-    """``analysis=regions``: train (with ``diag.jacobian``), then per realization λ1 from a long
+    """``analysis=regions``: train (with ``diag.jacobian``), then per realization — as flossing
+    placed it (before training) and after training — λ1 from a long
     window, its memory (``diag.*``: error signal and condition number at the longest lag) and
     the smoothness of the task's cost V_T along θ(s) = θ + (s − 1) d, d a seeded Gaussian
     direction scaled per tensor to the tensor's norm: L = max|V′|, L_g = max|V″| over the path
@@ -290,6 +291,12 @@ class RegionsConfig(AnalysisConfig):
         need(self.sequences >= 1, "analysis.sequences", self.sequences, "must be >= 1")
         need(self.derivatives in METHODS, "analysis.derivatives", self.derivatives,
              f"allowed: {', '.join(METHODS)}")  # fmt: skip
+
+    def recorder(self, task: Any, seeds: Sequence[int], D: int, epochs: int) -> Any:
+        """Keeps the networks as flossing placed them (:class:`.regions.PlacementRecorder`)."""
+        from flossrun.analyses.regions import PlacementRecorder
+
+        return PlacementRecorder()
 
 
 def analysis_config(fields: Any, task: Any = None, model: Any = None) -> AnalysisConfig:

@@ -4,20 +4,25 @@ Ribeiro et al. (2020) split RNNs into three regions by their largest Lyapunov ex
 networks that forget (λ1 < 0: short memory, smooth cost), networks that remember (λ1 ≈ 0: long
 memory, a cost still tractable) and chaotic ones (λ1 > 0: rugged cost). Gradient flossing
 places a network at a chosen λ1, so the ``regions`` preset flosses vanilla RNNs to a grid of
-targets λ*, trains them on a delayed task while interflossing keeps λ*, and measures, per
-network (:func:`network_row`):
+targets λ* (from an initial gain g: flossing reaches targets ≤ 0 from g = 1 but does not push
+a network past λ1 ≈ 0, so chaotic networks start from a large g; docs/pilots.md), trains them
+on a delayed task with interflossing, and measures each network at two stages (``STAGES``):
+``placed`` — as flossing left it, before training (:class:`PlacementRecorder` keeps its
+parameters) — and ``trained`` — at the end of training. Per network and stage
+(:func:`network_row`):
 
 - λ1 from a long window (``lyap_steps`` after ``lyap_transient``, on a fixed random input
   sequence of the task, from the network's h0), classified with the neutral band ε;
 - memory: the error-signal norm ‖∂L_t/∂h_{t−τ}‖ and the log10 condition number of the
   long-term Jacobian at the longest lag τ of ``diag.lags`` (the run's ``diag.jacobian``
-  diagnostics at stage ``final``);
+  diagnostics at stage ``preflossed`` — ``initial`` without preflossing — or ``final``);
 - smoothness: along θ(s) = θ + (s − 1) d, s ∈ [1 − span, 1 + span] (d a seeded Gaussian
   direction, each tensor scaled to the norm of the matching tensor of θ), the task's cost V_T
   (its loss over the counted steps d+1..T of ``sequences`` fixed sequences) for every horizon
   T, with exact V′ and V″ (:func:`flossrun.analyses.smoothness.path_derivatives`); L = max|V′|,
   L_g = max|V″| over the path and their growth rates with T (slopes of ln L, ln L_g per step
-  over T ≥ ``fit_from``, :func:`flossrun.analyses.smoothness.window_table` with one window).
+  over T ≥ ``fit_from``, :func:`flossrun.analyses.smoothness.window_table` with one window);
+- delayed-copy success after training (the same for both stages of a network).
 """
 
 from __future__ import annotations
@@ -33,8 +38,48 @@ from torch import nn
 from flossrun import seeding
 from flossrun.analyses import landscape as ls
 from flossrun.analyses import smoothness as sm
-from flossrun.contract import REGION_COLUMNS, RateRow
+from flossrun.contract import REGION_COLUMNS, REGIONS_CSV, REGIONS_PT, RateRow
 from flossrun.tasks.parity import bce_with_logits
+
+STAGES = ("placed", "trained")  # as flossing left a network (before training); after training
+
+
+class PlacementRecorder:
+    """The training hook of ``analysis=regions``: keeps the parameters of every realization as
+    preflossing left them (the run's epoch-0 point, before any training step; the initial
+    network without preflossing). The snapshot lives in the run's checkpoint, so a resumed run
+    measures the same placed networks."""
+
+    figure = "regions"  # the run's figure (plots/regions.png)
+    files = f"regions: {REGIONS_CSV} ({REGIONS_PT})"  # what the job writes
+
+    def due(self, epoch: int) -> bool:
+        """Only at epoch 0 (after preflossing)."""
+        return epoch == 0
+
+    def snapshot(self, model: nn.Module, epoch: int) -> dict:
+        """``{"epoch", "parameters": {name: tensor [R, ...]}}`` on the CPU."""
+        params = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+        return {"epoch": epoch, "parameters": params}
+
+    def write(self, out: Any, snapshots: list[dict]) -> None:
+        """Nothing: the regions job measures the snapshot after training."""
+
+
+def placed_model(model: nn.Module, snapshot: dict) -> nn.Module:
+    """A copy of the ensemble ``model`` with the parameters of the placement ``snapshot``."""
+    net = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(snapshot["parameters"][name].to(p.device, p.dtype))
+    return net
+
+
+def diagnostics_stage(stage: str, preflossed: bool) -> str:
+    """The ``diagnostics.csv`` stage that holds a regions ``stage``'s memory numbers."""
+    if stage == "trained":
+        return "final"
+    return "preflossed" if preflossed else "initial"
 
 
 def one_realization(model: nn.Module, r: int, dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -108,12 +153,12 @@ def smoothness_of(
     return numbers, {"s": s, "V": V, "d1": d1, "d2": d2, "lambda_1": lam}
 
 
-def memory_of(diagnostics: list[tuple], r: int, k: int) -> dict[str, float]:
+def memory_of(diagnostics: list[tuple], r: int, k: int, stage: str = "final") -> dict[str, float]:
     """Error-signal norm and log10 condition number (of the top ``k`` singular values, or the
-    largest k recorded below it) at the longest lag, stage ``final``, of realization ``r``
+    largest k recorded below it) at the longest lag, diagnostics ``stage``, of realization ``r``
     from the run's ``diagnostics`` rows ``(r, seed, stage, lag, index, name, value)``; NaN
     without ``diag.jacobian``."""
-    rows = [row for row in diagnostics if row[0] == r and row[2] == "final"]
+    rows = [row for row in diagnostics if row[0] == r and row[2] == stage]
     if not rows:
         return {"lag": math.nan, "error_signal_norm": math.nan, "log10_condition": math.nan,
                 "condition_k": math.nan}  # fmt: skip
@@ -130,12 +175,14 @@ def memory_of(diagnostics: list[tuple], r: int, k: int) -> dict[str, float]:
 def network_row(
     r: int,
     seed: int,
+    stage: str,
     numbers: dict[str, Any],
     memory: dict[str, float],
     success: bool,
     accuracy: float,
 ) -> tuple:
-    """One ``REGION_COLUMNS`` row."""
-    values = {"realization": r, "seed": seed, **numbers, **memory, "success": bool(success),
-              "test_accuracy": accuracy}  # fmt: skip
+    """One ``REGION_COLUMNS`` row (``stage``: one of ``STAGES``; ``success``, ``accuracy``:
+    the network's after training)."""
+    values = {"realization": r, "seed": seed, "stage": stage, **numbers, **memory,
+              "success": bool(success), "test_accuracy": accuracy}  # fmt: skip
     return tuple(values[c] for c in REGION_COLUMNS)

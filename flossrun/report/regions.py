@@ -1,8 +1,9 @@
 """The ``regions`` preset's figure and numbers (docs/design.md §11, claim 9): memory and
-smoothness of flossed networks against their measured λ1, the three regions shaded.
+smoothness of flossed networks against their measured λ1, the three regions shaded, at both
+stages: as flossing placed them (before training) and after training.
 
 Reads ``regions.csv`` of every finished run (:data:`flossrun.contract.REGION_COLUMNS`,
-one row per network). The regions: contracting (λ1 ≤ −ε), neutral (|λ1| < ε), chaotic
+one row per network and stage). The regions: contracting (λ1 ≤ −ε), neutral (|λ1| < ε), chaotic
 (λ1 ≥ ε), ε the runs' ``analysis.neutral_band``.
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from flossrun.analyses.regions import STAGES
 from flossrun.analyses.smoothness import CLASSES
 from flossrun.contract import REGIONS_CSV
 from flossrun.report.attractors import BOUNDED, REGIME_COLOURS
@@ -32,8 +34,9 @@ PANELS = (
 
 
 def region_rows(exp: Collection) -> pd.DataFrame:
-    """Every network's row of ``regions.csv`` with its ``run``, ``condition`` and the run's
-    neutral band ``band``; empty without regions files."""
+    """Every network's rows of ``regions.csv`` with its ``run``, ``condition`` and the run's
+    neutral band ``band``; empty without regions files. Files written before the ``stage``
+    column measured the trained network only."""
     cond = Conditions.of(exp)
     band = exp.runs.set_index("run").get("analysis.neutral_band")
     frames = []
@@ -42,6 +45,8 @@ def region_rows(exp: Collection) -> pd.DataFrame:
         if not path.is_file():
             continue
         df = pd.read_csv(path)
+        if "stage" not in df:
+            df.insert(2, "stage", "trained")
         eps = float(band[run]) if band is not None and pd.notna(band[run]) else 0.01
         frames.append(df.assign(run=run, condition=cond.by_run.get(run), band=eps))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -57,7 +62,8 @@ def _shade(ax, eps: float, lo: float, hi: float) -> None:
 def regions(exp: Collection) -> Figure | None:
     """Memory (error signal, log10 condition at the longest lag), smoothness (growth rates of
     ln L and ln L_g with T, with the lines λ1 and 2 λ1) and delayed-copy success against the
-    measured λ1, one colour per target λ*, the three regions shaded."""
+    measured λ1, one colour per condition, the three regions shaded; one row of panels per
+    stage (as flossing placed the networks, after training)."""
     df = region_rows(exp)
     if df.empty:
         return None
@@ -65,31 +71,36 @@ def regions(exp: Collection) -> Figure | None:
     eps = float(df["band"].iloc[0])
     lo = min(df["lambda_1"].min(), -eps) - 0.05
     hi = max(df["lambda_1"].max(), eps) + 0.05
-    fig, axes = new_figure(5, width=3.2, height=3.0)
-    for ax, (key, title, log) in zip(axes[0], PANELS, strict=False):
+    stages = [s for s in STAGES if (df["stage"] == s).any()]
+    fig, axes = new_figure(5, len(stages), width=3.2, height=3.0)
+    for row, stage in zip(axes, stages, strict=True):
+        at = df[df["stage"] == stage]
+        for ax, (key, title, log) in zip(row, PANELS, strict=False):
+            _shade(ax, eps, lo, hi)
+            for name, colour, g in cond.groups(at):
+                ax.scatter(g["lambda_1"], g[key], color=colour, s=14, label=cond.legend(name))
+            if key.startswith("rate"):
+                x = np.linspace(max(lo, 0), hi, 20)
+                ax.plot(x, x * (2 if key == "rate_L_g" else 1), ":", color="0.3", lw=1)
+                ax.axhline(BOUNDED, color="0.5", lw=0.6, ls="--")
+            if log and (at[key] > 0).any():
+                ax.set_yscale("log")
+            ax.set(title=f"{stage}: {title}", xlabel=r"measured $\lambda_1$ (nats/step)",
+                   xlim=(lo, hi))  # fmt: skip
+        ax = row[4]
         _shade(ax, eps, lo, hi)
-        for name, colour, g in cond.groups(df):
-            ax.scatter(g["lambda_1"], g[key], color=colour, s=14, label=cond.legend(name))
-        if key.startswith("rate"):
-            x = np.linspace(max(lo, 0), hi, 20)
-            ax.plot(x, x * (2 if key == "rate_L_g" else 1), ":", color="0.3", lw=1)
-            ax.axhline(BOUNDED, color="0.5", lw=0.6, ls="--")
-        if log and (df[key] > 0).any():
-            ax.set_yscale("log")
-        ax.set(title=title, xlabel=r"measured $\lambda_1$ (nats/step)", xlim=(lo, hi))
-    ax = axes[0, 4]
-    _shade(ax, eps, lo, hi)
-    for _, colour, g in cond.groups(df):
-        jitter = 0.04 * (np.arange(len(g)) % 3 - 1)
-        ax.scatter(g["lambda_1"], g["success"].astype(float) + jitter, color=colour, s=14)
-    ax.set(title="delayed-copy success", xlabel=r"measured $\lambda_1$ (nats/step)",
-           yticks=[0, 1], yticklabels=["fail", "success"], xlim=(lo, hi))  # fmt: skip
-    for a in axes[0]:
-        if not a.collections:
-            no_data(a)
-    axes[0, 0].legend(fontsize=6, title=r"$\lambda^*$", title_fontsize=6)
-    what = (r"Memory and smoothness vs $\lambda_1$ of networks flossed to $\lambda^*$; "
-            f"contracting / neutral (|λ1| < {eps:g}) / chaotic shaded")  # fmt: skip
+        for _, colour, g in cond.groups(at):
+            jitter = 0.04 * (np.arange(len(g)) % 3 - 1)
+            ax.scatter(g["lambda_1"], g["success"].astype(float) + jitter, color=colour, s=14)
+        ax.set(title=f"{stage}: delayed-copy success after training",
+               xlabel=r"measured $\lambda_1$ (nats/step)", yticks=[0, 1],
+               yticklabels=["fail", "success"], xlim=(lo, hi))  # fmt: skip
+        for a in row:
+            if not a.collections:
+                no_data(a)
+    axes[0, 0].legend(fontsize=6)
+    what = (r"Memory and smoothness vs $\lambda_1$, placed by flossing (and gain) and after "
+            f"training; contracting / neutral (|λ1| < {eps:g}) / chaotic shaded")  # fmt: skip
     return finish(fig, cond, what)
 
 
@@ -99,19 +110,20 @@ def _cell(values: pd.Series, fmt: str) -> str:
 
 
 def regions_table(df: pd.DataFrame) -> str:
-    """Per measured region: n, λ1, memory, smoothness and success (medians, 25–75 %)."""
+    """Per stage and measured region: n, λ1, memory, smoothness and success after training
+    (medians, 25–75 %; success with its Wilson 95 % interval)."""
     lines = [
-        "| region (measured λ1) | n | λ1 | error signal, longest lag | log10 condition | "
+        "| stage | region (measured λ1) | n | λ1 | error signal, longest lag | log10 condition | "
         "rate ln L /step | rate ln L_g /step | success (95 % CI) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for regime in CLASSES:
-        g = df[df["regime"] == regime]
+    for stage, regime in [(s, r) for s in STAGES for r in CLASSES]:
+        g = df[(df["stage"] == stage) & (df["regime"] == regime)]
         if g.empty:
-            lines.append(f"| {regime} | 0 | – | – | – | – | – | – |")
+            lines.append(f"| {stage} | {regime} | 0 | – | – | – | – | – | – |")
             continue
         lines.append(
-            f"| {regime} | {len(g)} | {_cell(g['lambda_1'], '+.3f')} | "
+            f"| {stage} | {regime} | {len(g)} | {_cell(g['lambda_1'], '+.3f')} | "
             f"{_cell(g['error_signal_norm'], '.3g')} | {_cell(g['log10_condition'], '.2f')} | "
             f"{_cell(g['rate_L'], '+.4f')} | {_cell(g['rate_L_g'], '+.4f')} | "
             f"{format_rate(int(g['success'].sum()), len(g))} |"
@@ -141,12 +153,17 @@ def verdict(df: pd.DataFrame) -> str:
 
 
 def regions_summary(col: Collection) -> str:
-    """index.md: per target λ* the median measured λ1, then :func:`verdict` and
+    """index.md: per stage :func:`verdict` and per condition the median measured λ1, then
     :func:`regions_table`."""
     df = region_rows(col)
     if df.empty:
         return "No regions files."
-    per = []
-    for name, g in df.groupby("condition", sort=False):
-        per.append(f"{name}: λ1 {_cell(g['lambda_1'], '+.3f')}, n = {len(g)}")
-    return f"{verdict(df)} Per target: {'; '.join(per)}.\n\n{regions_table(df)}\n"
+    parts = []
+    for stage in STAGES:
+        at = df[df["stage"] == stage]
+        if at.empty:
+            continue
+        per = [f"{name}: λ1 {_cell(g['lambda_1'], '+.3f')}, n = {len(g)}"
+               for name, g in at.groupby("condition", sort=False)]  # fmt: skip
+        parts.append(f"**{stage.capitalize()}:** {verdict(at)} Per condition: {'; '.join(per)}.")
+    return f"{' '.join(parts)}\n\n{regions_table(df)}\n"
