@@ -70,7 +70,7 @@ def main() -> None:
             with torch.no_grad():
                 long = lambda_1(W, V, b, drive(a.input, 1200, gen), 200, gen)
             size = float(W.detach().norm()) / a.N**0.5
-            print(f"{epoch:5d}  {float(lam):+14.3f}  {float(long):+13.3f}  {size:13.2f}")
+            print(f"{epoch:5d}  {float(lam.detach()):+14.3f}  {float(long):+13.3f}  {size:13.2f}")
 
 
 if __name__ == "__main__":
