@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,15 +33,31 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOSSRUN = str(Path(sys.executable).parent / "flossrun")
 
 
-def run_preset(preset: str, scale: str, extra: list[str]) -> tuple[int, float]:
-    """Run one preset's sweep (the report callback is off: we report below). Returns
-    (exit code, seconds)."""
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def launcher(jobs: int, extra: list[str]) -> list[str]:
+    """Overrides that run a sweep's jobs ``jobs`` at a time (Hydra's joblib launcher, one
+    thread per job), none for ``jobs`` ≤ 1 or when ``extra`` picks a launcher itself. The
+    numbers do not change: a realization's numbers do not depend on threads or launcher
+    (docs/design.md §6, "The guarantee")."""
+    if jobs <= 1 or any(e.startswith(("hydra/launcher=", "hydra.launcher.")) for e in extra):
+        return []
+    return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+
+
+def run_preset(preset: str, scale: str, extra: list[str], jobs: int = 1) -> tuple[int, float]:
+    """Run one preset's sweep, ``jobs`` jobs at a time (the report callback is off: we report
+    below). Returns (exit code, seconds)."""
     cmd = [
         FLOSSRUN,
         "-m",
         f"experiment={preset}",
         f"scale={scale}",
         "~hydra.callbacks.report",
+        *launcher(jobs, extra),
         *extra,
     ]
     print(f"\n=== {preset} ({scale}): {' '.join(cmd[1:])}", flush=True)
@@ -87,6 +104,13 @@ def main() -> int:
         help="presets to run (default: all); put overrides before --only",
     )
     ap.add_argument("--no-run", action="store_true", help="only redraw from existing results")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=cores(),
+        help="jobs of a sweep run at a time, one thread each (default: the cores, here "
+        f"{cores()}; 1: one after the other with the preset's threads); numbers do not change",
+    )
     ap.add_argument("extra", nargs="*", help="overrides passed to every flossrun call")
     args = ap.parse_args()
     out_root = ROOT / "outputs" / "figures" / args.scale
@@ -98,7 +122,7 @@ def main() -> int:
         if args.no_run:
             code = 0
         else:
-            code, secs = run_preset(preset, args.scale, args.extra)
+            code, secs = run_preset(preset, args.scale, args.extra, args.jobs)
             times[preset] = secs / 60
             write_text(out_root / WALL_TIMES, json.dumps(times, indent=1) + "\n")
         if code != 0:
