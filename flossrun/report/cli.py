@@ -30,7 +30,7 @@ from flossrun.contract import CONFIG_FILE, CONFLICT_FILE
 from flossrun.io import write_text
 from flossrun.report.collect import collect
 from flossrun.report.conditions import condition_table
-from flossrun.report.render import render_figures
+from flossrun.report.figures import render_figures
 from flossrun.report.rundir import STATUSES
 from flossrun.report.stats import format_rate
 
