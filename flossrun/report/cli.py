@@ -107,27 +107,20 @@ def condition_text(rows: pd.DataFrame) -> str:
     did = rows["trained"] if "trained" in rows else pd.Series(True, index=rows.index)
 
     def spread(col: str) -> list[str]:
-        return [
-            f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
-            for m, lo, hi in zip(rows[f"{col}_median"], rows[f"{col}_q25"], rows[f"{col}_q75"],
-                                 strict=True)
-        ]  # fmt: skip
+        cols = [rows[f"{col}_{q}"] for q in ("median", "q25", "q75")]
+        return [f"{m:.3g} [{lo:.3g}, {hi:.3g}]" for m, lo, hi in zip(*cols, strict=True)]
 
-    def epochs(v: float) -> str:
-        return "-" if pd.isna(v) else f"{v:.0f}"
+    def if_trained(cells) -> list[str]:
+        return [c if t else "-" for c, t in zip(cells, did, strict=True)]
 
+    rates = map(format_rate, rows["successes"], rows["n"])
+    epochs = ["-" if pd.isna(v) else f"{v:.0f}" for v in rows["epochs_to_success_median"]]
     shown = pd.DataFrame(
         {
             "n": rows["n"],
-            "success (95% CI)": [
-                format_rate(k, n) if t else "-"
-                for k, n, t in zip(rows["successes"], rows["n"], did, strict=True)
-            ],
-            f"{name} [25-75%]": [v if t else "-" for v, t in zip(spread(score), did, strict=True)],
-            "median_epochs": [
-                epochs(v) if t else "-"
-                for v, t in zip(rows["epochs_to_success_median"], did, strict=True)
-            ],
+            "success (95% CI)": if_trained(rates),
+            f"{name} [25-75%]": if_trained(spread(score)),
+            "median_epochs": if_trained(epochs),
             "λ1 [25-75%]": spread("lambda_1"),
             "code": rows["code_versions"],
         }
