@@ -1,18 +1,10 @@
 """``flossrun-report PATH... [--out DIR] [--no-plots]``: tables and figures from finished runs.
 
-Writes into ``--out`` (default: the single PATH, or ``outputs/report`` for several):
-
-- ``results.csv`` — one row per realization of every run found, failed/unfinished/corrupt runs
-  included with their ``status`` and ``reason``, the code version that wrote it (``code``) and
-  whether it is counted (a network already held by another run is not, ``duplicate_of``);
-- ``conditions.csv`` — per experiment and condition: runs, n, successes with the 95 % Wilson
-  interval, medians with 25–75 % ranges, code versions;
-- ``curves.csv`` — every ``metrics.csv`` row with its run and condition;
-- ``figures/`` — the preset figures (PNG and PDF).
-
-Every file is written atomically (:mod:`flossrun.io`), so reruns overwrite safely. The printed
-summary ends with notes: duplicate networks dropped, conditions pooling runs of different code
-versions, folders a later job refused (``conflict.txt``).
+What it writes into ``--out`` (``results.csv``, ``conditions.csv``, ``curves.csv``,
+``figures/``) is docs/design.md §7 "The report"; every file is written atomically
+(:mod:`flossrun.io`), so reruns overwrite safely. The printed summary ends with notes: duplicate
+networks dropped, conditions pooling runs of different code versions, folders a later job
+refused (``conflict.txt``).
 """
 
 from __future__ import annotations
