@@ -22,8 +22,7 @@ from matplotlib.figure import Figure
 from flossrun.analyses.orbit import distinct_values
 from flossrun.contract import EXTRAPOLATION_CSV, LANDSCAPE_PT, ORBITS_PT, SMOOTHNESS_PT
 from flossrun.report.collect import Collection
-from flossrun.report.conditions import Conditions
-from flossrun.report.panels import finish
+from flossrun.report.conditions import Conditions, finish
 from flossrun.report.style import new_figure, no_data
 
 ORBIT_KEYS = ("task.name", "task.T", "model.N", "train.epochs", "floss.k", "analysis.n_omega")
@@ -37,12 +36,19 @@ def _load(run: str, name: str) -> dict[str, Any] | None:
         return None
 
 
-def orbit_runs(exp: Collection) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(condition, run, orbits.pt)`` for every finished run with orbits, in condition order."""
+def runs_with(exp: Collection, name: str) -> tuple[Conditions, list[tuple[str, str, Any]]]:
+    """The conditions of ``exp`` and ``(condition, run, file)`` for every finished run holding a
+    readable analysis file ``name`` (``orbits.pt``, ...), in run order."""
     cond = Conditions.of(exp)
-    found = [(cond.by_run.get(r), r, _load(r, ORBITS_PT)) for r in exp.runs["run"]]
-    found = [f for f in found if f[2] is not None]
-    return sorted(found, key=lambda f: (cond.order.index(f[0]) if f[0] in cond.order else 99, f[1]))
+    found = [(cond.by_run.get(r), r, _load(r, name)) for r in exp.runs["run"]]
+    return cond, [f for f in found if f[2] is not None]
+
+
+def orbit_runs(exp: Collection) -> tuple[Conditions, list[tuple[str, str, dict[str, Any]]]]:
+    """``(condition, run, orbits.pt)`` for every finished run with orbits, in condition order."""
+    cond, found = runs_with(exp, ORBITS_PT)
+    rank = {name: i for i, name in enumerate(cond.order)}
+    return cond, sorted(found, key=lambda f: (rank.get(f[0], 99), f[1]))
 
 
 def distinct_per_epoch(data: dict[str, Any], tol: float) -> np.ndarray:
@@ -58,10 +64,9 @@ def _tol(exp: Collection, run: str) -> float:
 def orbit_diagram(exp: Collection) -> Figure | None:
     """Per run (one column): output vs epoch at the middle ω (1-D orbit diagram);
     (x_t, x_{t+1} − x_t) coloured by epoch (2-D); distinct values and λ1 vs epoch."""
-    runs = orbit_runs(exp)
+    cond, runs = orbit_runs(exp)
     if not runs:
         return None
-    cond = Conditions.of(exp)
     fig, axes = new_figure(len(runs), 4, width=3.4, height=2.6)
     for col, (name, run, d) in enumerate(runs):
         out, epochs = d["outputs"].numpy(), d["epochs"].numpy()  # [E, R, W, I, T]
@@ -97,13 +102,6 @@ def orbit_diagram(exp: Collection) -> Figure | None:
     return finish(fig, cond, what, keys=ORBIT_KEYS)
 
 
-def landscape_runs(exp: Collection) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(condition, run, landscape.pt)`` for every finished run with a landscape."""
-    cond = Conditions.of(exp)
-    found = [(cond.by_run.get(r), r, _load(r, LANDSCAPE_PT)) for r in exp.runs["run"]]
-    return [f for f in found if f[2] is not None]
-
-
 PATH_TITLES = {
     "scale": r"chaotic LSTM, $\theta(s) = s\,\theta_{chaotic}$",
     "from_init": r"trained, $\theta_0 + s(\theta_{trained} - \theta_0)$",
@@ -120,10 +118,9 @@ def _loss_scale(exp: Collection) -> str:
 def loss_landscape(exp: Collection) -> Figure | None:
     """One column per path (chaotic LSTM; trained from init; trained along a random direction):
     steady-state output, loss and λ1 vs s, conditions overlaid; a last row of 2-D grids."""
-    runs = landscape_runs(exp)
+    cond, runs = runs_with(exp, LANDSCAPE_PT)
     if not runs:
         return None
-    cond = Conditions.of(exp)
     paths = [p for p in PATH_TITLES if any(p in d["paths"] for _, _, d in runs)]
     grids = [(name, d["paths"]["grid"]) for name, _, d in runs if "grid" in d["paths"]]
     fig, axes = new_figure(max(len(paths), len(grids), 1), 4 if grids else 3, width=3.8)
@@ -171,7 +168,7 @@ def orbit_summary(col: Collection) -> str:
     """Per condition: distinct output values per ω after the burn-in (median over ω and
     initial states, realization 0) at a few epochs, and median λ1 at the last snapshot."""
     parts = []
-    for name, run, d in orbit_runs(col):
+    for name, run, d in orbit_runs(col)[1]:
         n = distinct_per_epoch(d, _tol(col, run))[:, 0]  # [E, W, I]
         epochs = d["epochs"].tolist()
         med = np.median(n.reshape(len(epochs), -1), 1)
@@ -225,7 +222,7 @@ def extrapolation_table(col: Collection) -> str:
 def landscape_summary(col: Collection) -> str:
     """Per run and path: where λ1 crosses 0 and the loss variation per unit s on each side."""
     parts = []
-    for name, _, d in landscape_runs(col):
+    for name, _, d in runs_with(col, LANDSCAPE_PT)[1]:
         for path, st in d["stats"].items():
             bands = (
                 f" (contracting / neutral / chaotic {100 * st['frac_contracting']:.0f} / "
@@ -333,14 +330,9 @@ def smoothness_panels(runs: dict[str, dict[str, Any]]) -> Figure | None:
 
 def smoothness_runs(exp: Collection) -> dict[str, dict[str, Any]]:
     """``{condition (run): smoothness.pt}`` for every finished run with one."""
-    cond = Conditions.of(exp)
-    out = {}
-    for r in exp.runs["run"]:
-        d = _load(r, SMOOTHNESS_PT)
-        if d is not None:
-            out[f"{cond.by_run.get(r)} ({Path(r).name})" if len(exp.runs) > 1 else
-                str(cond.by_run.get(r))] = d  # fmt: skip
-    return out
+    found = runs_with(exp, SMOOTHNESS_PT)[1]
+    several = len(exp.runs) > 1
+    return {f"{c} ({Path(r).name})" if several else str(c): d for c, r, d in found}
 
 
 def smoothness(exp: Collection) -> Figure | None:

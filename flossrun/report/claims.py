@@ -21,8 +21,13 @@ import pandas as pd
 
 from flossrun.report.attractors import landscape_summary, orbit_summary, smoothness_summary
 from flossrun.report.collect import Collection
-from flossrun.report.conditions import format_value, setting_label, short_names, sort_key
-from flossrun.report.panels import as_floats
+from flossrun.report.conditions import (
+    as_floats,
+    format_value,
+    setting_label,
+    short_names,
+    sort_key,
+)
 from flossrun.report.regions import regions_summary
 from flossrun.report.stats import (
     counted,
@@ -135,27 +140,16 @@ def comparisons(col: Collection, preset: str) -> pd.DataFrame:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
     within = [k for k in _cell_keys(col, preset) if k != key and k in col.results.columns]
     table = success_counts(col.results, [*within, key])
-    rows = []
+    name, rows = short_names([key])[key], []
     groups = table.groupby(within, sort=False) if within else [((), table)]
     for values, g in sorted(groups, key=lambda item: sort_key(_tuple(item[0]))):
         setting = setting_label(within, _tuple(values))
         by_value = {str(r[len(within)]): r for r in g.itertuples(index=False)}
         for a, b in _pairs(claim, g[key].tolist()):
             ra, rb = by_value[str(a)], by_value[str(b)]
-            rows.append(
-                {
-                    "claim": claim.number,
-                    "setting": setting,
-                    "a": f"{short_names([key])[key]}={format_value(a)}",
-                    "successes_a": ra.successes,
-                    "n_a": ra.n,
-                    "b": f"{short_names([key])[key]}={format_value(b)}",
-                    "successes_b": rb.successes,
-                    "n_b": rb.n,
-                    "rate_difference": rb.rate - ra.rate,
-                    "p_value": fisher_p(ra.successes, ra.n, rb.successes, rb.n),
-                }
-            )
+            row = [claim.number, setting, f"{name}={format_value(a)}", ra.successes, ra.n]
+            row += [f"{name}={format_value(b)}", rb.successes, rb.n, rb.rate - ra.rate]
+            rows.append([*row, fisher_p(ra.successes, ra.n, rb.successes, rb.n)])
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
@@ -257,19 +251,29 @@ def _per_network(d: pd.DataFrame, name: str, stage: str) -> pd.Series:
     return rows.groupby(["run", "realization"])["value"].first()
 
 
+def _jacobian_frames(col: Collection):
+    """Diagnostics with ``floss.name``/``floss.k``: log10 σ1/σk at the largest lag (index k),
+    ‖∂L/∂h_{t−τ}‖ at the middle lag and that lag; ``None`` without diagnostics."""
+    d = _with_config(col.diagnostics, col, ["floss.name", "floss.k"])
+    if not len(d):
+        return None
+    cond = d[(d["name"] == "log10_condition") & (d["index"] == d["floss.k"])]
+    cond = cond[cond["lag"] == d["lag"].max()]
+    err = d[d["name"] == "error_signal_norm"]
+    lags = sorted(err["lag"].unique())
+    err_lag = lags[len(lags) // 2] if lags else np.nan
+    return cond, err[err["lag"] == err_lag], err_lag
+
+
 def _jacobian_tests(col: Collection) -> list[dict[str, Any]]:
     """Claim 2, per flossed k: log10 σ1/σk of the long-term Jacobian at the largest lag τ and
     ‖∂L/∂h_{t−τ}‖ at the middle lag, of unflossed networks at the end of training (``none``,
     ``final``) vs flossed ones after preflossing and at the end (``pre``, ``preflossed`` and
     ``final``); Mann–Whitney U test."""
-    d = _with_config(col.diagnostics, col, ["floss.name", "floss.k"])
-    if not len(d):
+    frames = _jacobian_frames(col)
+    if frames is None:
         return []
-    cond = d[(d["name"] == "log10_condition") & (d["index"] == d["floss.k"])]
-    cond = cond[cond["lag"] == cond["lag"].max()]
-    err = d[d["name"] == "error_signal_norm"]
-    lags = sorted(err["lag"].unique())
-    err = err[err["lag"] == lags[len(lags) // 2]] if lags else err
+    cond, err, _ = frames
     rows = []
     for quantity, rows_of in (("log10 σ1/σk", cond), ("‖∂L/∂h‖", err)):
         for k, g in _groups(rows_of, "floss.k"):
@@ -376,14 +380,10 @@ def _spectrum_k(col: Collection) -> str:
 
 
 def _jacobian(col: Collection) -> str:
-    d = _with_config(col.diagnostics, col, ["floss.name", "floss.k"])
-    if not len(d):
+    frames = _jacobian_frames(col)
+    if frames is None:
         return "No diagnostics were recorded."
-    lag = d["lag"].max()
-    cond = d[(d["name"] == "log10_condition") & (d["lag"] == lag) & (d["index"] == d["floss.k"])]
-    err = d[(d["name"] == "error_signal_norm")]
-    err_lag = sorted(err["lag"].unique())[len(err["lag"].unique()) // 2]
-    err = err[err["lag"] == err_lag]
+    cond, err, err_lag = frames
     parts = []
     for (name, stage), g in cond.groupby(["floss.name", "stage"], sort=False):
         e = err[(err["floss.name"] == name) & (err["stage"] == stage)]["value"].median()
@@ -392,7 +392,17 @@ def _jacobian(col: Collection) -> str:
             f"‖∂L/∂h‖ at τ={err_lag} {e:.2g}"
         )
     k = int(cond["floss.k"].iloc[0]) if len(cond) else "?"
+    lag = col.diagnostics["lag"].max()
     return f"At lag τ={lag} (k={k}), medians [25–75 %]: " + "; ".join(parts) + "."
+
+
+def _rate_cells(results: pd.DataFrame, keys: list[str], sep: str) -> list[str]:
+    """``setting<sep>successes/n (95 % CI)`` per combination of ``keys``, in numeric order."""
+    rows = success_counts(results, keys).itertuples(index=False)
+    rows = sorted(rows, key=lambda r: sort_key(r[: len(keys)]))
+    return [
+        f"{setting_label(keys, r[: len(keys)])}{sep}{format_rate(r.successes, r.n)}" for r in rows
+    ]
 
 
 def _success_sentence(col: Collection, preset: str) -> str:
@@ -403,12 +413,11 @@ def _success_sentence(col: Collection, preset: str) -> str:
         return (
             f"Successes / realizations: {format_rate(table['successes'].sum(), table['n'].sum())}."
         )
-    table = success_counts(col.results, keys)
-    rows = sorted(table.itertuples(index=False), key=lambda r: sort_key(r[: len(keys)]))
-    cells = [
-        f"{setting_label(keys, r[: len(keys)])}: {format_rate(r.successes, r.n)}" for r in rows
-    ]
-    return "Successes / realizations (95 % CI) — " + "; ".join(cells) + "."
+    return (
+        "Successes / realizations (95 % CI) — "
+        + "; ".join(_rate_cells(col.results, keys, ": "))
+        + "."
+    )
 
 
 def _k_rates(results: pd.DataFrame) -> str:
@@ -446,11 +455,7 @@ def _architectures(col: Collection) -> str:
     for model in sorted(res["model.name"].dropna().unique()):
         sub = res[res["model.name"] == model]
         keys = [k for k in ("task.name", "task.delay", "floss.name") if k in sub.columns]
-        table = success_counts(sub, keys)
-        rows = sorted(table.itertuples(index=False), key=lambda r: sort_key(r[: len(keys)]))
-        cells = [
-            f"{setting_label(keys, r[: len(keys)])} {format_rate(r.successes, r.n)}" for r in rows
-        ]
+        cells = _rate_cells(sub, keys, " ")
         lam1 = sp[(sp["model.name"] == model) & (sp["index"] == 1)].groupby("stage")["value"]
         lam1 = lam1.median()
         flossed = (

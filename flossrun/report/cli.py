@@ -1,18 +1,10 @@
 """``flossrun-report PATH... [--out DIR] [--no-plots]``: tables and figures from finished runs.
 
-Writes into ``--out`` (default: the single PATH, or ``outputs/report`` for several):
-
-- ``results.csv`` — one row per realization of every run found, failed/unfinished/corrupt runs
-  included with their ``status`` and ``reason``, the code version that wrote it (``code``) and
-  whether it is counted (a network already held by another run is not, ``duplicate_of``);
-- ``conditions.csv`` — per experiment and condition: runs, n, successes with the 95 % Wilson
-  interval, medians with 25–75 % ranges, code versions;
-- ``curves.csv`` — every ``metrics.csv`` row with its run and condition;
-- ``figures/`` — the preset figures (PNG and PDF).
-
-Every file is written atomically (:mod:`flossrun.io`), so reruns overwrite safely. The printed
-summary ends with notes: duplicate networks dropped, conditions pooling runs of different code
-versions, folders a later job refused (``conflict.txt``).
+What it writes into ``--out`` (``results.csv``, ``conditions.csv``, ``curves.csv``,
+``figures/``) is docs/design.md §7 "The report"; every file is written atomically
+(:mod:`flossrun.io`), so reruns overwrite safely. The printed summary ends with notes: duplicate
+networks dropped, conditions pooling runs of different code versions, folders a later job
+refused (``conflict.txt``).
 """
 
 from __future__ import annotations
@@ -30,7 +22,7 @@ from flossrun.contract import CONFIG_FILE, CONFLICT_FILE
 from flossrun.io import write_text
 from flossrun.report.collect import collect
 from flossrun.report.conditions import condition_table
-from flossrun.report.render import render_figures
+from flossrun.report.figures import render_figures
 from flossrun.report.rundir import STATUSES
 from flossrun.report.stats import format_rate
 
@@ -107,27 +99,20 @@ def condition_text(rows: pd.DataFrame) -> str:
     did = rows["trained"] if "trained" in rows else pd.Series(True, index=rows.index)
 
     def spread(col: str) -> list[str]:
-        return [
-            f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
-            for m, lo, hi in zip(rows[f"{col}_median"], rows[f"{col}_q25"], rows[f"{col}_q75"],
-                                 strict=True)
-        ]  # fmt: skip
+        cols = [rows[f"{col}_{q}"] for q in ("median", "q25", "q75")]
+        return [f"{m:.3g} [{lo:.3g}, {hi:.3g}]" for m, lo, hi in zip(*cols, strict=True)]
 
-    def epochs(v: float) -> str:
-        return "-" if pd.isna(v) else f"{v:.0f}"
+    def if_trained(cells) -> list[str]:
+        return [c if t else "-" for c, t in zip(cells, did, strict=True)]
 
+    rates = map(format_rate, rows["successes"], rows["n"])
+    epochs = ["-" if pd.isna(v) else f"{v:.0f}" for v in rows["epochs_to_success_median"]]
     shown = pd.DataFrame(
         {
             "n": rows["n"],
-            "success (95% CI)": [
-                format_rate(k, n) if t else "-"
-                for k, n, t in zip(rows["successes"], rows["n"], did, strict=True)
-            ],
-            f"{name} [25-75%]": [v if t else "-" for v, t in zip(spread(score), did, strict=True)],
-            "median_epochs": [
-                epochs(v) if t else "-"
-                for v, t in zip(rows["epochs_to_success_median"], did, strict=True)
-            ],
+            "success (95% CI)": if_trained(rates),
+            f"{name} [25-75%]": if_trained(spread(score)),
+            "median_epochs": if_trained(epochs),
             "λ1 [25-75%]": spread("lambda_1"),
             "code": rows["code_versions"],
         }

@@ -14,12 +14,15 @@ edited preset, runs without overrides) is added after them, group names (``*.nam
 
 from __future__ import annotations
 
+import json
 import math
+import textwrap
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from flossrun.contract import in_network_identity
 from flossrun.report.stats import counted, quartiles, success_counts
@@ -93,6 +96,15 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else f"{value:g}"
     return str(value)
+
+
+def as_floats(value: Any) -> list[float]:
+    """A number, or a JSON list of numbers (``floss.target``), as floats; junk → []."""
+    try:
+        loaded = json.loads(value) if isinstance(value, str) else value
+        return [float(v) for v in (loaded if isinstance(loaded, list) else [loaded])]
+    except (TypeError, ValueError):
+        return []
 
 
 def sort_key(values: Iterable[Any]) -> tuple:
@@ -188,26 +200,12 @@ def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.Da
 
 
 SETTING_KEYS = (
-    "task.name",
-    "task.delay",
-    "task.taps",
-    "task.channels",
-    "model.name",
-    "model.N",
-    "model.g",
-    "floss.name",
-    "floss.k",
-    "floss.target",
-)
+    "task.name", "task.delay", "task.taps", "task.channels", "model.name", "model.N", "model.g",
+    "floss.name", "floss.k", "floss.target",
+)  # fmt: skip
 FLOSS_SETTING_KEYS = (
-    "model.name",
-    "model.N",
-    "model.g",
-    "floss.k",
-    "floss.target",
-    "floss.batch",
-    "floss.steps",
-)
+    "model.name", "model.N", "model.g", "floss.k", "floss.target", "floss.batch", "floss.steps",
+)  # fmt: skip
 
 
 @dataclass
@@ -269,3 +267,17 @@ class Conditions:
         names = short_names(keys)
         parts = [f"{names[k]}={format_value(self.config[k].iloc[0])}" for k in keys]
         return ", ".join([*parts, f"{sum(self.n.values())} realizations"])
+
+
+def finish(
+    fig: Figure,
+    cond: Conditions,
+    what: str,
+    skip: tuple[str, ...] = (),
+    keys: Sequence[str] = SETTING_KEYS,
+) -> Figure:
+    """Title: what the figure shows, then the settings shared by all its runs (wrapped)."""
+    setting = cond.setting(skip=(*cond.keys, *skip), keys=keys)
+    width = max(30, int(fig.get_figwidth() * 72 / 4.9))  # characters per line at 9 pt
+    fig.suptitle(f"{textwrap.fill(what, width)}\n{textwrap.fill(setting, width)}", fontsize=9)
+    return fig

@@ -8,32 +8,127 @@ run in a condition: medians with 25–75 % bands, success rates with n in the le
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.transforms import ScaledTranslation
 
 from flossrun.report.attractors import loss_landscape, orbit_diagram, smoothness
 from flossrun.report.collect import Collection
-from flossrun.report.conditions import FLOSS_SETTING_KEYS, Conditions, format_value, short_names
-from flossrun.report.panels import (
+from flossrun.report.conditions import (
+    FLOSS_SETTING_KEYS,
+    Conditions,
     as_floats,
-    curve_vs_epoch,
-    epochs_to_success_vs,
+    as_keys,
     finish,
-    on_panel,
-    panel_title,
-    panel_values,
-    preset_settings,
-    select_metric,
-    success_vs,
+    format_value,
+    short_names,
+    sort_key,
 )
 from flossrun.report.regions import regions
-from flossrun.report.stats import counted
-from flossrun.report.style import LINESTYLES, band, colours, label, new_figure, no_data
+from flossrun.report.stats import counted, success_counts
+from flossrun.report.style import LINESTYLES, RC, band, colours, label, new_figure, no_data, save
 
 STAGES = ("initial", "preflossed", "eval", "final")
+
+
+def select_metric(df: pd.DataFrame, phase: str, name: str) -> pd.DataFrame:
+    return df[(df["phase"] == phase) & (df["name"] == name)] if len(df) else df
+
+
+def preset_settings(exp: Collection) -> dict[str, Any]:
+    return exp.settings.get(exp.experiments[0], {}) if exp.experiments else {}
+
+
+def panel_values(cond: Conditions, key: str) -> list[Any]:
+    """Sorted distinct values of a panel key; ``[None]`` (one panel) if it is not a config key."""
+    if key not in cond.config.columns:
+        return [None]
+    return sorted(cond.config[key].drop_duplicates().tolist(), key=lambda v: sort_key([v]))
+
+
+def on_panel(cond: Conditions, df: pd.DataFrame, key: str, value: Any) -> pd.DataFrame:
+    return df if value is None else df[cond.column(df, key) == value]
+
+
+def panel_title(key: str, value: Any) -> str:
+    return "" if value is None else f"{short_names([key])[key]}={format_value(value)}"
+
+
+def axes_done(ax: Axes, x: str, ylabel: str, ticks=None, empty: str = "no data") -> None:
+    """Axis labels, ticks at the values ``ticks`` of ``x`` when they are a few integers (delays:
+    never 12.5 or 17.5), and the legend, or ``empty`` on a panel with no line."""
+    ax.set(xlabel=label(x), ylabel=ylabel)
+    v = (
+        sorted(set(pd.to_numeric(ticks, errors="coerce").dropna().tolist()))
+        if ticks is not None
+        else []
+    )
+    if 1 < len(v) <= 12 and all(float(a).is_integer() for a in v):
+        ax.set_xticks(v, [str(int(a)) for a in v])
+    if ax.lines:
+        ax.legend()
+    else:
+        no_data(ax, empty)
+
+
+def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
+    """Success rate (fraction of realizations with final accuracy ≥ threshold) vs ``x``, with
+    95 % Wilson intervals as error bars (conditions shifted apart by a few points so their bars
+    do not hide each other); the legend states n per point."""
+    groups = list(cond.groups(counted(results)))
+    for i, (name, colour, g) in enumerate(groups):
+        rate = success_counts(g, [x])
+        lo, hi = rate["n"].min(), rate["n"].max()
+        n = f"{lo}" if lo == hi else f"{lo}–{hi}"
+        err = [rate["rate"] - rate["ci_low"], rate["ci_high"] - rate["rate"]]
+        shift = ScaledTranslation(
+            (i - (len(groups) - 1) / 2) * 3 / 72, 0, ax.figure.dpi_scale_trans
+        )
+        bars = ax.errorbar(
+            rate[x], rate["rate"], yerr=err, fmt="o-", color=colour, capsize=2,
+            label=f"{name} (n={n} per point)",
+        )  # fmt: skip
+        for artist in bars.get_children():  # shifted after plotting: limits stay on the data
+            artist.set_transform(ax.transData + shift)
+    ax.set_ylim(-0.04, 1.04)
+    axes_done(ax, x, f"{label('success')} (95 % CI)", results[x])
+
+
+def epochs_to_success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
+    """Median (25–75 % bars) epochs to success vs ``x``, over the successful realizations."""
+    done = counted(results)
+    ok = done[done["success"].fillna(False).astype(bool)]
+    for name, colour, g in cond.groups(ok):
+        q = g.groupby(x)["epochs_to_success"].quantile([0.25, 0.5, 0.75]).unstack().dropna()
+        if len(q):
+            err = [q[0.5] - q[0.25], q[0.75] - q[0.5]]
+            legend = f"{name} (n={len(g)} successful)"
+            ax.errorbar(q.index, q[0.5], yerr=err, fmt="o-", color=colour, capsize=2, label=legend)
+    axes_done(ax, x, label("epochs_to_success"), results[x], "no successful realization")
+
+
+def curve_vs_epoch(ax: Axes, cond: Conditions, curves: pd.DataFrame, ylabel: str) -> None:
+    """Median and 25–75 % band over realizations of one metric vs epoch, thin single runs."""
+    for name, colour, g in cond.groups(curves):
+        n = len(g[["run", "realization"]].drop_duplicates())
+        band(
+            ax,
+            g,
+            "epoch",
+            color=colour,
+            label=cond.legend(name, n),
+            lines_by=["run", "realization"],
+        )
+    ax.set(xlabel=label("epoch"), ylabel=ylabel)
+    if not ax.lines:
+        no_data(ax)
 
 
 def lyapunov_control(exp: Collection) -> Figure | None:
@@ -180,11 +275,7 @@ def _accuracy_vs(ax, cond: Conditions, results: pd.DataFrame, x: str) -> None:
     for name, colour, g in cond.groups(results):
         ax.scatter(g[x], g["test_accuracy"], color=colour, s=9, alpha=0.4, lw=0)
         band(ax, g, x, "test_accuracy", color=colour, label=cond.legend(name), marker="o")
-    ax.set(xlabel=label(x), ylabel=f"{label('final_accuracy')} (median, 25–75 %)")
-    if ax.lines:
-        ax.legend()
-    else:
-        no_data(ax)
+    axes_done(ax, x, f"{label('final_accuracy')} (median, 25–75 %)")
 
 
 def _exponents_vs_k(ax, cond: Conditions, spectra: pd.DataFrame, x: str) -> None:
@@ -241,15 +332,27 @@ def k_sweep(exp: Collection) -> Figure | None:
     return finish(fig, cond, "More flossed exponents k for tasks with more memory", skip=(x,))
 
 
-def _success_panels(exp: Collection, panel: str, what: str) -> Figure | None:
-    """Success rate vs d, one panel per value of ``panel`` (taps m, architecture)."""
+def _success_panels(exp: Collection, panel: str, what: str, spectra: bool = False) -> Figure:
+    """Success rate vs d, one column per value of ``panel`` (taps m, architecture); with
+    ``spectra``, below it the Lyapunov spectrum λ_i vs i at initialisation (dashed) and after
+    preflossing (solid)."""
     x = preset_settings(exp).get("x") or "task.delay"
     cond = Conditions.of(exp, fixed=(x, panel))
     values = panel_values(cond, panel)
-    fig, axes = new_figure(len(values), width=3.6)
-    for ax, value in zip(axes[0], values, strict=True):
-        success_vs(ax, cond, on_panel(cond, exp.results, panel, value), x)
-        ax.set_title(panel_title(panel, value))
+    fig, axes = new_figure(len(values), 2 if spectra else 1, width=3.6)
+    for col, value in enumerate(values):
+        success_vs(axes[0, col], cond, on_panel(cond, exp.results, panel, value), x)
+        axes[0, col].set_title(panel_title(panel, value))
+        if not spectra:
+            continue
+        ax, sp = axes[1, col], exp.spectra
+        for name, colour, g in cond.groups(on_panel(cond, sp, panel, value)) if len(sp) else ():
+            band(ax, g[g["stage"] == "initial"], "index", color=colour, ls="--", lw=1)
+            band(ax, g[g["stage"] == "preflossed"], "index", color=colour, label=cond.legend(name))
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set(xlabel=label("index"), ylabel=label("lambda_i"))
+        if not ax.lines:
+            no_data(ax)
     return finish(fig, cond, what, skip=(x, panel))
 
 
@@ -259,27 +362,9 @@ def temporal_complexity(exp: Collection) -> Figure | None:
 
 
 def architectures(exp: Collection) -> Figure | None:
-    """Per architecture (``model.name``, one column each): success vs d, and below it the
-    Lyapunov spectrum λ_i vs i at initialisation (dashed) and after preflossing (solid)."""
-    x = preset_settings(exp).get("x") or "task.delay"
-    cond = Conditions.of(exp, fixed=(x, "model.name"))
-    values = panel_values(cond, "model.name")
-    fig, axes = new_figure(len(values), 2, width=3.6)
-    sp = exp.spectra
-    for col, value in enumerate(values):
-        success_vs(axes[0, col], cond, on_panel(cond, exp.results, "model.name", value), x)
-        axes[0, col].set_title(panel_title("model.name", value))
-        ax = axes[1, col]
-        spectra = on_panel(cond, sp, "model.name", value) if len(sp) else None
-        for name, colour, g in cond.groups(spectra) if spectra is not None else ():
-            band(ax, g[g["stage"] == "initial"], "index", color=colour, ls="--", lw=1)
-            band(ax, g[g["stage"] == "preflossed"], "index", color=colour, label=cond.legend(name))
-        ax.axhline(0, color="0.4", lw=0.8)
-        ax.set(xlabel=label("index"), ylabel=label("lambda_i"))
-        if not ax.lines:
-            no_data(ax)
+    """Per architecture (``model.name``, one column each): success vs d and the spectra."""
     what = "Flossing across RNN architectures: success vs delay; spectra before (dashed) and "
-    return finish(fig, cond, what + "after (solid) preflossing", skip=(x, "model.name"))
+    return _success_panels(exp, "model.name", what + "after (solid) preflossing", spectra=True)
 
 
 def generic(exp: Collection) -> Figure | None:
@@ -319,3 +404,43 @@ FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
         generic,
     )
 }
+
+
+def figures_for(experiment: str, settings: dict[str, Any]) -> list[str]:
+    """The preset's ``report.figures``, else the figure named like the preset, else ``generic``."""
+    listed = as_keys(settings.get("figures"))
+    if listed:
+        return listed
+    return [experiment] if experiment in FIGURES else ["generic"]
+
+
+def render_figures(collection: Collection, directory: Path) -> tuple[list[Path], list[str]]:
+    """Draw each experiment's figures from its finished runs into ``directory``.
+
+    Files are ``<figure>.png/.pdf`` (``<experiment>_<figure>`` when the names differ). Returns
+    the files written and notes on figures skipped (no data, unknown name) or failed; a figure
+    that raises is reported there, never propagated.
+    """
+    written: list[Path] = []
+    notes: list[str] = []
+    for experiment in collection.experiments:
+        exp = collection.subset(experiment)
+        if exp.runs.empty:
+            notes.append(f"{experiment}: no finished runs, no figures")
+            continue
+        for name in figures_for(experiment, collection.settings.get(experiment, {})):
+            draw = FIGURES.get(name)
+            if draw is None:
+                notes.append(f"{experiment}: unknown figure {name!r} (known: {', '.join(FIGURES)})")
+                continue
+            stem = name if name == experiment else f"{experiment}_{name}"
+            try:
+                with mpl.rc_context(RC):
+                    fig = draw(exp)
+                    if fig is None:
+                        notes.append(f"{experiment}: figure {name!r} skipped, no data for it")
+                        continue
+                    written += save(fig, directory, stem)
+            except Exception as e:  # one broken figure must not cost the others
+                notes.append(f"{experiment}: figure {name!r} failed: {type(e).__name__}: {e}")
+    return written, notes

@@ -27,16 +27,10 @@ from flossrun.report.conditions import format_value, sort_key
 from flossrun.report.stats import counted
 
 SETTING = {
-    "task.name": "task",
-    "model.name": "model",
-    "task.channels": "channels S",
-    "model.N": "N",
-    "task.T": "T",
-    "train.epochs": "epochs",
-    "floss.pre_epochs": "pre-flossing epochs",
-    "floss.k": "k",
-    "realizations": "realizations per run",
-}
+    "task.name": "task", "model.name": "model", "task.channels": "channels S", "model.N": "N",
+    "task.T": "T", "train.epochs": "epochs", "floss.pre_epochs": "pre-flossing epochs",
+    "floss.k": "k", "realizations": "realizations per run",
+}  # fmt: skip
 
 HEADER = [
     "Success rates count each network (config and seed) once per preset, over finished runs, "

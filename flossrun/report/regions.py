@@ -20,8 +20,7 @@ from flossrun.analyses.smoothness import CLASSES
 from flossrun.contract import REGIONS_CSV
 from flossrun.report.attractors import BOUNDED, REGIME_COLOURS
 from flossrun.report.collect import Collection
-from flossrun.report.conditions import Conditions
-from flossrun.report.panels import finish
+from flossrun.report.conditions import Conditions, finish
 from flossrun.report.stats import format_rate, quartiles
 from flossrun.report.style import new_figure, no_data
 

@@ -187,15 +187,18 @@ def _one_line(error: BaseException | str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _failure_reason(path: Path) -> str:
-    """The error message in ``failed.txt``: the last line of a traceback, else the first line."""
+def _first_line(path: Path, empty: str, last_of_traceback: bool = False) -> str:
+    """The first non-empty line of a text file (the last one after a traceback), ``""`` when it
+    is absent, ``empty`` when it holds nothing."""
     try:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return ""
     except OSError as e:
-        return f"{FAILED_FILE} unreadable: {_one_line(e)}"
+        return f"{path.name} unreadable: {_one_line(e)}"
     if not lines:
-        return f"failed ({FAILED_FILE} is empty)"
-    traceback = any(ln.startswith("Traceback") for ln in lines)
+        return empty
+    traceback = last_of_traceback and any(ln.startswith("Traceback") for ln in lines)
     return _one_line(lines[-1] if traceback else lines[0])
 
 
@@ -219,14 +222,7 @@ def provenance_label(path: Path) -> tuple[str, str]:
 
 def read_conflict(path: Path) -> str:
     """The first non-empty line of ``conflict.txt`` (what differs, how to redo), or ``""``."""
-    try:
-        text = (path / CONFLICT_FILE).read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    except OSError as e:
-        return f"{CONFLICT_FILE} unreadable: {_one_line(e)}"
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return _one_line(lines[0]) if lines else f"{CONFLICT_FILE} (empty)"
+    return _first_line(path / CONFLICT_FILE, f"{CONFLICT_FILE} (empty)")
 
 
 def _resolve(cfg: DictConfig) -> dict[str, Any]:
@@ -290,7 +286,8 @@ def load_run(path: Path) -> RunFolder:
     if (path / SUMMARY_FILE).is_file():
         run.status = "finished"
     elif (path / FAILED_FILE).is_file():
-        run.status, run.reason = "failed", _failure_reason(path / FAILED_FILE)
+        reason = _first_line(path / FAILED_FILE, f"failed ({FAILED_FILE} is empty)", True)
+        run.status, run.reason = "failed", reason
     else:
         run.reason = f"no {SUMMARY_FILE} or {FAILED_FILE} (killed or still running)"
     partial_ok = run.status != "finished"

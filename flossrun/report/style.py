@@ -19,39 +19,20 @@ from matplotlib.figure import Figure
 
 # Okabe–Ito (colour-blind safe), then neutral and extra hues; conditions take them in sorted order.
 PALETTE = (
-    "#0072B2",
-    "#D55E00",
-    "#009E73",
-    "#CC79A7",
-    "#E69F00",
-    "#56B4E9",
-    "#000000",
-    "#999999",
-    "#8C564B",
-    "#BCBD22",
-)
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999",
+    "#8C564B", "#BCBD22",
+)  # fmt: skip
 LINESTYLES = ("-", "--", ":", "-.")
 
 # PDF font subsetting logs every table at INFO; under Hydra's root logger that floods the log.
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 RC = {
-    "font.size": 9,
-    "axes.titlesize": 9,
-    "axes.labelsize": 9,
-    "legend.fontsize": 7.5,
-    "legend.frameon": True,
-    "legend.framealpha": 0.8,
-    "legend.edgecolor": "none",
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "lines.linewidth": 1.6,
-    "lines.markersize": 4,
-    "savefig.dpi": 150,
-    "pdf.fonttype": 42,
-}
+    "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7.5,
+    "legend.frameon": True, "legend.framealpha": 0.8, "legend.edgecolor": "none",
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+    "lines.linewidth": 1.6, "lines.markersize": 4, "savefig.dpi": 150, "pdf.fonttype": 42,
+}  # fmt: skip
 
 LABELS = {
     "lambda_1": r"$\lambda_1$ (nats/step)",
