@@ -23,7 +23,7 @@ DTYPES = ("float32", "float64")
 SCALES = ("quick", "medium", "paper")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlossConfig:
     name: str = (
         "pre_during"  # which phases run: none | pre (before training) | pre_during (also during)
@@ -41,7 +41,7 @@ class FlossConfig:
     times: int = 2  # maximum number of interflossing phases
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3001  # training epochs (one fresh batch each)
     batch: int = 16  # sequences per training epoch
@@ -61,7 +61,7 @@ class TrainConfig:
     freeze_after_success: int = 0  # M > 0: stop training after M successful evaluations in a row
 
 
-@dataclass
+@dataclass(frozen=True)
 class DiagConfig:
     steps: int = 300  # trajectory length (steps) for diagnostic spectra
     transient: int = 50  # steps discarded before diagnostic exponents accumulate
@@ -118,10 +118,29 @@ def register_configs() -> None:
     from flossrun.tasks import TASKS
 
     cs = ConfigStore.instance()
-    cs.store(name="flossrun_schema", node=RunConfig)
+    cs.store(name="flossrun_schema", node=schema_node(RunConfig))
     for registry in (MODELS, TASKS, ANALYSES):
         for name, spec in registry.items():
-            cs.store(group=registry.group, name=f"{name}_schema", node=spec.config)
+            cs.store(group=registry.group, name=f"{name}_schema", node=schema_node(spec.config))
+
+
+def schema_node(config: type) -> DictConfig:
+    """The structured config of the dataclass ``config``, writable while Hydra composes it.
+
+    The config dataclasses are frozen (what validation builds from them must not change), and
+    OmegaConf marks the node of a frozen dataclass read-only, which would refuse every
+    override; the flag is lifted here, node by node, so only the built objects are frozen.
+    """
+    node = OmegaConf.structured(config)
+
+    def writable(n: DictConfig) -> None:
+        OmegaConf.set_readonly(n, None)
+        for child in n.values():
+            if isinstance(child, DictConfig):
+                writable(child)
+
+    writable(node)
+    return node
 
 
 def validate_floss(f: DictConfig, D: int, model: str) -> None:

@@ -31,7 +31,7 @@ REGISTRIES = {"model": MODELS, "task": TASKS, "analysis": ANALYSES}
 
 
 # --- a throwaway model: h_t = tanh(W h_{t-1} + V x_t + b), z = w_out h -------------------------
-@dataclass
+@dataclass(frozen=True)
 class ToyModelConfig(ModelConfig):
     name: str = "toy_rnn"
     gain: float = 0.5  # scale of W ~ N(0, gain²/N)
@@ -69,7 +69,7 @@ class ToyRNN(RecurrentEnsemble):
 
 
 # --- a throwaway task: echo the input bit (MSE) ------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class EchoConfig(TaskConfig):
     name: str = "toy_echo"
     T: int = 20
@@ -108,7 +108,7 @@ class Echo:
 
 
 # --- a throwaway analysis: a training hook that notes the epochs it saw ----------------------
-@dataclass
+@dataclass(frozen=True)
 class ProbeConfig(AnalysisConfig):
     name: str = "toy_probe"
     every: int = 10  # training epochs between probes

@@ -108,7 +108,7 @@ def per_row(v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 # --- configs and the registry ----------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Fields every architecture has; each model's dataclass adds its own."""
 

@@ -16,7 +16,7 @@ from flossrun.errors import need
 from flossrun.registry import Registry
 
 
-@dataclass
+@dataclass(frozen=True)
 class TaskConfig:
     """Fields every task has; each task's dataclass adds its own."""
 
