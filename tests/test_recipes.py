@@ -211,8 +211,8 @@ def test_a_new_analysis_is_found_validated_and_its_declarations_pick_the_job(
         analysis_config({"name": "toy_probe", "every": 0}, object(), object())
     cfg = compose_config(*TINY, "floss=none", "train.epochs=20")
     cfg.analysis = OmegaConf.create({"name": "toy_probe", "every": 10})
-    validate(cfg)
-    job = make_job(cfg, tmp_path)  # no job registered for it: training, with its hook
+    settings = validate(cfg)
+    job = make_job(settings, tmp_path)  # no job registered for it: training, with its hook
     assert type(job) is TrainJob and isinstance(job.run.recorder, Probe)
     job.execute()
     assert (tmp_path / "probe.txt").read_text() == "0 10 20"
@@ -222,7 +222,7 @@ def test_a_new_analysis_is_found_validated_and_its_declarations_pick_the_job(
         def __init__(self, cfg, out) -> None:
             self.cfg = cfg
 
-    assert type(make_job(cfg, tmp_path)) is ProbeJob
+    assert type(make_job(settings, tmp_path)) is ProbeJob
     ProbeConfig.single_network = True  # declared, not recognised by name
     try:
         cfg.realizations = 2
