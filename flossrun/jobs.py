@@ -139,9 +139,9 @@ JOBS: dict[type, Callable[[Settings, Path], Any]] = {}
 
 
 def job_for(config: type) -> Callable[[type], type]:
-    """Class decorator of a job ``(cfg, out) -> job`` (``cfg``: the validated :class:`Settings`):
-    run it for an analysis whose config is
-    ``config`` (or a subclass of it). Without one, an analysis runs in a :class:`TrainJob`."""
+    """Class decorator of a job ``(cfg, out) -> job`` (``cfg``: the validated
+    :class:`~flossrun.config.Settings`): run it for an analysis whose config is ``config`` (or
+    a subclass of it). Without one, an analysis runs in a :class:`TrainJob`."""
 
     def add(job: type) -> type:
         JOBS[config] = job
