@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from flossrun import io
 from flossrun.config import (
     ConfigError,
+    Settings,
     register_configs,
     resolve_device,
     validate,
@@ -40,8 +41,6 @@ from flossrun.provenance import (
     code_provenance,
     describe_code,
     identity_diff,
-    identity_text,
-    run_identity,
     same_code,
     write_conflict,
     write_hydra_files,
@@ -134,7 +133,7 @@ class FolderConflict(ConfigError):
     """The run folder holds a run of another config or another code (``conflict.txt``)."""
 
 
-def set_threads(cfg: DictConfig) -> None:
+def set_threads(cfg: Settings) -> None:
     """``threads`` if set; otherwise one thread per joblib worker and ``cpus_per_task`` per
     submitit job, so that parallel jobs do not oversubscribe the cores."""
     import torch
@@ -152,10 +151,11 @@ def set_threads(cfg: DictConfig) -> None:
     log.info("torch threads: %d", torch.get_num_threads())
 
 
-def check_folder(out: Path, identity: dict, code: dict) -> str:
-    """What ``out`` holds for a job of this identity and code: ``fresh``, ``resume``,
-    ``finished`` (same code), ``finished_other_code``; raises :class:`FolderConflict` for
-    another config, or an unfinished run of other code (resuming it would mix two codes)."""
+def check_folder(out: Path, identity: str, code: dict) -> str:
+    """What ``out`` holds for a job of this identity (the text of ``Settings.identity``) and
+    code: ``fresh``, ``resume``, ``finished`` (same code), ``finished_other_code``; raises
+    :class:`FolderConflict` for another config, or an unfinished run of other code (resuming
+    it would mix two codes)."""
     ck_path = out / CHECKPOINT_FILE
     if not ck_path.exists():
         return "fresh"
@@ -164,7 +164,7 @@ def check_folder(out: Path, identity: dict, code: dict) -> str:
         f"delete {out} to redo it, or give this job its own folder "
         "(hydra.run.dir=..., or hydra.sweep.dir=... with -m)"
     )
-    if ck["config"] != identity_text(identity):
+    if ck["config"] != identity:
         diff = identity_diff(ck["config"], identity)
         raise FolderConflict(f"{out} holds a run of another config ({diff}); {redo}")
     stored = read_provenance(out)
@@ -191,13 +191,13 @@ def refuse(out: Path, err: ConfigError) -> None:
 
 
 def job(cfg: DictConfig) -> None:
-    """One Hydra job: validate, check the folder, run or resume, write summary and plots."""
+    """One Hydra job: validate the composed config into settings, check the folder, run or
+    resume, write summary and plots. ``cfg`` itself is only recorded (``.hydra/``)."""
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
-        validate(cfg)
-        device = resolve_device(cfg.device).type
-        identity, code = run_identity(cfg, device), code_provenance(device)
-        verdict = check_folder(out, identity, code)
+        settings = validate(cfg)
+        code = code_provenance(resolve_device(settings.device).type)
+        verdict = check_folder(out, settings.identity, code)
     except ConfigError as err:
         refuse(out, err)
         return
@@ -219,11 +219,11 @@ def job(cfg: DictConfig) -> None:
     write_provenance(out, code)
     for name in (FAILED_FILE, CONFLICT_FILE):
         (out / name).unlink(missing_ok=True)
-    set_threads(cfg)
+    set_threads(settings)
     from flossrun.jobs import make_job
 
     try:
-        run = make_job(cfg, out)  # training, an analysis, or both (docs/design.md §11)
+        run = make_job(settings, out)  # training, an analysis, or both (docs/design.md §11)
         with deferred_sigint():
             run.execute()
         rows = run.summary_rows()

@@ -1,21 +1,29 @@
-"""Structured configs (the schema behind ``configs/``) and their validation.
+"""Structured configs (the schema behind ``configs/``) and their validation into settings.
 
 Every field has a type and a one-line doc; the YAML files in ``configs/`` only set values.
 :func:`validate` runs before any compute and raises :class:`ConfigError` with one line naming
-the key, the value and what is allowed.
+the key, the value and what is allowed; it returns the composed config as :class:`Settings`,
+typed and frozen, which is what the runner, the jobs and ``build_model`` take.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from flossrun.analyses import ANALYSES, AnalysisConfig, analysis_config
 from flossrun.errors import ConfigError as ConfigError  # re-exported for callers and tests
 from flossrun.errors import is_number, need
+from flossrun.models import MODELS, ModelConfig, model_config
+from flossrun.provenance import identity_text, run_identity
+from flossrun.tasks import TASKS, Delayed, TaskConfig, task_config
+from flossrun.training import CLIP_MODES, LOSS_REDUCTIONS
+
+G = TypeVar("G")
 
 FLOSS_NAMES = ("none", "pre", "pre_during")
 DEVICES = ("auto", "cpu", "cuda")
@@ -23,7 +31,7 @@ DTYPES = ("float32", "float64")
 SCALES = ("quick", "medium", "paper")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlossConfig:
     name: str = (
         "pre_during"  # which phases run: none | pre (before training) | pre_during (also during)
@@ -41,7 +49,7 @@ class FlossConfig:
     times: int = 2  # maximum number of interflossing phases
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3001  # training epochs (one fresh batch each)
     batch: int = 16  # sequences per training epoch
@@ -61,7 +69,7 @@ class TrainConfig:
     freeze_after_success: int = 0  # M > 0: stop training after M successful evaluations in a row
 
 
-@dataclass
+@dataclass(frozen=True)
 class DiagConfig:
     steps: int = 300  # trajectory length (steps) for diagnostic spectra
     transient: int = 50  # steps discarded before diagnostic exponents accumulate
@@ -113,21 +121,36 @@ def register_configs() -> None:
     """Register the schema so ``configs/config.yaml`` can build on it (``- flossrun_schema``),
     and each model's, task's and analysis's config as ``<name>_schema`` in its group (the
     default of its YAML)."""
-    from flossrun.analyses import ANALYSES
-    from flossrun.models import MODELS
-    from flossrun.tasks import TASKS
-
     cs = ConfigStore.instance()
-    cs.store(name="flossrun_schema", node=RunConfig)
+    cs.store(name="flossrun_schema", node=schema_node(RunConfig))
     for registry in (MODELS, TASKS, ANALYSES):
         for name, spec in registry.items():
-            cs.store(group=registry.group, name=f"{name}_schema", node=spec.config)
+            cs.store(group=registry.group, name=f"{name}_schema", node=schema_node(spec.config))
 
 
-def validate_floss(f: DictConfig, D: int, model: str) -> None:
+def schema_node(config: type) -> DictConfig:
+    """The structured config of the dataclass ``config``, writable while Hydra composes it.
+
+    The config dataclasses are frozen (the validated :class:`Settings` must not change), and
+    OmegaConf marks the node of a frozen dataclass read-only, which would refuse every
+    override; the flag is lifted here, node by node, so only the built objects are frozen.
+    """
+    node = OmegaConf.structured(config)
+
+    def writable(n: DictConfig) -> None:
+        OmegaConf.set_readonly(n, None)
+        for child in n.values():
+            if isinstance(child, DictConfig):
+                writable(child)
+
+    writable(node)
+    return node
+
+
+def validate_floss(f: FlossConfig, D: int, model: str) -> None:
     """The flossing keys (only checked when flossing can run); ``D``: the model's state size."""
     need(0 <= f.k <= D, "floss.k", f.k, f"must be in [0, {D}] (the state size D of model={model})")
-    if isinstance(f.target, ListConfig | list):
+    if isinstance(f.target, list):
         need(
             len(f.target) == f.k and all(is_number(v) for v in f.target),
             "floss.target",
@@ -152,40 +175,80 @@ def validate_floss(f: DictConfig, D: int, model: str) -> None:
     need(f.qr_every >= 1, "floss.qr_every", f.qr_every, "must be >= 1")
     need(f.lr is None or f.lr > 0, "floss.lr", f.lr, "must be > 0 or null")
     for key in ("pre_epochs", "epochs", "times"):
-        need(f[key] >= 0, f"floss.{key}", f[key], "must be >= 0")
+        value = getattr(f, key)
+        need(value >= 0, f"floss.{key}", value, "must be >= 0")
     need(f.every >= 1, "floss.every", f.every, "must be >= 1")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every key for impossible values; raise :class:`ConfigError` on the first one."""
-    t, m, f, tr, dg = cfg.task, cfg.model, cfg.floss, cfg.train, cfg.diag
-    from flossrun.analyses import analysis_config
-    from flossrun.models import model_config
-    from flossrun.tasks import Delayed, task_config
+@dataclass(frozen=True)
+class Settings:
+    """A run's composed config, validated once (:func:`validate`) into typed, frozen objects:
+    what the runner, the jobs and :func:`flossrun.models.build_model` read.
 
-    task = task_config(t)  # its own keys, checked by the task's config
-    model = model_config(m)  # likewise for the model
+    The top-level keys are those of :class:`RunConfig` (their docs are there); each group is
+    its own config dataclass, frozen too: ``task`` the task's (:class:`~flossrun.tasks.TaskConfig`
+    subclass), ``model`` the architecture's, ``analysis`` the analysis's
+    (:class:`~flossrun.analyses.AnalysisConfig` for ``analysis=none``). ``report`` is not here:
+    only flossrun-report reads it, from the run folder's recorded config. The composed
+    ``DictConfig`` itself is kept only to record the run (``.hydra/config.yaml``) and for its
+    ``identity``, computed from it here once.
+    """
+
+    name: str
+    scale: str
+    seed: int
+    realizations: int
+    device: str
+    dtype: str
+    threads: int
+    task: TaskConfig
+    model: ModelConfig
+    analysis: AnalysisConfig
+    floss: FlossConfig
+    train: TrainConfig
+    diag: DiagConfig
+    # the run's identity (flossrun.provenance.run_identity on the device it runs on) as the
+    # YAML text that checkpoint.pt stores and a folder's run is recognised by
+    identity: str
+
+
+def group(config: type[G], node: Any) -> G:
+    """The frozen config dataclass ``config`` of a composed group node (values resolved)."""
+    fields = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return config(**fields)
+
+
+def validate(cfg: DictConfig) -> Settings:
+    """Check every key of the composed config for impossible values, raising
+    :class:`ConfigError` on the first one, and return it as :class:`Settings` (the one
+    conversion from the ``DictConfig``)."""
+    task = task_config(cfg.task)  # its own keys, checked by the task's config
+    model = model_config(cfg.model)  # likewise for the model
+    f, tr, dg = (
+        group(FlossConfig, cfg.floss),
+        group(TrainConfig, cfg.train),
+        group(DiagConfig, cfg.diag),
+    )
     need(f.name in FLOSS_NAMES, "floss.name", f.name, f"allowed: {', '.join(FLOSS_NAMES)}")
     if f.name != "none":  # floss=none ignores the other floss.* keys
         validate_floss(f, model.state_dim, model.name)
     need(tr.epochs >= 0, "train.epochs", tr.epochs, "must be >= 0")
     for key in ("batch", "eval_every", "test_size", "log_every", "checkpoint_every"):
-        need(tr[key] >= 1, f"train.{key}", tr[key], "must be >= 1")
+        value = getattr(tr, key)
+        need(value >= 1, f"train.{key}", value, "must be >= 1")
     need(tr.lr is None or tr.lr > 0, "train.lr", tr.lr, "must be > 0 or null")
-    ms = list(tr.get("milestones") or [])
+    ms = list(tr.milestones)
     need(
         all(isinstance(m, int) and m >= 1 for m in ms) and ms == sorted(ms),
         "train.milestones", ms, "must be increasing epochs >= 1",
     )  # fmt: skip
-    need(0 < tr.get("gamma", 0.1) <= 1, "train.gamma", tr.get("gamma"), "must be in (0, 1]")
+    need(0 < tr.gamma <= 1, "train.gamma", tr.gamma, "must be in (0, 1]")
     need(tr.clip > 0, "train.clip", tr.clip, "must be > 0")
-    from flossrun.training import CLIP_MODES, LOSS_REDUCTIONS
-
-    mode, red = tr.get("clip_mode", "per_tensor"), tr.get("loss_reduction", "mean")
+    mode, red = tr.clip_mode, tr.loss_reduction
     need(mode in CLIP_MODES, "train.clip_mode", mode, f"allowed: {', '.join(CLIP_MODES)}")
     need(red in LOSS_REDUCTIONS, "train.loss_reduction", red,
          f"allowed: {', '.join(LOSS_REDUCTIONS)}")  # fmt: skip
-    fz = tr.get("freeze_after_success", 0)
+    fz = tr.freeze_after_success
     need(fz >= 0, "train.freeze_after_success", fz, "must be >= 0 (0 = off)")
     need(
         0 <= tr.success_threshold <= 1,
@@ -204,7 +267,7 @@ def validate(cfg: DictConfig) -> None:
             isinstance(task, Delayed), "diag.jacobian", dg.jacobian,
             f"needs a delayed-parity task (task={task.name} has no error signal per lag)",
         )  # fmt: skip
-        top = min(dg.steps - dg.transient, t.T - 1)
+        top = min(dg.steps - dg.transient, task.T - 1)
         need(
             all(0 < lag <= top for lag in dg.lags), "diag.lags", dg.lags,
             f"must all be in [1, {top}] (<= diag.steps - diag.transient and < task.T)",
@@ -228,6 +291,12 @@ def validate(cfg: DictConfig) -> None:
             cfg.realizations == 1, "realizations", cfg.realizations,
             f"must be 1 for analysis={analysis.name} (one network per path; sweep seed= instead)",
         )  # fmt: skip
+    identity = identity_text(run_identity(cfg, resolve_device(cfg.device).type))
+    return Settings(
+        name=cfg.name, scale=cfg.scale, seed=cfg.seed, realizations=cfg.realizations,
+        device=cfg.device, dtype=cfg.dtype, threads=cfg.threads, task=task, model=model,
+        analysis=analysis, floss=f, train=tr, diag=dg, identity=identity,
+    )  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:

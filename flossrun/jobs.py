@@ -27,15 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
-from flossrun.analyses import LandscapeConfig, RegionsConfig, SmoothnessConfig, analysis_config
+from flossrun.analyses import LandscapeConfig, RegionsConfig, SmoothnessConfig
 from flossrun.analyses import landscape as ls
 from flossrun.analyses import regions as rg
 from flossrun.analyses import smoothness as sm
 from flossrun.analyses.orbit import orbit_omegas
-from flossrun.config import resolve_device
+from flossrun.config import Settings, resolve_device
 from flossrun.contract import (
     CHECKPOINT_FILE,
     LANDSCAPE_COLUMNS,
@@ -59,33 +58,33 @@ from flossrun.contract import (
     SummaryRow,
 )
 from flossrun.models import build_model
-from flossrun.provenance import identity_text, run_identity
 from flossrun.runner import Run, summary_rows
-from flossrun.tasks import build_task
+from flossrun.tasks import Delayed, build_task
 
 
-def task_label(cfg: DictConfig) -> str:
+def task_label(cfg: Settings) -> str:
     """``delayed_xor d=20 T=300`` or ``sine_generator T=400``."""
     t = cfg.task
-    return f"{t.name}" + (f" d={t.delay}" if "delay" in t else "") + f" T={t.T}"
+    return f"{t.name}" + (f" d={t.delay}" if isinstance(t, Delayed) else "") + f" T={t.T}"
 
 
-def with_values(text: str, cfg: DictConfig) -> str:
+def with_values(text: str, cfg: Settings) -> str:
     """``test accuracy >= train.success_threshold`` → ``test accuracy >= 0.95``: config keys in
     a task's success rule replaced by their values."""
     import re
 
     def value(m: re.Match) -> str:
-        v = OmegaConf.select(cfg, m.group(0))
+        group, key = m.group(0).split(".")
+        v = getattr(getattr(cfg, group), key, None)
         return m.group(0) if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
     return re.sub(r"\b(?:train|task)\.\w+", value, text)
 
 
 class TrainJob:
-    """A training run (``analysis=none`` or ``orbit``)."""
+    """A training run (``analysis=none`` or ``orbit``) of the validated settings ``cfg``."""
 
-    def __init__(self, cfg: DictConfig, out: Path) -> None:
+    def __init__(self, cfg: Settings, out: Path) -> None:
         self.cfg, self.out = cfg, Path(out)
         self.run = Run(cfg, self.out)
 
@@ -136,12 +135,13 @@ class TrainJob:
         )
 
 
-JOBS: dict[type, Callable[[DictConfig, Path], Any]] = {}
+JOBS: dict[type, Callable[[Settings, Path], Any]] = {}
 
 
 def job_for(config: type) -> Callable[[type], type]:
-    """Class decorator of a job ``(cfg, out) -> job``: run it for an analysis whose config is
-    ``config`` (or a subclass of it). Without one, an analysis runs in a :class:`TrainJob`."""
+    """Class decorator of a job ``(cfg, out) -> job`` (``cfg``: the validated
+    :class:`~flossrun.config.Settings`): run it for an analysis whose config is ``config`` (or
+    a subclass of it). Without one, an analysis runs in a :class:`TrainJob`."""
 
     def add(job: type) -> type:
         JOBS[config] = job
@@ -155,10 +155,10 @@ class LandscapeJob:
     """Loss and λ1 along paths through a built-in network, or through the one this run trains
     (which is trained first, resumably, by a :class:`TrainJob` in the same folder)."""
 
-    def __init__(self, cfg: DictConfig, out: Path) -> None:
+    def __init__(self, cfg: Settings, out: Path) -> None:
         self.cfg, self.out, self.a = cfg, Path(out), cfg.analysis
         self.device, self.dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
-        self.trainer = TrainJob(cfg, out) if analysis_config(self.a).trains() else None
+        self.trainer = TrainJob(cfg, out) if self.a.trains() else None
         self.stats: dict[str, dict[str, float]] = {}
         self.lambda_1 = math.nan  # λ1 of the network analysed (s = 1 of the first path)
         self.wall = 0.0
@@ -237,9 +237,9 @@ class LandscapeJob:
         self.write(results)
         self.wall = time.perf_counter() - t0
         if self.trainer is None:  # the folder's record that this job finished (cli.check_folder)
-            identity = identity_text(run_identity(self.cfg, self.device.type))
             io.save_checkpoint(
-                self.out / CHECKPOINT_FILE, {"config": identity, "state": {"finished": True}}
+                self.out / CHECKPOINT_FILE,
+                {"config": self.cfg.identity, "state": {"finished": True}},
             )
         return True
 
@@ -295,7 +295,7 @@ class SmoothnessJob(LandscapeJob):
     built-in chaotic LSTM (path ``scale``) or the network this run trains (``from_init``,
     ``random``)."""
 
-    def __init__(self, cfg: DictConfig, out: Path) -> None:
+    def __init__(self, cfg: Settings, out: Path) -> None:
         super().__init__(cfg, out)
         self.dtype = torch.float64  # derivatives of e^{2 λ1 T} size: float64 whatever cfg.dtype
         self.rates: list[tuple] = []
@@ -464,11 +464,10 @@ def copy_first(model):
     return net
 
 
-def make_job(cfg: DictConfig, out: Path) -> TrainJob | LandscapeJob:
-    """The job that the config's ``analysis`` asks for: the one registered for its config class
-    with :func:`job_for` (the nearest along the class's bases), else a :class:`TrainJob`."""
-    analysis = analysis_config(cfg.get("analysis"))
-    for cls in type(analysis).__mro__:
+def make_job(cfg: Settings, out: Path) -> TrainJob | LandscapeJob:
+    """The job that the settings' ``analysis`` asks for: the one registered for its config
+    class with :func:`job_for` (the nearest along the class's bases), else a :class:`TrainJob`."""
+    for cls in type(cfg.analysis).__mro__:
         if cls in JOBS:
             return JOBS[cls](cfg, out)
     return TrainJob(cfg, out)

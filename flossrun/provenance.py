@@ -39,12 +39,12 @@ from flossrun.contract import (
 NO_ANALYSIS = "none"  # the analysis= name of a plain training run (flossrun.analyses)
 
 
-def learning_rates(cfg: DictConfig) -> tuple[float, float]:
-    """The Adam learning rates ``(training, flossing)`` of a composed run config:
-    ``train.lr`` and ``floss.lr`` where set, else the architecture's own ``model.lr`` and
-    ``model.floss_lr`` (every model schema has both; defaults chosen per model by a pilot,
-    docs/pilots.md)."""
-    train, floss = cfg.train.get("lr"), cfg.floss.get("lr")
+def learning_rates(cfg: Any) -> tuple[float, float]:
+    """The Adam learning rates ``(training, flossing)`` of a run config (the composed
+    ``DictConfig``, or the validated :class:`flossrun.config.Settings`): ``train.lr`` and
+    ``floss.lr`` where set, else the architecture's own ``model.lr`` and ``model.floss_lr``
+    (every model schema has both; defaults chosen per model by a pilot, docs/pilots.md)."""
+    train, floss = getattr(cfg.train, "lr", None), getattr(cfg.floss, "lr", None)
     if train is None:
         train = cfg.model.lr
     if floss is None:
@@ -83,9 +83,12 @@ def identity_text(identity: dict[str, Any]) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(identity))
 
 
-def identity_diff(old_text: str, new: dict[str, Any], limit: int = 4) -> str:
-    """``task.delay 40 → 60, floss.k 75 → 32`` (at most ``limit`` keys, then ``…``)."""
+def identity_diff(old_text: str, new: dict[str, Any] | str, limit: int = 4) -> str:
+    """``task.delay 40 → 60, floss.k 75 → 32`` (at most ``limit`` keys, then ``…``); ``new``:
+    an identity or its text (:func:`identity_text`)."""
     old = flatten(OmegaConf.to_container(OmegaConf.create(old_text)))
+    if isinstance(new, str):
+        new = OmegaConf.to_container(OmegaConf.create(new))
     new_flat = flatten(new)
     keys = [k for k in dict.fromkeys([*old, *new_flat]) if old.get(k, "—") != new_flat.get(k, "—")]
     parts = [f"{k} {old.get(k, '—')} → {new_flat.get(k, '—')}" for k in keys[:limit]]

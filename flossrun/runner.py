@@ -1,4 +1,5 @@
-"""One ``flossrun`` job from a validated config: the schedule of docs/design.md §5, resumable.
+"""One ``flossrun`` job from its validated settings: the schedule of docs/design.md §5,
+resumable.
 
     floss.name selects the phases (none | pre | pre_during); floss.k = 0 means no flossing.
     preflossing (floss.pre_epochs) → evaluate at epoch 0
@@ -20,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from flossrun import interrupt, io, seeding
-from flossrun.analyses import analysis_config
-from flossrun.config import resolve_device
+from flossrun.config import Settings, resolve_device
 from flossrun.contract import (
     CHECKPOINT_FILE,
     DIAGNOSTICS_COLUMNS,
@@ -44,7 +43,7 @@ from flossrun.errors import ConfigError
 from flossrun.fast.ops import realization_mean
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import build_model
-from flossrun.provenance import identity_diff, identity_text, learning_rates, run_identity
+from flossrun.provenance import identity_diff, learning_rates
 from flossrun.tasks import PreparesModel, build_task
 from flossrun.training import evaluate, floss_epoch, make_adam, model_threads, train_epoch
 
@@ -54,12 +53,13 @@ EVAL_EXPONENTS = 10  # λ_1..λ_min(k,10) at every evaluation
 
 
 class Run:
-    """Builds everything a job needs and executes the schedule, writing into ``out``."""
+    """Builds everything a job needs from the validated settings ``cfg`` and executes the
+    schedule, writing into ``out``."""
 
-    def __init__(self, cfg: DictConfig, out: Path) -> None:
+    def __init__(self, cfg: Settings, out: Path) -> None:
         self.cfg, self.out = cfg, Path(out)
         self.device, self.dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
-        self.identity = identity_text(run_identity(cfg, self.device.type))
+        self.identity = cfg.identity  # what the checkpoint stores and a resume compares
         self.seeds = seeding.realization_seeds(cfg.seed, cfg.realizations)
         self.task = build_task(cfg.task)
         self.model = build_model(
@@ -82,11 +82,11 @@ class Run:
             device=self.device,
         )  # [T_diag, R, 1, S]  # fmt: skip
         # an analysis's training hook (orbit snapshots, docs/design.md §11), or None
-        self.recorder = analysis_config(cfg.get("analysis")).recorder(
+        self.recorder = cfg.analysis.recorder(
             self.task, self.seeds, self.model.state_dim, cfg.train.epochs
         )
-        target = cfg.floss.target
-        self.target = OmegaConf.to_object(target) if OmegaConf.is_config(target) else float(target)
+        target = cfg.floss.target  # a number, or one per flossed exponent
+        self.target = list(target) if isinstance(target, list) else float(target)
         self.alive = torch.ones(cfg.realizations, dtype=torch.bool, device=self.device)
         self.state: dict[str, Any] = {
             "train_done": 0, "floss_done": 0, "phases_done": 0, "pre_done": False,
@@ -114,7 +114,7 @@ class Run:
         epoch, so resuming from a checkpoint continues it exactly)."""
         if not hasattr(self, "_lr"):
             t = self.cfg.train
-            self._lr = (self.lr, float(t.get("gamma", 0.1)), list(t.get("milestones") or []))
+            self._lr = (self.lr, float(t.gamma), list(t.milestones))
         lr, gamma, milestones = self._lr
         return lr * gamma ** sum(m < epoch for m in milestones)
 
@@ -147,7 +147,7 @@ class Run:
         if ck["config"] != self.identity:  # flossrun.cli refuses such folders before this
             raise ConfigError(
                 f"hydra.run.dir={self.out}: holds a run of another config "
-                f"({identity_diff(ck['config'], run_identity(self.cfg, self.device.type))})"
+                f"({identity_diff(ck['config'], self.identity)})"
             )
         self.model.load_state_dict(ck["model"])
         self.train_opt.load_state_dict(ck["train_opt"])
@@ -274,8 +274,7 @@ class Run:
         x, y = self.task.sample(self.gens["train"], cfg.batch, dtype=self.dtype, device=self.device)
         out = train_epoch(
             self.model, self.task, x, y, self.train_opt, cfg.clip, self.alive, ~self.frozen(),
-            loss_reduction=cfg.get("loss_reduction", "mean"),
-            clip_mode=cfg.get("clip_mode", "per_tensor"),
+            loss_reduction=cfg.loss_reduction, clip_mode=cfg.clip_mode,
         )  # fmt: skip
         if epoch % cfg.log_every == 0 or epoch == 1:
             self.record("train", epoch, out)
@@ -342,7 +341,7 @@ class Run:
     def frozen(self) -> torch.Tensor:
         """``[R]`` bool: realizations that met the success criterion at the last
         ``train.freeze_after_success`` evaluations in a row (0: none); training skips them."""
-        M = self.cfg.train.get("freeze_after_success", 0)
+        M = self.cfg.train.freeze_after_success
         streak = self.state.get("success_streak", [0] * self.cfg.realizations)
         return torch.tensor([M > 0 and s >= M for s in streak], device=self.device)
 

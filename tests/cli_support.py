@@ -90,12 +90,11 @@ def run_in_process(out: Path, *overrides: str, threads: int = 1) -> Path:
     from flossrun.contract import SUMMARY_COLUMNS, SUMMARY_FILE
     from flossrun.jobs import make_job
 
-    cfg = compose_config(*overrides)
-    validate(cfg)
+    settings = validate(compose_config(*overrides))
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        job = make_job(cfg, out)
+        job = make_job(settings, out)
         job.execute()
         io.write_csv(out / SUMMARY_FILE, SUMMARY_COLUMNS, job.summary_rows())
     finally:

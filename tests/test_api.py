@@ -45,6 +45,7 @@ def tiny_run(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from flossrun.cli import CONFIG_DIR
+    from flossrun.config import validate
     from flossrun.runner import Run
 
     overrides = [
@@ -54,7 +55,7 @@ def tiny_run(tmp_path):
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    return Run(cfg, tmp_path), cfg
+    return Run(validate(cfg), tmp_path), cfg
 
 
 def test_spectrum_and_floss_equal_what_a_run_computes(tmp_path):

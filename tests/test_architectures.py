@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from flossrun import seeding
-from flossrun.config import ConfigError
+from flossrun.config import ConfigError, validate
 from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import MODELS, build_model, model_config
 from flossrun.models.stable import clip_singular_values
@@ -391,7 +391,7 @@ def test_runs_use_the_models_learning_rates_unless_set(tmp_path, name, floss):
     cases = {(): (own.lr, own.floss_lr), ("train.lr=0.005", "floss.lr=0.002"): (0.005, 0.002)}
     for extra, (lr, floss_lr) in cases.items():
         cfg = composed(f"model={name}", f"floss={floss}", *sizes, *extra)
-        run = Run(cfg, tmp_path)
+        run = Run(validate(cfg), tmp_path)
         assert run.train_opt.param_groups[0]["lr"] == lr == run.lr_at(1)
         assert run.floss_opt.param_groups[0]["lr"] == floss_lr
         identity = run_identity(cfg, "cpu")  # records the rates in effect, where they apply
@@ -414,7 +414,5 @@ def test_architectures_preset_trains_each_swept_model_at_its_own_rate():
 def test_bad_learning_rate_names_its_key():
     with pytest.raises(ConfigError, match=r"^model.lr=0: must be > 0$"):
         model_config({"name": "lstm", "lr": 0})
-    from flossrun.config import validate
-
     with pytest.raises(ConfigError, match=r"^train.lr=-1.0: must be > 0 or null"):
         validate(composed("train.lr=-1.0"))

@@ -31,7 +31,7 @@ REGISTRIES = {"model": MODELS, "task": TASKS, "analysis": ANALYSES}
 
 
 # --- a throwaway model: h_t = tanh(W h_{t-1} + V x_t + b), z = w_out h -------------------------
-@dataclass
+@dataclass(frozen=True)
 class ToyModelConfig(ModelConfig):
     name: str = "toy_rnn"
     gain: float = 0.5  # scale of W ~ N(0, gain²/N)
@@ -69,7 +69,7 @@ class ToyRNN(RecurrentEnsemble):
 
 
 # --- a throwaway task: echo the input bit (MSE) ------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class EchoConfig(TaskConfig):
     name: str = "toy_echo"
     T: int = 20
@@ -108,7 +108,7 @@ class Echo:
 
 
 # --- a throwaway analysis: a training hook that notes the epochs it saw ----------------------
-@dataclass
+@dataclass(frozen=True)
 class ProbeConfig(AnalysisConfig):
     name: str = "toy_probe"
     every: int = 10  # training epochs between probes
@@ -211,8 +211,8 @@ def test_a_new_analysis_is_found_validated_and_its_declarations_pick_the_job(
         analysis_config({"name": "toy_probe", "every": 0}, object(), object())
     cfg = compose_config(*TINY, "floss=none", "train.epochs=20")
     cfg.analysis = OmegaConf.create({"name": "toy_probe", "every": 10})
-    validate(cfg)
-    job = make_job(cfg, tmp_path)  # no job registered for it: training, with its hook
+    settings = validate(cfg)
+    job = make_job(settings, tmp_path)  # no job registered for it: training, with its hook
     assert type(job) is TrainJob and isinstance(job.run.recorder, Probe)
     job.execute()
     assert (tmp_path / "probe.txt").read_text() == "0 10 20"
@@ -222,7 +222,7 @@ def test_a_new_analysis_is_found_validated_and_its_declarations_pick_the_job(
         def __init__(self, cfg, out) -> None:
             self.cfg = cfg
 
-    assert type(make_job(cfg, tmp_path)) is ProbeJob
+    assert type(make_job(settings, tmp_path)) is ProbeJob
     ProbeConfig.single_network = True  # declared, not recognised by name
     try:
         cfg.realizations = 2

@@ -59,7 +59,7 @@ def register_analysis(name: str) -> Callable[[type], type]:
 
 
 @register_analysis(NO_ANALYSIS)
-@dataclass
+@dataclass(frozen=True)
 class AnalysisConfig:
     """``analysis=none``: no analysis, a plain training run."""
 
@@ -84,7 +84,7 @@ class AnalysisConfig:
 
 
 @register_analysis("orbit")
-@dataclass
+@dataclass(frozen=True)
 class OrbitConfig(AnalysisConfig):
     """``analysis=orbit``: open-loop trajectories at constant inputs during training."""
 
@@ -135,7 +135,7 @@ class OnePathNetwork:
 
 
 @register_analysis("landscape")
-@dataclass
+@dataclass(frozen=True)
 class LandscapeConfig(OnePathNetwork, AnalysisConfig):
     """``analysis=landscape``: loss and λ1 along 1-D paths θ(s) and on a 2-D grid."""
 
@@ -198,7 +198,7 @@ def check_network(network: str, task: Any, model: Any) -> None:
 
 
 @register_analysis("smoothness")
-@dataclass
+@dataclass(frozen=True)
 class SmoothnessConfig(OnePathNetwork, AnalysisConfig):
     """``analysis=smoothness``: V_T(s), V′ and V″ (exact) along 1-D paths for several horizons
     T; per window of s the Lipschitz constants L = max|V′|, L_g = max|V″|, their growth rates
@@ -246,7 +246,7 @@ class SmoothnessConfig(OnePathNetwork, AnalysisConfig):
 
 
 @register_analysis("regions")
-@dataclass
+@dataclass(frozen=True)
 class RegionsConfig(AnalysisConfig):
     """``analysis=regions``: train (with ``diag.jacobian``), then per realization — as flossing
     placed it (before training) and after training — λ1 from a long

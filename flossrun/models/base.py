@@ -108,7 +108,7 @@ def per_row(v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 # --- configs and the registry ----------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Fields every architecture has; each model's dataclass adds its own."""
 
@@ -286,7 +286,7 @@ def model_config(fields: Any) -> ModelConfig:
 
 
 def build_model(
-    fields: Any,
+    model: ModelConfig | Any,
     S: int,
     O: int,
     seeds: Sequence[int],
@@ -294,7 +294,9 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> RecurrentEnsemble:
-    """The ensemble that ``model=`` names, from its config fields (see :func:`model_config`)."""
-    cfg = model_config(fields)
+    """The ensemble that ``model=`` names: from its validated config (a :class:`ModelConfig`,
+    e.g. ``Settings.model`` of :func:`flossrun.config.validate`, used as it is), or from config
+    fields (a mapping, checked first: see :func:`model_config`)."""
+    cfg = model if isinstance(model, ModelConfig) else model_config(model)
     options = {k: v for k, v in vars(cfg).items() if k not in ("name", "N")}
     return MODELS[cfg.name].build(cfg.N, S, O, seeds, dtype=dtype, device=device, **options)

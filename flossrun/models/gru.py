@@ -34,7 +34,7 @@ from flossrun.models.base import (
 from flossrun.models.lstm import dsigmoid
 
 
-@dataclass
+@dataclass(frozen=True)
 class GRUConfig(ModelConfig):
     """``model=gru``: PyTorch's GRU, D = N."""
 

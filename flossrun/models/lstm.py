@@ -41,7 +41,7 @@ def dsigmoid(a: torch.Tensor) -> torch.Tensor:
     return sigmoid(a) * sigmoid(-a)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LSTMConfig(ModelConfig):
     """``model=lstm``: PyTorch's LSTM, state (h, c), D = 2N."""
 

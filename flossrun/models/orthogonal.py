@@ -38,7 +38,7 @@ from flossrun.models.base import (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class OrthogonalConfig(ModelConfig):
     """``model=orthogonal``: expRNN with modReLU, D = N."""
 

@@ -21,7 +21,7 @@ from flossrun.models.base import register
 from flossrun.models.vanilla import VanillaConfig, VanillaRNN
 
 
-@dataclass
+@dataclass(frozen=True)
 class StableConfig(VanillaConfig):
     """``model=stable``: a vanilla RNN kept contracting, D = N."""
 

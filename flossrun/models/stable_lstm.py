@@ -30,7 +30,7 @@ TINY = 1e-30  # guards the rescaling of an all-zero column
 COLUMNS = ("fixed", "at_most")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StableLSTMConfig(LSTMConfig):
     """``model=stable_lstm``: an LSTM with fixed column ℓ1 norms (D = 2N)."""
 

@@ -64,7 +64,7 @@ def haar_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class VanillaConfig(ModelConfig):
     """``model=vanilla``: the paper's tanh RNN."""
 

@@ -16,7 +16,7 @@ from flossrun.errors import need
 from flossrun.registry import Registry
 
 
-@dataclass
+@dataclass(frozen=True)
 class TaskConfig:
     """Fields every task has; each task's dataclass adds its own."""
 
@@ -74,7 +74,9 @@ def task_config(fields: Any) -> TaskConfig:
     return cfg
 
 
-def build_task(fields: Any) -> Any:
-    """The task that ``task=`` names, from its config fields (see :func:`task_config`)."""
-    cfg = task_config(fields)
+def build_task(task: TaskConfig | Any) -> Any:
+    """The task that ``task=`` names: from its validated config (a :class:`TaskConfig`, e.g.
+    ``Settings.task`` of :func:`flossrun.config.validate`, used as it is), or from config
+    fields (a mapping, checked first: see :func:`task_config`)."""
+    cfg = task if isinstance(task, TaskConfig) else task_config(task)
     return TASKS[cfg.name].build(cfg)

@@ -184,7 +184,7 @@ def make_task(
 
 
 # --- the seam: the config and the registry (flossrun.tasks.base) ---------------------------
-@dataclass
+@dataclass(frozen=True)
 class ParityConfig(TaskConfig):
     """``task=delayed_copy | delayed_xor | temporal_xor`` (docs/design.md §3)."""
 

@@ -34,7 +34,7 @@ def fix_h0_at_zero(model: torch.nn.Module) -> None:
     model.h0.register_hook(torch.zeros_like)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SineConfig(TaskConfig):
     """``task=sine_generator``."""
 
