@@ -46,6 +46,13 @@ def check_lyapunov(cfg: Any) -> None:
     need(cfg.neutral_band >= 0, "analysis.neutral_band", cfg.neutral_band, "must be >= 0")
 
 
+def check_task_kind(cfg: Any, task: Any, kind: type, which: str) -> None:
+    """:func:`check_lyapunov`, and that ``task`` is a ``kind`` task (``which``: those tasks,
+    for the one-line error)."""
+    check_lyapunov(cfg)
+    need(isinstance(task, kind), "analysis", cfg.name, f"needs {which}, not task={task.name}")
+
+
 ANALYSES: Registry[type] = Registry("analysis", default=NO_ANALYSIS)
 
 
@@ -101,11 +108,8 @@ class OrbitConfig(AnalysisConfig):
     neutral_band: float = 0.01  # |λ1| below this (nats/step) counts as neutral
 
     def check(self, task: Any, model: Any) -> None:
-        check_lyapunov(self)
-        need(
-            isinstance(task, ConstantInputs), "analysis", self.name,
-            f"needs a task with constant inputs (task=sine_generator), not task={task.name}",
-        )  # fmt: skip
+        constant = "a task with constant inputs (task=sine_generator)"
+        check_task_kind(self, task, ConstantInputs, constant)
         for key in ("every", "n_omega", "inits"):
             need(getattr(self, key) >= 1, f"analysis.{key}", getattr(self, key), "must be >= 1")
         need(self.init_std >= 0, "analysis.init_std", self.init_std, "must be >= 0")
@@ -271,11 +275,7 @@ class RegionsConfig(AnalysisConfig):
     def check(self, task: Any, model: Any) -> None:
         from flossrun.analyses.smoothness import METHODS
 
-        check_lyapunov(self)
-        need(
-            isinstance(task, Delayed), "analysis", self.name,
-            f"needs a delayed task (task=delayed_copy, delayed_xor), not task={task.name}",
-        )  # fmt: skip
+        check_task_kind(self, task, Delayed, "a delayed task (task=delayed_copy, delayed_xor)")
         need(0 < self.span < 1, "analysis.span", self.span, "must be in (0, 1)")
         need(self.points >= 3, "analysis.points", self.points, "must be >= 3")
         h = list(self.horizons)

@@ -30,6 +30,9 @@ from flossrun.fast import blas
 from flossrun.fast.ops import repeat_along
 from flossrun.registry import Registry
 
+Flags = Sequence[bool]  # one flag per step: a QR is due / its log is kept (lyapunov_fused)
+Fused = tuple[torch.Tensor, torch.Tensor] | None  # (block logs, final state), None: not taken
+
 H0_BURN_IN = 100  # input-free steps used to place h0 near the autonomous attractor
 
 
@@ -236,6 +239,17 @@ class RecurrentEnsemble(nn.Module):
         """``h0`` repeated over a batch: ``[R, B, D]``."""
         return repeat_along(self.h0, 1, batch)  # its backward sums in pairs (fast.ops)
 
+    def sequence_inputs(
+        self, x: torch.Tensor, h: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [T, R, B, S]`` (a ``[T, B, S]`` input broadcast over the realizations) and the
+        initial state ``h`` (default ``h0`` for x's batch, ``[R, B, D]``)."""
+        if h is None:
+            h = self.initial_state(x.shape[-2])
+        if x.dim() == 3:
+            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
+        return x, h
+
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         """States ``h_1..h_T`` ``[T, R, B, D]`` for inputs ``x [T, R, B, S]`` (or ``[T, B, S]``)
         from ``h`` (default ``h0``)."""
@@ -286,17 +300,12 @@ def model_config(fields: Any) -> ModelConfig:
 
 
 def build_model(
-    model: ModelConfig | Any,
-    S: int,
-    O: int,
-    seeds: Sequence[int],
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
+    model: ModelConfig | Any, S: int, O: int, seeds: Sequence[int], **placement: Any
 ) -> RecurrentEnsemble:
     """The ensemble that ``model=`` names: from its validated config (a :class:`ModelConfig`,
     e.g. ``Settings.model`` of :func:`flossrun.config.validate`, used as it is), or from config
-    fields (a mapping, checked first: see :func:`model_config`)."""
+    fields (a mapping, checked first: see :func:`model_config`). ``placement``: ``dtype``
+    [float32] and ``device`` ["cpu"], as :class:`RecurrentEnsemble` takes them."""
     cfg = model if isinstance(model, ModelConfig) else model_config(model)
     options = {k: v for k, v in vars(cfg).items() if k not in ("name", "N")}
-    return MODELS[cfg.name].build(cfg.N, S, O, seeds, dtype=dtype, device=device, **options)
+    return MODELS[cfg.name].build(cfg.N, S, O, seeds, **placement, **options)

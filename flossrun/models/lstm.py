@@ -13,27 +13,15 @@ Flossing acts on ``W, V, b``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from flossrun.fast.lstm_floss import lstm_lyapunov
 from flossrun.fast.ops import dtanh, sigmoid
-from flossrun.models.base import (
-    ModelConfig,
-    RecurrentEnsemble,
-    affine_drive,
-    bmm_columns,
-    bmv,
-    burn_in,
-    per_row,
-    register,
-    sequence_readout,
-    uniform,
-    with_realization_axis,
-)
+from flossrun.models import base
+from flossrun.models.base import Flags, Fused, ModelConfig, RecurrentEnsemble, register
 
 
 def dsigmoid(a: torch.Tensor) -> torch.Tensor:
@@ -66,15 +54,15 @@ class LSTM(RecurrentEnsemble):
     def init_one(self, gen: torch.Generator, seed: int) -> dict[str, torch.Tensor]:
         N, S, O, G = self.N, self.S, self.O, self.GATES
         k = N**-0.5
-        W = uniform(gen, G * N, N, bound=k)
-        V = uniform(gen, G * N, S, bound=k)
-        b = uniform(gen, G * N, bound=k) + uniform(gen, G * N, bound=k)
-        w_out, b_out = uniform(gen, O, N, bound=k), uniform(gen, O, bound=k)
+        W = base.uniform(gen, G * N, N, bound=k)
+        V = base.uniform(gen, G * N, S, bound=k)
+        b = base.uniform(gen, G * N, bound=k) + base.uniform(gen, G * N, bound=k)
+        w_out, b_out = base.uniform(gen, O, N, bound=k), base.uniform(gen, O, bound=k)
         W, V = self.restrict(W, V)
         x0 = torch.zeros(1, 1, S, dtype=torch.float64)
         one = [p.unsqueeze(0) for p in (W, V, b)]
         zero = torch.zeros(1, 1, 2 * N, dtype=torch.float64)
-        h0 = burn_in(lambda h: self.step_with(*one, h, x0), zero)
+        h0 = base.burn_in(lambda h: self.step_with(*one, h, x0), zero)
         return {"W": W, "V": V, "b": b, "w_out": w_out, "b_out": b_out, "h0": h0[0, 0]}
 
     def restrict(self, W: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,8 +76,8 @@ class LSTM(RecurrentEnsemble):
     # --- dynamics -------------------------------------------------------------------------
     def gates(self, W, V, b, h, x):
         """Pre-activations ``[R, *B, 4N]`` of the four gates at state ``h [R, *B, 2N]``."""
-        x = with_realization_axis(x, h)
-        return bmv(W, h[..., : self.N]) + bmv(V, x) + per_row(b, h)
+        x = base.with_realization_axis(x, h)
+        return base.bmv(W, h[..., : self.N]) + base.bmv(V, x) + base.per_row(b, h)
 
     def step_with(self, W, V, b, h, x):
         a_i, a_f, a_g, a_o = self.gates(W, V, b, h, x).chunk(4, -1)
@@ -111,7 +99,8 @@ class LSTM(RecurrentEnsemble):
         c = h[..., N:].unsqueeze(-1)
         s_i, s_f, s_o, t_g = sigmoid(a_i), sigmoid(a_f), sigmoid(a_o), a_g.tanh()
         c_new = s_f * c + s_i * t_g
-        da_i, da_f, da_g, da_o = bmm_columns(self.W, Q[..., :N, :]).chunk(4, -2)  # [R, *B, N, k]
+        # [R, *B, N, k] each
+        da_i, da_f, da_g, da_o = base.bmm_columns(self.W, Q[..., :N, :]).chunk(4, -2)
         dc = torch.addcmul(s_f * Q[..., N:, :], c * dsigmoid(a_f), da_f)
         dc = torch.addcmul(dc, t_g * dsigmoid(a_i), da_i)
         dc = torch.addcmul(dc, s_i * dtanh(a_g), da_g)
@@ -125,21 +114,14 @@ class LSTM(RecurrentEnsemble):
     def drive(self, x: torch.Tensor) -> torch.Tensor:
         """Input drive ``V x_t + b`` of every gate for a whole sequence: ``[T, R, B, S]`` (or
         ``[T, B, S]``) -> ``[T, R, B, 4N]`` (:func:`flossrun.models.base.affine_drive`)."""
-        return affine_drive(x, self.V, self.b)
+        return base.affine_drive(x, self.V, self.b)
 
-    def lyapunov_fused(
-        self,
-        h0: torch.Tensor,
-        inputs: torch.Tensor,
-        Q0: torch.Tensor,
-        qr_at: Sequence[bool],
-        keep: Sequence[bool],
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def lyapunov_fused(self, h0: Tensor, u: Tensor, Q0: Tensor, qr_at: Flags, keep: Flags) -> Fused:
         """The whole Benettin pass with Cholesky QR and a hand-written adjoint
         (:mod:`flossrun.fast.lstm_floss`).
 
         Called by :func:`flossrun.lyapunov.lyapunov_spectrum` with ``orthonormalize="cholesky"``;
-        ``h0 [R, B, 2N]``, ``inputs [T, R, B, S]`` or ``[T, B, S]``, frame ``Q0 [R, B, 2N, k]``.
+        ``h0 [R, B, 2N]``, inputs ``u [T, R, B, S]`` or ``[T, B, S]``, frame ``Q0 [R, B, 2N, k]``.
         Returns ``(block_logs [n_kept, R, B, k], [h_T, c_T] [R, B, 2N])``, or None where it does
         not apply (other state shapes, or a subclass with its own equations: ``step``,
         ``step_with``, ``gates``, ``tangent`` or ``step_gates`` overridden).
@@ -148,27 +130,24 @@ class LSTM(RecurrentEnsemble):
             getattr(type(self), name) is getattr(LSTM, name)
             for name in ("step", "step_with", "gates", "tangent", "step_gates", "cell")
         )
-        if not own or h0.dim() != 3 or inputs.dim() not in (3, 4):
+        if not own or h0.dim() != 3 or u.dim() not in (3, 4):
             return None
-        return lstm_lyapunov(self.W, self.drive(inputs), h0, Q0, qr_at, keep)
+        return lstm_lyapunov(self.W, self.drive(u), h0, Q0, qr_at, keep)
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``w_out h + b_out`` from the h half of the state ``[R, *B, 2N]``."""
-        return bmv(self.w_out, h[..., : self.N]) + per_row(self.b_out, h)
+        return base.bmv(self.w_out, h[..., : self.N]) + base.per_row(self.b_out, h)
 
     def predict(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[T, R, B, O]`` for inputs ``x [T, R, B, S]`` (or ``[T, B, S]``) from ``h``
         (default ``h0``): each realization's sequence in one call of PyTorch's own LSTM kernel
         (``torch.lstm``, the same equations; C++ loops forward and backward)."""
-        if h is None:
-            h = self.initial_state(x.shape[-2])
-        if x.dim() == 3:
-            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
+        x, h = self.sequence_inputs(x, h)  # [T, R, B, S], [R, B, D]
         N, zero = self.N, torch.zeros_like(self.b[0])
         zs = []
         for r in range(self.R):
             state = (h[r, :, :N].unsqueeze(0), h[r, :, N:].unsqueeze(0))  # [1, B, N] each
             params = (self.V[r], self.W[r], self.b[r], zero)
             hs = torch.lstm(x[:, r], state, params, True, 1, 0.0, False, False, False)[0]
-            zs.append(sequence_readout(hs, self.w_out[r], self.b_out[r]))  # [T, B, O]
+            zs.append(base.sequence_readout(hs, self.w_out[r], self.b_out[r]))  # [T, B, O]
         return torch.stack(zs, 1)

@@ -25,17 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from flossrun.models.base import (
-    ModelConfig,
-    RecurrentEnsemble,
-    bmm_columns,
-    bmv,
-    burn_in,
-    per_row,
-    register,
-    uniform,
-    with_realization_axis,
-)
+from flossrun.models import base
+from flossrun.models.base import ModelConfig, RecurrentEnsemble, register
 
 
 @dataclass(frozen=True)
@@ -76,15 +67,15 @@ class OrthogonalCell:
         self.model, self.W = model, skew_exp(model.A, model.cfg.skew)
 
     def pre(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return bmv(self.W, h) + bmv(self.model.V, with_realization_axis(x, h))
+        return base.bmv(self.W, h) + base.bmv(self.model.V, base.with_realization_axis(x, h))
 
     def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return modrelu(self.pre(h, x), per_row(self.model.b, h))
+        return modrelu(self.pre(h, x), base.per_row(self.model.b, h))
 
     def tangent(self, h: torch.Tensor, x: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
         u = self.pre(h, x)
-        mask = (u.abs() + per_row(self.model.b, h) > 0).to(Q.dtype)
-        return mask.unsqueeze(-1) * bmm_columns(self.W, Q)
+        mask = (u.abs() + base.per_row(self.model.b, h) > 0).to(Q.dtype)
+        return mask.unsqueeze(-1) * base.bmm_columns(self.W, Q)
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         return self.model.readout(h)
@@ -99,13 +90,13 @@ class OrthogonalRNN(RecurrentEnsemble):
         N, S, O = self.N, self.S, self.O
         A = torch.zeros(N, N, dtype=torch.float64)
         idx = torch.arange(0, N - 1, 2)
-        A[idx, idx + 1] = uniform(gen, len(idx), bound=math.pi)
+        A[idx, idx + 1] = base.uniform(gen, len(idx), bound=math.pi)
         V = torch.randn(N, S, generator=gen, dtype=torch.float64) * (2 / S) ** 0.5
-        b = uniform(gen, N, bound=0.01)
+        b = base.uniform(gen, N, bound=0.01)
         k = N**-0.5
-        w_out, b_out = uniform(gen, O, N, bound=k), uniform(gen, O, bound=k)
+        w_out, b_out = base.uniform(gen, O, N, bound=k), base.uniform(gen, O, bound=k)
         W = skew_exp(A)
-        h0 = burn_in(lambda h: modrelu(W @ h, b), torch.randn(N, generator=gen, dtype=A.dtype))
+        h0 = base.burn_in(lambda h: modrelu(W @ h, b), torch.randn(N, generator=gen, dtype=A.dtype))
         return {"A": A, "V": V, "b": b, "w_out": w_out, "b_out": b_out, "h0": h0}
 
     @property
@@ -130,4 +121,4 @@ class OrthogonalRNN(RecurrentEnsemble):
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``w_out h + b_out``: ``[R, *B, N]`` -> ``[R, *B, O]``."""
-        return bmv(self.w_out, h) + per_row(self.b_out, h)
+        return base.bmv(self.w_out, h) + base.per_row(self.b_out, h)

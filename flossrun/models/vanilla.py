@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from flossrun import seeding
 from flossrun.errors import is_number, need
@@ -22,6 +22,8 @@ from flossrun.fast.bptt import small_matmul, vanilla_rnn
 from flossrun.fast.floss import vanilla_lyapunov
 from flossrun.fast.ops import dtanh
 from flossrun.models.base import (
+    Flags,
+    Fused,
     ModelConfig,
     RecurrentEnsemble,
     affine_drive,
@@ -151,25 +153,18 @@ class VanillaRNN(RecurrentEnsemble):
         """``D Q = W (φ'(h) ⊙ Q)`` at the pre-step state; ``Q [R, *B, N, k]`` -> same shape."""
         return bmm_columns(self.W, dtanh(h).unsqueeze(-1) * Q)
 
-    def lyapunov_fused(
-        self,
-        h0: torch.Tensor,
-        inputs: torch.Tensor,
-        Q0: torch.Tensor,
-        qr_at: Sequence[bool],
-        keep: Sequence[bool],
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def lyapunov_fused(self, h0: Tensor, u: Tensor, Q0: Tensor, qr_at: Flags, keep: Flags) -> Fused:
         """The whole Benettin pass with Cholesky QR and a hand-written adjoint.
 
         Called by :func:`flossrun.lyapunov.lyapunov_spectrum` with ``orthonormalize="cholesky"``;
-        ``h0 [R, B, N]``, ``inputs [T, R, B, S]`` or ``[T, B, S]``, frame ``Q0 [R, B, N, k]``.
+        ``h0 [R, B, N]``, inputs ``u [T, R, B, S]`` or ``[T, B, S]``, frame ``Q0 [R, B, N, k]``.
         Returns ``(block_logs [n_kept, R, B, k], h_T [R, B, N])``, or None where it does not
         apply (other state shapes, or a subclass with its own ``step``/``tangent``).
         """
         own = type(self).step is VanillaRNN.step and type(self).tangent is VanillaRNN.tangent
-        if not own or h0.dim() != 3 or inputs.dim() not in (3, 4):
+        if not own or h0.dim() != 3 or u.dim() not in (3, 4):
             return None
-        return vanilla_lyapunov(self.W, self.drive(inputs), h0, Q0, qr_at, keep)
+        return vanilla_lyapunov(self.W, self.drive(u), h0, Q0, qr_at, keep)
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``z = w_out h + b_out``: ``[R, *B, N]`` -> ``[R, *B, O]``."""
@@ -205,10 +200,7 @@ class VanillaRNN(RecurrentEnsemble):
 
     def _run(self, x: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """States ``[T, R, B, N]`` and logits ``[T, R, B, O]``."""
-        if x.dim() == 3:  # shared input [T, B, S]
-            x = x.unsqueeze(1).expand(x.shape[0], self.R, *x.shape[1:])
-        if h is None:
-            h = self.initial_state(x.shape[2])
+        x, h = self.sequence_inputs(x, h)  # [T, R, B, S], [R, B, D]
         if self.fast:
             return vanilla_rnn(x, self.W, self.V, self.b, h, self.w_out, self.b_out)
         u = self.drive(x)  # [T, R, B, N]
