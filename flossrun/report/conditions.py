@@ -264,6 +264,7 @@ class Conditions:
         """The constant settings (``task=delayed_xor, N=80, k=75``) and the realization count."""
         keys = [k for k in keys if k in self.config.columns and k not in skip]
         keys = [k for k in keys if self.config[k].astype(str).nunique() == 1]
+        keys = [k for k in keys if self.config[k].notna().all()]  # "g=?" would say nothing
         names = short_names(keys)
         parts = [f"{names[k]}={format_value(self.config[k].iloc[0])}" for k in keys]
         return ", ".join([*parts, f"{sum(self.n.values())} realizations"])

@@ -32,7 +32,7 @@ from flossrun.report.conditions import (
     sort_key,
 )
 from flossrun.report.regions import regions
-from flossrun.report.stats import counted, success_counts
+from flossrun.report.stats import counted, fisher_p, format_p, success_counts
 from flossrun.report.style import LINESTYLES, RC, band, colours, label, new_figure, no_data, save
 
 STAGES = ("initial", "preflossed", "eval", "final")
@@ -361,10 +361,46 @@ def temporal_complexity(exp: Collection) -> Figure | None:
     return _success_panels(exp, "task.taps", "Tasks of varying temporal complexity")
 
 
+def flossing_p_values(cond: Conditions, results: pd.DataFrame, x: str) -> list[str]:
+    """Per task and ``x`` where both were run: successes of ``floss=pre`` vs ``none`` with
+    Fisher's exact p (``xor d=12: 9/10 vs 1/10, p=0.0011``)."""
+    done = counted(results)
+    if done.empty:
+        return []
+    keys = [cond.column(done, "task.name"), cond.column(done, x), cond.column(done, "floss.name")]
+    ok = done.assign(ok=done["success"].fillna(False).astype(bool))
+    table = ok.groupby(keys)["ok"].agg(["sum", "count"])  # successes, n per (task, d, floss)
+    lines = []
+    for (task, d), g in table.groupby(level=[0, 1]):
+        by = g.droplevel([0, 1])
+        if {"none", "pre"} <= set(by.index):
+            (a, n), (b, m) = by.loc["none"], by.loc["pre"]
+            p = format_p(fisher_p(int(b), int(m), int(a), int(n)))
+            name = str(task).removeprefix("delayed_")
+            lines.append(f"{name} d={format_value(d)}: {b}/{m} vs {a}/{n}, p={p}")
+    return lines
+
+
 def architectures(exp: Collection) -> Figure | None:
-    """Per architecture (``model.name``, one column each): success vs d and the spectra."""
+    """Per architecture (``model.name``, one column each): success vs d, with Fisher's p of
+    preflossed vs unflossed per task and delay in the panel, and the spectra."""
     what = "Flossing across RNN architectures: success vs delay; spectra before (dashed) and "
-    return _success_panels(exp, "model.name", what + "after (solid) preflossing", spectra=True)
+    fig = _success_panels(exp, "model.name", what + "after (solid) preflossing", spectra=True)
+    x = preset_settings(exp).get("x") or "task.delay"
+    cond = Conditions.of(exp, fixed=(x, "model.name"))
+    values = panel_values(cond, "model.name")
+    handles = fig.axes[0].get_legend_handles_labels()
+    for ax, value in zip(fig.axes, values, strict=False):
+        if ax.get_legend() is not None:  # one legend for all panels, below them
+            ax.get_legend().remove()
+        lines = flossing_p_values(cond, on_panel(cond, exp.results, "model.name", value), x)
+        if lines:
+            text = "pre vs none (Fisher):\n" + "\n".join(lines)
+            ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=6,
+                    bbox={"facecolor": "white", "alpha": 0.85, "lw": 0})  # fmt: skip
+    if handles[0]:
+        fig.legend(*handles, loc="outside lower center", ncols=min(4, len(handles[0])))
+    return fig
 
 
 def generic(exp: Collection) -> Figure | None:
