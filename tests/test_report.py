@@ -220,7 +220,9 @@ def test_unknown_figure_names_are_noted_not_fatal(figure_report: dict[str, Any])
 
 
 def _legend_texts(fig) -> list[str]:
-    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    """The texts of every legend of ``fig``: the axes' and the figure's own."""
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
 
 
 @pytest.fixture(scope="module")
