@@ -45,7 +45,14 @@ from flossrun.lyapunov import lyapunov_spectrum
 from flossrun.models import build_model
 from flossrun.provenance import identity_diff, learning_rates
 from flossrun.tasks import PreparesModel, build_task
-from flossrun.training import evaluate, floss_epoch, make_adam, model_threads, train_epoch
+from flossrun.training import (
+    evaluate,
+    floss_epoch,
+    make_adam,
+    model_threads,
+    one_thread,
+    train_epoch,
+)
 
 log = logging.getLogger("flossrun")
 STREAMS = ("train", "floss", "frame")  # random streams that advance during a run
@@ -362,22 +369,24 @@ class Run:
 
     def record_jacobian(self, stage: str) -> None:
         """Long-term Jacobian singular values, condition numbers and error-signal norms vs lag,
-        computed on a float64 copy (small singular values at long lags need it)."""
+        computed on a float64 copy (small singular values at long lags need it), on one thread:
+        LAPACK's results would otherwise depend on the thread count in the last digits."""
         cfg, D = self.cfg, self.model.state_dim
         model = copy.deepcopy(self.model).to(torch.float64)
         lags = sorted(cfg.diag.lags)
-        with torch.no_grad():
-            jac = long_term_jacobian(
-                model,
-                model.initial_state(1),
-                self.x_diag.double(),
-                lags,
-                transient=cfg.diag.transient,
-            )
-        log_sv = jac.log_sv[:, :, 0]  # [L, R, D]
         n_err = min(64, cfg.train.test_size)
         x, y = self.x_test[:, :, :n_err].double(), self.y_test[:, :, :n_err].double()
-        err = error_signal_norms(model, x, y, self.task, lags)  # [L, R]
+        with one_thread(self.device):
+            with torch.no_grad():
+                jac = long_term_jacobian(
+                    model,
+                    model.initial_state(1),
+                    self.x_diag.double(),
+                    lags,
+                    transient=cfg.diag.transient,
+                )
+            err = error_signal_norms(model, x, y, self.task, lags)  # [L, R]
+        log_sv = jac.log_sv[:, :, 0]  # [L, R, D]
         ks = sorted({k for k in (min(cfg.floss.k, D), D) if k >= 2})
         rows = self.logs["diagnostics"]
         for li, lag in enumerate(lags):

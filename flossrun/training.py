@@ -103,10 +103,10 @@ def guarded_step(
 
 
 @contextmanager
-def model_threads(model, device: torch.device) -> Iterator[None]:
-    """One intra-op thread on CPU for a model whose passes are loops of small ops
-    (``model.one_thread``); otherwise nothing changes."""
-    if device.type != "cpu" or not getattr(model, "one_thread", False):
+def one_thread(device: torch.device) -> Iterator[None]:
+    """One intra-op thread on CPU (for ops whose rounding follows the thread count, or loops of
+    small ops); nothing changes on other devices."""
+    if device.type != "cpu":
         yield
         return
     threads = torch.get_num_threads()
@@ -115,6 +115,17 @@ def model_threads(model, device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@contextmanager
+def model_threads(model, device: torch.device) -> Iterator[None]:
+    """:func:`one_thread` for a model whose passes are loops of small ops
+    (``model.one_thread``); otherwise nothing changes."""
+    if not getattr(model, "one_thread", False):
+        yield
+        return
+    with one_thread(device):
+        yield
 
 
 def constrain(model) -> None:

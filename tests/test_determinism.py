@@ -257,3 +257,21 @@ def test_sine_training_and_orbit_snapshots_alone_equal_inside_an_ensemble(name, 
     together, alone = run([0, 1, 2]), run([1])
     for key, value in together.items():
         assert torch.equal(value, alone[key]), (name, key, (value - alone[key]).abs().max())
+
+
+JACOBIAN = [  # long-term Jacobian diagnostics of a network large enough for LAPACK to thread
+    "floss=none", "model.N=64", "train.epochs=1", "task.T=160", "task.delay=10",
+    "train.test_size=32", "diag.full_spectrum=false", "diag.jacobian=true", "diag.steps=160",
+    "diag.transient=10", "diag.lags=[1,50,150]", "device=cpu", "model.g=1.5",
+]  # fmt: skip
+
+
+def test_jacobian_diagnostics_do_not_depend_on_the_thread_count(tmp_path):
+    two = pd.read_csv(
+        _run(tmp_path, "t2", *JACOBIAN, "realizations=3", threads=2) / "diagnostics.csv"
+    )
+    one = pd.read_csv(
+        _run(tmp_path, "t1", *JACOBIAN, "realizations=3", threads=1) / "diagnostics.csv"
+    )
+    assert set(two.stage) == {"initial", "final"} and len(two) > 500
+    pd.testing.assert_frame_equal(two, one, check_exact=True)
