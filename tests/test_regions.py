@@ -57,6 +57,7 @@ def test_memory_reads_the_longest_lag_of_the_final_stage():
     assert mem == {"lag": 20, "error_signal_norm": 0.01, "log10_condition": 3.0, "condition_k": 4}
     assert math.isnan(rg.memory_of([], 0, 4)["error_signal_norm"])
     assert rg.memory_of(rows, 0, 4, "initial")["error_signal_norm"] == 1.0
+    assert math.isnan(rg.memory_of(rows, 0, 1)["log10_condition"])  # no recorded k <= 1
     assert rg.diagnostics_stage("trained", True) == "final"
     assert rg.diagnostics_stage("placed", True) == "preflossed"
     assert rg.diagnostics_stage("placed", False) == "initial"

@@ -157,7 +157,7 @@ def memory_of(diagnostics: list[tuple], r: int, k: int, stage: str = "final") ->
     """Error-signal norm and log10 condition number (of the top ``k`` singular values, or the
     largest k recorded below it) at the longest lag, diagnostics ``stage``, of realization ``r``
     from the run's ``diagnostics`` rows ``(r, seed, stage, lag, index, name, value)``; NaN
-    without ``diag.jacobian``."""
+    without ``diag.jacobian`` (the condition number also where no k ≤ ``k`` was recorded)."""
     rows = [row for row in diagnostics if row[0] == r and row[2] == stage]
     if not rows:
         return {"lag": math.nan, "error_signal_norm": math.nan, "log10_condition": math.nan,
@@ -166,7 +166,7 @@ def memory_of(diagnostics: list[tuple], r: int, k: int, stage: str = "final") ->
     at = [row for row in rows if row[3] == lag]
     err = next((row[6] for row in at if row[5] == "error_signal_norm"), math.nan)
     conds = {row[4]: row[6] for row in at if row[5] == "log10_condition"}
-    ks = [c for c in sorted(conds) if c <= k] or sorted(conds)
+    ks = [c for c in sorted(conds) if c <= k]  # none: NaN (σ1/σ1 says nothing)
     ck = ks[-1] if ks else math.nan
     return {"lag": lag, "error_signal_norm": err, "log10_condition": conds.get(ck, math.nan),
             "condition_k": ck}  # fmt: skip
