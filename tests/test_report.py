@@ -340,3 +340,20 @@ def test_architectures_panels_state_fishers_p_of_pre_vs_none_per_task_and_delay(
     # only the cell with both conditions; copy d=24 has no floss=pre run
     assert lines == [f"xor d=12: 9/10 vs 1/10, p={format_p(fisher_p(9, 10, 1, 10))}"]
     assert fisher_p(9, 10, 1, 10) < 0.01
+
+
+def test_landscape_summary_gives_medians_and_ranges_over_a_conditions_networks(monkeypatch):
+    from flossrun.report import attractors
+
+    def st(lam: float, crossing: float) -> dict[str, float]:
+        return {"lambda_1_at_1": lam, "crossing": crossing, "frac_chaotic": 0.2,
+                "tv_stable": 1.0, "tv_chaotic": 2.0}  # fmt: skip
+
+    runs = [("a", "r1", st(0.1, 0.5)), ("a", "r2", st(0.3, 0.7)), ("a", "r3", st(0.2, 0.6)),
+            ("b", "r4", st(0.1, 0.5)), ("b", "r5", st(0.1, 0.5))]  # fmt: skip
+    found = [(name, run, {"stats": {"scale": stats}}) for name, run, stats in runs]
+    monkeypatch.setattr(attractors, "runs_with", lambda col, name: (None, found))
+    text = attractors.landscape_summary(None)
+    assert "a / scale: n = 3 networks" in text, text
+    assert "λ1 +0.200 [+0.100, +0.300] at s = 1, crosses 0 at s = 0.600 [0.500, 0.700]" in text
+    assert "b / scale: λ1 +0.100 at s = 1" in text and "the same in 2 runs" in text

@@ -117,14 +117,20 @@ def _loss_scale(exp: Collection) -> str:
 
 def loss_landscape(exp: Collection) -> Figure | None:
     """One column per path (chaotic LSTM; trained from init; trained along a random direction):
-    steady-state output, loss and λ1 vs s, conditions overlaid; a last row of 2-D grids."""
+    steady-state output, loss and λ1 vs s, every network of every condition overlaid; a last
+    row of 2-D grids, one per condition (its first network)."""
     cond, runs = runs_with(exp, LANDSCAPE_PT)
     if not runs:
         return None
     paths = [p for p in PATH_TITLES if any(p in d["paths"] for _, _, d in runs)]
-    grids = [(name, d["paths"]["grid"]) for name, _, d in runs if "grid" in d["paths"]]
+    first = {}  # the 2-D grid of each condition's first network (more would repeat the panel)
+    for name, _, d in runs:
+        if "grid" in d["paths"]:
+            first.setdefault(name, d["paths"]["grid"])
+    grids = list(first.items())
     fig, axes = new_figure(max(len(paths), len(grids), 1), 4 if grids else 3, width=3.8)
     for col, path in enumerate(paths):
+        labelled = set()  # one legend entry per condition, however many networks it has
         for name, _, d in runs:
             if path not in d["paths"]:
                 continue
@@ -132,7 +138,10 @@ def loss_landscape(exp: Collection) -> Figure | None:
             s = p["s1"].numpy()
             y = p["outputs"].numpy()  # [P, T_keep]
             axes[0, col].scatter(np.repeat(s, y.shape[1]), y.ravel(), s=0.2, color=colour, lw=0)
-            axes[1, col].plot(s, p["loss"].numpy(), color=colour, lw=0.7, label=name)
+            n = sum(r[0] == name and path in r[2]["paths"] for r in runs)
+            legend = None if name in labelled else (name if n == 1 else f"{name} (n={n})")
+            labelled.add(name)
+            axes[1, col].plot(s, p["loss"].numpy(), color=colour, lw=0.7, label=legend)
             axes[2, col].plot(s, p["lambda_1"].numpy(), color=colour, lw=0.7)
             crossing = d["stats"].get(path, {}).get("crossing", float("nan"))
             if np.isfinite(crossing):
@@ -219,24 +228,56 @@ def extrapolation_table(col: Collection) -> str:
     return "\n".join(lines)
 
 
+def _landscape_sentence(st: dict[str, Any]) -> str:
+    """One run's numbers along one path."""
+    bands = (
+        f" (contracting / neutral / chaotic {100 * st['frac_contracting']:.0f} / "
+        f"{100 * st['frac_neutral']:.0f} / {100 * st['frac_chaotic_band']:.0f} %)"
+        if "frac_neutral" in st
+        else ""
+    )
+    res = f" at {st['points_per_s']:.0f} points per unit s" if "points_per_s" in st else ""
+    return (
+        f"λ1 {st['lambda_1_at_1']:+.3f} at s = 1, crosses 0 at s = {st['crossing']:.3f}, "
+        f"{100 * st['frac_chaotic']:.0f} % of points λ1 ≥ 0{bands}; loss variation per "
+        f"unit s{res} {st['tv_stable']:.3g} (λ1 < 0) vs {st['tv_chaotic']:.3g} (λ1 ≥ 0)"
+    )
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """Median [min, max] of one number over the networks of a condition."""
+    v = np.asarray(values, dtype=float)
+    return f"{np.nanmedian(v):{fmt}} [{np.nanmin(v):{fmt}}, {np.nanmax(v):{fmt}}]"
+
+
+def _landscape_spread(stats: list[dict[str, Any]]) -> str:
+    """The numbers of several networks along the same path: medians [min, max]."""
+    get = lambda key: [st[key] for st in stats]  # noqa: E731
+    return (
+        f"n = {len(stats)} networks, medians [min, max]: λ1 {_spread(get('lambda_1_at_1'), '+.3f')}"
+        f" at s = 1, crosses 0 at s = {_spread(get('crossing'), '.3f')}, "
+        f"{_spread([100 * v for v in get('frac_chaotic')], '.0f')} % of points λ1 ≥ 0; loss "
+        f"variation per unit s {_spread(get('tv_stable'), '.3g')} (λ1 < 0) vs "
+        f"{_spread(get('tv_chaotic'), '.3g')} (λ1 ≥ 0)"
+    )
+
+
 def landscape_summary(col: Collection) -> str:
-    """Per run and path: where λ1 crosses 0 and the loss variation per unit s on each side."""
-    parts = []
+    """Per condition and path: where λ1 crosses 0 and the loss variation per unit s on each
+    side; one network's numbers, or medians [min, max] over a condition's networks."""
+    paths: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for name, _, d in runs_with(col, LANDSCAPE_PT)[1]:
         for path, st in d["stats"].items():
-            bands = (
-                f" (contracting / neutral / chaotic {100 * st['frac_contracting']:.0f} / "
-                f"{100 * st['frac_neutral']:.0f} / {100 * st['frac_chaotic_band']:.0f} %)"
-                if "frac_neutral" in st
-                else ""
-            )
-            res = f" at {st['points_per_s']:.0f} points per unit s" if "points_per_s" in st else ""
-            parts.append(
-                f"{name} / {path}: λ1 {st['lambda_1_at_1']:+.3f} at s = 1, crosses 0 at "
-                f"s = {st['crossing']:.3f}, "
-                f"{100 * st['frac_chaotic']:.0f} % of points λ1 ≥ 0{bands}; loss variation per "
-                f"unit s{res} {st['tv_stable']:.3g} (λ1 < 0) vs {st['tv_chaotic']:.3g} (λ1 ≥ 0)"
-            )
+            paths.setdefault((name, path), []).append(st)
+    parts = []
+    for (name, path), sts in paths.items():
+        if len(sts) == 1:
+            text = _landscape_sentence(sts[0])
+        elif all(st == sts[0] for st in sts):  # a fixed network (chaotic_lstm) run once per seed
+            text = f"{_landscape_sentence(sts[0])} (one fixed network; the same in {len(sts)} runs)"
+        else:
+            text = _landscape_spread(sts)
+        parts.append(f"{name} / {path}: {text}")
     return " | ".join(parts) + "." if parts else "No landscape files."
 
 
