@@ -322,21 +322,18 @@ def test_interpolations_resolve_with_flossrun_resolvers_or_stay_raw(tmp_path: Pa
 
 
 def test_architectures_panels_state_fishers_p_of_pre_vs_none_per_task_and_delay():
-    import types
-
     from flossrun.report.figures import flossing_p_values
     from flossrun.report.stats import fisher_p, format_p
 
-    config = pd.DataFrame(
-        {"task.name": ["delayed_xor"] * 2 + ["delayed_copy"], "task.delay": [12, 12, 24],
-         "floss.name": ["none", "pre", "none"]},
-        index=["a", "b", "c"],
-    )  # fmt: skip
-    cond = types.SimpleNamespace(column=lambda df, key: df["run"].map(config[key]))
-    ok = [True] * 1 + [False] * 9 + [True] * 9 + [False] + [True] * 4  # runs a, b (10 each), c
-    results = pd.DataFrame({"run": ["a"] * 10 + ["b"] * 10 + ["c"] * 4, "success": ok,
-                            "status": "finished"})  # fmt: skip
-    lines = flossing_p_values(cond, results, "task.delay")
+    cells = [("delayed_xor", 12, "none", 1, 10), ("delayed_xor", 12, "pre", 9, 10),
+             ("delayed_copy", 24, "none", 4, 4)]  # fmt: skip
+    rows = [
+        {"task.name": task, "task.delay": d, "floss.name": floss, "success": i < ok,
+         "status": "finished"}
+        for task, d, floss, ok, n in cells
+        for i in range(n)
+    ]  # fmt: skip
+    lines = flossing_p_values(pd.DataFrame(rows), "task.delay")
     # only the cell with both conditions; copy d=24 has no floss=pre run
     assert lines == [f"xor d=12: 9/10 vs 1/10, p={format_p(fisher_p(9, 10, 1, 10))}"]
     assert fisher_p(9, 10, 1, 10) < 0.01

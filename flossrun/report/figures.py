@@ -61,9 +61,12 @@ def panel_title(key: str, value: Any) -> str:
     return "" if value is None else f"{short_names([key])[key]}={format_value(value)}"
 
 
-def axes_done(ax: Axes, x: str, ylabel: str, ticks=None, empty: str = "no data") -> None:
+def axes_done(
+    ax: Axes, x: str, ylabel: str, ticks=None, empty: str = "no data", legend: bool = True
+) -> None:
     """Axis labels, ticks at the values ``ticks`` of ``x`` when they are a few integers (delays:
-    never 12.5 or 17.5), and the legend, or ``empty`` on a panel with no line."""
+    never 12.5 or 17.5), and the legend (unless ``legend`` is false: the figure has one for all
+    panels), or ``empty`` on a panel with no line."""
     ax.set(xlabel=label(x), ylabel=ylabel)
     v = (
         sorted(set(pd.to_numeric(ticks, errors="coerce").dropna().tolist()))
@@ -72,13 +75,15 @@ def axes_done(ax: Axes, x: str, ylabel: str, ticks=None, empty: str = "no data")
     )
     if 1 < len(v) <= 12 and all(float(a).is_integer() for a in v):
         ax.set_xticks(v, [str(int(a)) for a in v])
-    if ax.lines:
-        ax.legend()
-    else:
+    if not ax.lines:
         no_data(ax, empty)
+    elif legend:
+        ax.legend()
 
 
-def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
+def success_vs(
+    ax: Axes, cond: Conditions, results: pd.DataFrame, x: str, legend: bool = True
+) -> None:
     """Success rate (fraction of realizations with final accuracy ≥ threshold) vs ``x``, with
     95 % Wilson intervals as error bars (conditions shifted apart by a few points so their bars
     do not hide each other); the legend states n per point."""
@@ -98,7 +103,7 @@ def success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> Non
         for artist in bars.get_children():  # shifted after plotting: limits stay on the data
             artist.set_transform(ax.transData + shift)
     ax.set_ylim(-0.04, 1.04)
-    axes_done(ax, x, f"{label('success')} (95 % CI)", results[x])
+    axes_done(ax, x, f"{label('success')} (95 % CI)", results[x], legend=legend)
 
 
 def epochs_to_success_vs(ax: Axes, cond: Conditions, results: pd.DataFrame, x: str) -> None:
@@ -332,17 +337,27 @@ def k_sweep(exp: Collection) -> Figure | None:
     return finish(fig, cond, "More flossed exponents k for tasks with more memory", skip=(x,))
 
 
-def _success_panels(exp: Collection, panel: str, what: str, spectra: bool = False) -> Figure:
+def _success_panels(
+    exp: Collection, panel: str, what: str, spectra: bool = False, p_values: bool = False
+) -> Figure:
     """Success rate vs d, one column per value of ``panel`` (taps m, architecture); with
     ``spectra``, below it the Lyapunov spectrum λ_i vs i at initialisation (dashed) and after
-    preflossing (solid)."""
+    preflossing (solid); with ``p_values``, Fisher's p of preflossed vs unflossed per task and
+    delay in each panel (:func:`flossing_p_values`) and one legend below all panels."""
     x = preset_settings(exp).get("x") or "task.delay"
     cond = Conditions.of(exp, fixed=(x, panel))
     values = panel_values(cond, panel)
     fig, axes = new_figure(len(values), 2 if spectra else 1, width=3.6)
     for col, value in enumerate(values):
-        success_vs(axes[0, col], cond, on_panel(cond, exp.results, panel, value), x)
+        results = on_panel(cond, exp.results, panel, value)
+        success_vs(axes[0, col], cond, results, x, legend=not p_values)
         axes[0, col].set_title(panel_title(panel, value))
+        lines = flossing_p_values(results, x) if p_values else []
+        if lines:
+            text = "pre vs none (Fisher):\n" + "\n".join(lines)
+            axes[0, col].text(0.98, 0.97, text, transform=axes[0, col].transAxes, ha="right",
+                              va="top", fontsize=6,
+                              bbox={"facecolor": "white", "alpha": 0.85, "lw": 0})  # fmt: skip
         if not spectra:
             continue
         ax, sp = axes[1, col], exp.spectra
@@ -353,6 +368,9 @@ def _success_panels(exp: Collection, panel: str, what: str, spectra: bool = Fals
         ax.set(xlabel=label("index"), ylabel=label("lambda_i"))
         if not ax.lines:
             no_data(ax)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if p_values and handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(handles)))
     return finish(fig, cond, what, skip=(x, panel))
 
 
@@ -361,20 +379,16 @@ def temporal_complexity(exp: Collection) -> Figure | None:
     return _success_panels(exp, "task.taps", "Tasks of varying temporal complexity")
 
 
-def flossing_p_values(cond: Conditions, results: pd.DataFrame, x: str) -> list[str]:
-    """Per task and ``x`` where both were run: successes of ``floss=pre`` vs ``none`` with
-    Fisher's exact p (``xor d=12: 9/10 vs 1/10, p=0.0011``)."""
-    done = counted(results)
-    if done.empty:
-        return []
-    keys = [cond.column(done, "task.name"), cond.column(done, x), cond.column(done, "floss.name")]
-    ok = done.assign(ok=done["success"].fillna(False).astype(bool))
-    table = ok.groupby(keys)["ok"].agg(["sum", "count"])  # successes, n per (task, d, floss)
+def flossing_p_values(results: pd.DataFrame, x: str) -> list[str]:
+    """Per task and ``x`` where both were run: successes of ``floss=pre`` vs ``none``
+    (:func:`~flossrun.report.stats.success_counts`) with Fisher's exact p
+    (``xor d=12: 9/10 vs 1/10, p=0.0011``)."""
+    table = success_counts(results, ["task.name", x, "floss.name"])
     lines = []
-    for (task, d), g in table.groupby(level=[0, 1]):
-        by = g.droplevel([0, 1])
+    for (task, d), g in table.groupby(["task.name", x], sort=False):
+        by = g.set_index("floss.name")
         if {"none", "pre"} <= set(by.index):
-            (a, n), (b, m) = by.loc["none"], by.loc["pre"]
+            (a, n), (b, m) = (by.loc[f, ["successes", "n"]] for f in ("none", "pre"))
             p = format_p(fisher_p(int(b), int(m), int(a), int(n)))
             name = str(task).removeprefix("delayed_")
             lines.append(f"{name} d={format_value(d)}: {b}/{m} vs {a}/{n}, p={p}")
@@ -385,22 +399,9 @@ def architectures(exp: Collection) -> Figure | None:
     """Per architecture (``model.name``, one column each): success vs d, with Fisher's p of
     preflossed vs unflossed per task and delay in the panel, and the spectra."""
     what = "Flossing across RNN architectures: success vs delay; spectra before (dashed) and "
-    fig = _success_panels(exp, "model.name", what + "after (solid) preflossing", spectra=True)
-    x = preset_settings(exp).get("x") or "task.delay"
-    cond = Conditions.of(exp, fixed=(x, "model.name"))
-    values = panel_values(cond, "model.name")
-    handles = fig.axes[0].get_legend_handles_labels()
-    for ax, value in zip(fig.axes, values, strict=False):
-        if ax.get_legend() is not None:  # one legend for all panels, below them
-            ax.get_legend().remove()
-        lines = flossing_p_values(cond, on_panel(cond, exp.results, "model.name", value), x)
-        if lines:
-            text = "pre vs none (Fisher):\n" + "\n".join(lines)
-            ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=6,
-                    bbox={"facecolor": "white", "alpha": 0.85, "lw": 0})  # fmt: skip
-    if handles[0]:
-        fig.legend(*handles, loc="outside lower center", ncols=min(4, len(handles[0])))
-    return fig
+    return _success_panels(
+        exp, "model.name", what + "after (solid) preflossing", spectra=True, p_values=True
+    )
 
 
 def generic(exp: Collection) -> Figure | None:
