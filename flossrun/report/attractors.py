@@ -8,6 +8,7 @@ collection. Conditions and colours come from :class:`Conditions` as for every fi
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,7 @@ def loss_landscape(exp: Collection) -> Figure | None:
     grids = list(first.items())
     fig, axes = new_figure(max(len(paths), len(grids), 1), 4 if grids else 3, width=3.8)
     for col, path in enumerate(paths):
+        count = Counter(name for name, _, d in runs if path in d["paths"])  # networks per cond.
         labelled = set()  # one legend entry per condition, however many networks it has
         for name, _, d in runs:
             if path not in d["paths"]:
@@ -138,7 +140,7 @@ def loss_landscape(exp: Collection) -> Figure | None:
             s = p["s1"].numpy()
             y = p["outputs"].numpy()  # [P, T_keep]
             axes[0, col].scatter(np.repeat(s, y.shape[1]), y.ravel(), s=0.2, color=colour, lw=0)
-            n = sum(r[0] == name and path in r[2]["paths"] for r in runs)
+            n = count[name]
             legend = None if name in labelled else (name if n == 1 else f"{name} (n={n})")
             labelled.add(name)
             axes[1, col].plot(s, p["loss"].numpy(), color=colour, lw=0.7, label=legend)
@@ -252,13 +254,16 @@ def _spread(values: list[float], fmt: str) -> str:
 
 def _landscape_spread(stats: list[dict[str, Any]]) -> str:
     """The numbers of several networks along the same path: medians [min, max]."""
-    get = lambda key: [st[key] for st in stats]  # noqa: E731
+
+    def spread(key: str, fmt: str, scale: float = 1.0) -> str:
+        return _spread([scale * st[key] for st in stats], fmt)
+
     return (
-        f"n = {len(stats)} networks, medians [min, max]: λ1 {_spread(get('lambda_1_at_1'), '+.3f')}"
-        f" at s = 1, crosses 0 at s = {_spread(get('crossing'), '.3f')}, "
-        f"{_spread([100 * v for v in get('frac_chaotic')], '.0f')} % of points λ1 ≥ 0; loss "
-        f"variation per unit s {_spread(get('tv_stable'), '.3g')} (λ1 < 0) vs "
-        f"{_spread(get('tv_chaotic'), '.3g')} (λ1 ≥ 0)"
+        f"n = {len(stats)} networks, medians [min, max]: λ1 {spread('lambda_1_at_1', '+.3f')}"
+        f" at s = 1, crosses 0 at s = {spread('crossing', '.3f')}, "
+        f"{spread('frac_chaotic', '.0f', 100)} % of points λ1 ≥ 0; loss "
+        f"variation per unit s {spread('tv_stable', '.3g')} (λ1 < 0) vs "
+        f"{spread('tv_chaotic', '.3g')} (λ1 ≥ 0)"
     )
 
 
