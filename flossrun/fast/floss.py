@@ -33,23 +33,26 @@ from flossrun.fast import blas
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh
 from flossrun.fast.parallel import ensemble_slices, map_slices
-from flossrun.fast.qr import frame_qr, frame_qr_backward
+from flossrun.fast.qr import frame_step, frame_step_backward
 
 # The frame is kept transposed, ``Qt = Qᵀ [R, B·k, N]`` (the B trajectories' frames stacked as
 # rows), so that every product and the QR's triangular solves read and write row-major blocks
 # (see flossrun.fast.qr). _forward and _backward are TorchScript-compatible: flossrun.fast.jit
 # compiles them so that the ensemble's slices run side by side without the GIL.
 
+# The kernels' signature (this module's and flossrun.fast.lstm_floss's _forward and _backward,
+# driven by sliced_benettin), as types TorchScript reads:
+Tensor = torch.Tensor
+OptTensor = torch.Tensor | None
+Flags = list[bool]  # one flag per step: a QR is due / its logs are kept
+Trace = list[list[torch.Tensor]]  # per step, what _backward needs (empty unless traced)
+Pass = tuple[Tensor, Tensor, Tensor, Trace]  # (block logs, final state, final frame, trace)
+Adjoint = tuple[Tensor, Tensor, Tensor, OptTensor]  # (W̄, ū, h̄_0, Q̄_0ᵀ)
+
 
 def _forward(
-    W: torch.Tensor,
-    u: torch.Tensor,
-    h0: torch.Tensor,
-    Qt0: torch.Tensor,
-    qr_at: list[bool],
-    keep: list[bool],
-    trace: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
+    W: Tensor, u: Tensor, h0: Tensor, Qt0: Tensor, qr_at: Flags, keep: Flags, trace: bool
+) -> Pass:
     """The Benettin pass of one slice of the ensemble over the steps of ``u`` (a whole pass or
     one checkpointed segment) from ``h0 [R, B, N]`` and the frame ``Qt0 = Q_0ᵀ [R, B·k, N]``:
     ``(block_logs [n_kept, R, B, k], h_T, Q_Tᵀ, trace)``.
@@ -79,16 +82,9 @@ def _forward(
             At = blas.bmm(Pt, WT)
             h = blas.baddbmm(u[t], p, WT)
         record = [Qt, d, p]
-        if qr_at[t]:
-            Qt, Rt, logr = frame_qr(At, k)
-            record += [Qt, Rt]
-            if keep[t]:
-                logs[j].copy_(logr)
-                j += 1
-        else:
-            Qt = At
+        Qt, qr_record, j = frame_step(At, k, qr_at[t], keep[t], logs, j)
         if trace:
-            steps.append(record)
+            steps.append(record + qr_record)
     return logs, h, Qt, steps
 
 
@@ -105,14 +101,8 @@ def kept_logs(keep: list[bool], R: int, B: int, k: int, like: torch.Tensor) -> t
 
 
 def _backward(
-    W: torch.Tensor,
-    steps: list[list[torch.Tensor]],
-    keep: list[bool],
-    g_logs: torch.Tensor,
-    g_h: torch.Tensor,
-    g_Qt: torch.Tensor | None,
-    gW: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    W: Tensor, steps: Trace, keep: Flags, g_logs: Tensor, g_h: Tensor, g_Qt: OptTensor, gW: Tensor
+) -> Adjoint:
     """The adjoint of :func:`_forward` for one slice, from the adjoints of its outputs
     (``g_logs``, ``g_h``, and ``g_Qt`` of the final frame, None for a whole pass; overwritten):
     ``(W̄, ū [T, R, B, N], h̄_0, Q̄_0ᵀ)``. ``W̄`` is accumulated into ``gW`` (zeros for a whole
@@ -131,14 +121,7 @@ def _backward(
     for t in range(T - 1, -1, -1):
         record = steps[t]
         Qt_prev, d, p = record[0], record[1], record[2]
-        gAt = gQt
-        if len(record) == 5:  # a QR step
-            Qt, Rt = record[3], record[4]
-            g_logr: torch.Tensor | None = None
-            if keep[t]:
-                j -= 1
-                g_logr = g_logs[j]
-            gAt = frame_qr_backward(gQt, g_logr, Qt, Rt)
+        gAt, j = frame_step_backward(gQt, record, len(record) == 5, keep[t], g_logs, j)
         if direct_h < 0:
             ok = blas.direct(gh, W) and blas.direct(gh.transpose(1, 2), p)
             direct_h = 1 if ok and blas.offset_aligned(gW) else 0
@@ -356,13 +339,8 @@ def sliced_benettin(
 
 
 def vanilla_lyapunov(
-    W: torch.Tensor,
-    u: torch.Tensor,
-    h0: torch.Tensor,
-    Q0: torch.Tensor,
-    qr_at: Sequence[bool],
-    keep: Sequence[bool],
-) -> tuple[torch.Tensor, torch.Tensor]:
+    W: Tensor, u: Tensor, h0: Tensor, Q0: Tensor, qr_at: Sequence[bool], keep: Sequence[bool]
+) -> tuple[Tensor, Tensor]:
     """log|R_ii| of every kept QR along the trajectory of ``h_t = W φ(h_{t-1}) + u_t``.
 
     ``W [R, N, N]``, ``u [T, R, B, N]`` (drive ``V x_t + b``), ``h0 [R, B, N]``, orthonormal

@@ -49,11 +49,20 @@ from collections.abc import Sequence
 import torch
 
 from flossrun.fast import blas
-from flossrun.fast.floss import kept_logs, sliced_benettin
+from flossrun.fast.floss import (
+    Adjoint,
+    Flags,
+    OptTensor,
+    Pass,
+    Tensor,
+    Trace,
+    kept_logs,
+    sliced_benettin,
+)
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh, sigmoid
 from flossrun.fast.parallel import ensemble_slices
-from flossrun.fast.qr import frame_qr, frame_qr_backward
+from flossrun.fast.qr import frame_step, frame_step_backward
 
 
 def _sum_batch(x: torch.Tensor) -> torch.Tensor:
@@ -82,14 +91,8 @@ def _tangent_weights(Wb: torch.Tensor, beta4: torch.Tensor) -> torch.Tensor:
 
 
 def _forward(
-    W: torch.Tensor,
-    u: torch.Tensor,
-    h0: torch.Tensor,
-    Qt0: torch.Tensor,
-    qr_at: list[bool],
-    keep: list[bool],
-    trace: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
+    W: Tensor, u: Tensor, h0: Tensor, Qt0: Tensor, qr_at: Flags, keep: Flags, trace: bool
+) -> Pass:
     """The Benettin pass of one slice of the ensemble over the steps of ``u`` (a whole pass or
     one checkpointed segment) from ``h0 = [h, c] [R, B, 2N]`` and ``Qt0 = Q_0ᵀ [R, B·k, 2N]``:
     ``(block_logs [n_kept, R, B, k], [h_T, c_T], Q_Tᵀ, trace)``.
@@ -137,29 +140,16 @@ def _forward(
             record = [Qt, h, act, dact, m, kappa, gamma, tc, dtc, beta4]
         else:
             record = []
-        if qr_at[t]:
-            Qt, Rt, logr = frame_qr(At, k)
-            record += [Qt, Rt]
-            if keep[t]:
-                logs[j].copy_(logr)
-                j += 1
-        else:
-            Qt = At
+        Qt, qr_record, j = frame_step(At, k, qr_at[t], keep[t], logs, j)
         if trace:
-            steps.append(record)
+            steps.append(record + qr_record)
         h, c = h_new, c_new
     return logs, torch.cat([h, c], -1), Qt, steps
 
 
 def _backward(
-    W: torch.Tensor,
-    steps: list[list[torch.Tensor]],
-    keep: list[bool],
-    g_logs: torch.Tensor,
-    g_h: torch.Tensor,
-    g_Qt: torch.Tensor | None,
-    gW: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    W: Tensor, steps: Trace, keep: Flags, g_logs: Tensor, g_h: Tensor, g_Qt: OptTensor, gW: Tensor
+) -> Adjoint:
     """The adjoint of :func:`_forward` for one slice, from the adjoints of its outputs (``g_Qt``
     of the final frame: None for a whole pass; overwritten), accumulating ``W̄`` into ``gW``
     (see :func:`flossrun.fast.floss._backward`): ``(W̄, ū [T, R, B, 4N], h̄_0 [R, B, 2N],
@@ -180,14 +170,7 @@ def _backward(
         Qt_prev = rec[0]
         act, dact, m, kappa = rec[2], rec[3], rec[4], rec[5]
         gamma, tc, dtc, beta = rec[6], rec[7], rec[8], rec[9]
-        gAt = gQt
-        if len(rec) == 12:  # a QR step
-            Qt, Rt = rec[10], rec[11]
-            g_logr: torch.Tensor | None = None
-            if keep[t]:
-                j -= 1
-                g_logr = g_logs[j]
-            gAt = frame_qr_backward(gQt, g_logr, Qt, Rt)
+        gAt, j = frame_step_backward(gQt, rec, len(rec) == 12, keep[t], g_logs, j)
         s_f = act[..., N : 2 * N]
         if gAt is not None:
             Z = gAt.view(R, B, k, D)  # overwritten into [Ā_h | Ē_c]
@@ -241,13 +224,8 @@ backward_jit = script(_backward)
 
 
 def lstm_lyapunov(
-    W: torch.Tensor,
-    u: torch.Tensor,
-    h0: torch.Tensor,
-    Q0: torch.Tensor,
-    qr_at: Sequence[bool],
-    keep: Sequence[bool],
-) -> tuple[torch.Tensor, torch.Tensor]:
+    W: Tensor, u: Tensor, h0: Tensor, Q0: Tensor, qr_at: Sequence[bool], keep: Sequence[bool]
+) -> tuple[Tensor, Tensor]:
     """log R_ii of every kept QR along the trajectory of the LSTM ``[h, c] -> [h', c']``.
 
     ``W [R, 4N, N]`` (recurrent weights, gates i, f, g, o), ``u [T, R, B, 4N]`` (drive

@@ -207,6 +207,44 @@ def frame_qr_backward(
     return qr_backward_rows(gQ_, gr, Qt.view(n, k, D), Rt).view(Qt.shape)
 
 
+def frame_step(
+    At: torch.Tensor, k: int, qr: bool, keep: bool, logs: torch.Tensor, j: int
+) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+    """The frame a Benettin kernel carries past its step, from the step's tangent frame
+    ``Aᵀ [R, B·k, D]``: at a QR step (``qr``) ``(Qᵀ, [Qᵀ, R], j')`` by :func:`frame_qr`, the
+    logs (nats) written to ``logs[j]`` when ``keep`` (then ``j' = j + 1``); otherwise
+    ``(Aᵀ, [], j)``. The list is what the step's trace keeps for :func:`frame_step_backward`."""
+    if not qr:
+        none: list[torch.Tensor] = []
+        return At, none, j
+    Qt, Rt, logr = frame_qr(At, k)
+    if keep:
+        logs[j].copy_(logr)
+        j += 1
+    return Qt, [Qt, Rt], j
+
+
+def frame_step_backward(
+    gQt: torch.Tensor | None,
+    record: list[torch.Tensor],
+    qr: bool,
+    keep: bool,
+    g_logs: torch.Tensor,
+    j: int,
+) -> tuple[torch.Tensor | None, int]:
+    """The adjoint of :func:`frame_step`, walking the kept logs back: ``(Āᵀ, j')`` from ``Q̄ᵀ``
+    (None: no frame adjoint yet) and the adjoints ``g_logs [n_kept, R, B, k]``, given the step's
+    trace ``record`` whose last two entries are ``[Qᵀ, R]`` when ``qr``; ``Āᵀ = Q̄ᵀ`` otherwise."""
+    if not qr:
+        return gQt, j
+    g_logr: torch.Tensor | None = None
+    if keep:
+        j -= 1
+        g_logr = g_logs[j]
+    n = len(record)
+    return frame_qr_backward(gQt, g_logr, record[n - 2], record[n - 1]), j
+
+
 def _lower_mask(k: int, device: torch.device) -> torch.Tensor:
     """``[k, k]`` boolean, True on and below the diagonal."""
     return torch.ones(k, k, dtype=torch.bool, device=device).tril()
