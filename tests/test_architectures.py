@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from flossrun import seeding
 from flossrun.config import ConfigError, validate
@@ -25,7 +22,6 @@ from flossrun.training import floss_epoch, make_adam, train_epoch
 NAMES = sorted(MODELS)
 GATED = ("lstm", "gru", "stable_lstm")
 N, S, O = 5, 2, 2
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"
 
 
 def make(name: str, seeds=(0, 1, 2), n: int = N, dtype=torch.float64, **options):
@@ -323,13 +319,6 @@ def test_floss_parameters_exclude_readout_and_h0(name):
 
 
 # --- configs ---------------------------------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
-def test_yaml_sets_the_schema_defaults(name):
-    values = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    assert values.pop("defaults") == [f"{name}_schema", "_self_"]
-    assert values == asdict(MODELS[name].config())
-
-
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

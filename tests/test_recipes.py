@@ -253,7 +253,7 @@ def test_every_config_file_of_a_group_is_registered(group):
 
 @pytest.mark.parametrize("name", TASKS.names())
 def test_every_task_from_its_config_file_keeps_the_seam(name):
-    """Each registered task, at its config file's values with a short T, gives batches, held-out
+    """Each registered task, at its schema defaults with a short T, gives batches, held-out
     sets and drives of the documented shapes and a loss per realization."""
     values = yaml.safe_load((CONFIGS / "task" / f"{name}.yaml").read_text())
     values.pop("defaults", None)

@@ -7,11 +7,13 @@ one line naming the key."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
+import yaml
 from cli_support import TINY, compose_config, config_error
 
-from flossrun.analyses import AnalysisConfig, OrbitConfig
+from flossrun.analyses import ANALYSES, AnalysisConfig, OrbitConfig
 from flossrun.config import (
     ConfigError,
     DiagConfig,
@@ -21,10 +23,11 @@ from flossrun.config import (
     TrainConfig,
     validate,
 )
+from flossrun.models import MODELS
 from flossrun.models.lstm import LSTMConfig
 from flossrun.provenance import identity_text, run_identity
 from flossrun.registry import Registry
-from flossrun.tasks import ParityConfig
+from flossrun.tasks import TASKS, CopyConfig, ParityConfig, TemporalXorConfig
 from flossrun.tasks.sine_generator import SineConfig
 
 
@@ -112,3 +115,51 @@ def test_a_bad_value_still_ends_in_its_one_line():
     )
     with pytest.raises(ConfigError, match=r"^train\.milestones=\[5,3\]: must be increasing"):
         validate(compose_config("train.milestones=[5,3]"))
+
+
+# --- defaults defined once: the dataclasses; the YAML files only name a choice ---------------
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+REGISTRIES = {"model": MODELS, "task": TASKS, "analysis": ANALYSES}
+GROUP_FILES = sorted(
+    p
+    for g in ("model", "task", "analysis", "floss", "train")
+    for p in (CONFIG_DIR / g).glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_group_yaml_only_names_its_choice_and_the_dataclass_gives_every_default(path):
+    group, name = path.parent.name, path.stem
+    values = yaml.safe_load(path.read_text()) or {}
+    if group in REGISTRIES:  # the schema (ConfigStore) holds the defaults of the choice
+        assert values.pop("defaults") == [f"{name}_schema", "_self_"]
+    assert set(values) <= {"name"}, f"{path} repeats defaults: {sorted(set(values) - {'name'})}"
+    composed = compose_config(f"{group}={name}")[group]
+    if group in REGISTRIES:
+        schema = REGISTRIES[group].lookup(name).config
+    else:
+        schema = {"floss": FlossConfig, "train": TrainConfig}[group]
+    expected = dataclasses.asdict(schema())
+    if group != "train":
+        assert composed.name == name
+        expected["name"] = name
+    assert dict(composed) == expected
+
+
+def test_the_primary_config_sets_no_top_level_default():
+    values = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())
+    assert set(values) == {"defaults", "hydra"}
+    composed = compose_config()
+    for f in dataclasses.fields(RunConfig):
+        if f.default is not dataclasses.MISSING and f.default is not None:
+            assert composed[f.name] == f.default, f.name
+
+
+def test_the_parity_tasks_take_their_taps_from_their_own_schemas():
+    taps = {n: compose_config(f"task={n}").task.taps for n in ("delayed_copy", "delayed_xor")}
+    assert taps == {"delayed_copy": 1, "delayed_xor": 2}
+    assert compose_config("task=temporal_xor").task.taps == 4
+    assert issubclass(CopyConfig, ParityConfig) and issubclass(TemporalXorConfig, ParityConfig)
+    assert "task.taps=2: must be 1 for delayed_copy" in config_error(
+        "task=delayed_copy", "task.taps=2"
+    )

@@ -190,7 +190,7 @@ class ParityConfig(TaskConfig):
 
     delay: int = 20  # longest lag d (steps); loss counts t > d
     channels: int = 1  # S independent input/output streams
-    taps: int = 2  # m taps of the parity (1 for copy, 2 for XOR)
+    taps: int = TASK_TAPS["delayed_xor"]  # m taps of the parity (1 for copy, 2 for XOR)
     amplitude: float = 1.0  # input scale: x_t ∈ {0, amplitude}
 
     def check(self) -> None:
@@ -210,8 +210,28 @@ class ParityConfig(TaskConfig):
         need(t.channels >= 1, "task.channels", t.channels, "must be >= 1")
 
 
+@dataclass(frozen=True)
+class CopyConfig(ParityConfig):
+    """``task=delayed_copy``: the parity of one tap, y_t = x_{t-d}."""
+
+    taps: int = TASK_TAPS["delayed_copy"]  # m = 1: the copy (fixed)
+
+
+@dataclass(frozen=True)
+class TemporalXorConfig(ParityConfig):
+    """``task=temporal_xor``: the parity of ``taps`` taps spread evenly over ``delay``."""
+
+    taps: int = 4  # m (2, 4, 8: tasks of growing temporal complexity; delay % taps == 0)
+
+
+CONFIGS: dict[str, type[ParityConfig]] = {
+    "delayed_copy": CopyConfig,
+    "delayed_xor": ParityConfig,
+    "temporal_xor": TemporalXorConfig,
+}
+
 for _name in TASK_NAMES:
-    register_task(_name, ParityConfig)(
+    register_task(_name, CONFIGS[_name])(
         lambda c: make_task(
             c.name, c.delay, T=c.T, channels=c.channels, amplitude=c.amplitude, taps=c.taps
         )
