@@ -439,12 +439,10 @@ FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
 }
 
 
-def figures_for(experiment: str, settings: dict[str, Any]) -> list[str]:
-    """The preset's ``report.figures``, else the figure named like the preset, else ``generic``."""
-    listed = as_keys(settings.get("figures"))
-    if listed:
-        return listed
-    return [experiment] if experiment in FIGURES else ["generic"]
+def figures_for(settings: dict[str, Any]) -> list[str]:
+    """The preset's ``report.figures`` (a preset-named run that recorded none has its preset
+    file's), else ``generic``."""
+    return as_keys(settings.get("figures")) or ["generic"]
 
 
 def render_figures(collection: Collection, directory: Path) -> tuple[list[Path], list[str]]:
@@ -461,7 +459,7 @@ def render_figures(collection: Collection, directory: Path) -> tuple[list[Path],
         if exp.runs.empty:
             notes.append(f"{experiment}: no finished runs, no figures")
             continue
-        for name in figures_for(experiment, collection.settings.get(experiment, {})):
+        for name in figures_for(collection.settings.get(experiment, {})):
             draw = FIGURES.get(name)
             if draw is None:
                 notes.append(f"{experiment}: unknown figure {name!r} (known: {', '.join(FIGURES)})")
