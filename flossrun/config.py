@@ -107,7 +107,7 @@ class RunConfig:
     floss: FlossConfig = field(default_factory=FlossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diag: DiagConfig = field(default_factory=DiagConfig)
-    report: Any = None  # figure hints for flossrun-report (set by presets)
+    report: Any = None  # what flossrun-report needs: figures, conditions, claim (presets set it)
 
 
 def scaled(*values: Any, _root_: DictConfig) -> Any:
