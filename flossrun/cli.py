@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from flossrun import io
 from flossrun.config import (
+    CONFIG_DIR,
     ConfigError,
     Settings,
     register_configs,
@@ -47,18 +48,6 @@ from flossrun.provenance import (
     write_provenance,
 )
 
-
-def find_config_dir() -> Path:
-    """The config groups: ``flossrun/configs`` in an installed wheel, ``configs/`` next to the
-    package in a checkout or an editable install (both come from the repository's ``configs/``)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "configs", here.parent / "configs"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"flossrun: no configs/config.yaml in {here} or {here.parent}")
-
-
-CONFIG_DIR = find_config_dir()
 GROUPS = ("task", "model", "floss", "train", "analysis", "experiment", "variant")
 log = logging.getLogger("flossrun")
 

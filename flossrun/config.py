@@ -9,6 +9,7 @@ typed and frozen, which is what the runner, the jobs and ``build_model`` take.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -29,6 +30,19 @@ FLOSS_NAMES = ("none", "pre", "pre_during")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 SCALES = ("quick", "medium", "paper")
+
+
+def find_config_dir() -> Path:
+    """The config groups: ``flossrun/configs`` in an installed wheel, ``configs/`` next to the
+    package in a checkout or an editable install (both come from the repository's ``configs/``)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"flossrun: no configs/config.yaml in {here} or {here.parent}")
+
+
+CONFIG_DIR = find_config_dir()
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,7 @@ class RunConfig:
     floss: FlossConfig = field(default_factory=FlossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diag: DiagConfig = field(default_factory=DiagConfig)
-    report: Any = None  # figure hints for flossrun-report (set by presets)
+    report: Any = None  # what flossrun-report needs: figures, conditions, claim (presets set it)
 
 
 def scaled(*values: Any, _root_: DictConfig) -> Any:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig
 from flossrun.errors import ConfigError
 
 GROUP_NODES = ("task", "model", "analysis")  # nodes whose keys depend on the group's choice
-FREE_NODES = ("hydra", "report")  # not checked: Hydra's own keys, a preset's figure hints
+FREE_NODES = ("hydra", "report")  # not checked: Hydra's own keys, a preset's report: node
 MAX_COMPOSITIONS = 64  # group-choice combinations composed at most (beyond: the first 64)
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image
 
 from flossrun.config import SCALES
-from flossrun.report.claims import CLAIMS
+from flossrun.report.presets import presets
 
 ROOT = Path(__file__).resolve().parent.parent
 README_FIGURES = ["lyapunov_control", "jacobian", "preflossing", "during_training", "k_sweep"]
@@ -56,7 +56,7 @@ def main() -> int:
     ap.add_argument("--scale", choices=list(SCALES), default="medium")
     ap.add_argument("--width", type=int, default=1400, help="maximum width in pixels")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
-    ap.add_argument("--only", nargs="*", choices=list(CLAIMS), default=README_FIGURES)
+    ap.add_argument("--only", nargs="*", choices=presets(), default=README_FIGURES)
     args = ap.parse_args()
     src_root = ROOT / "outputs" / "figures" / args.scale
     if not (src_root / "index.md").is_file():
@@ -73,7 +73,7 @@ def main() -> int:
         if (src_root / "summaries.csv").is_file()
         else set()
     )
-    if covered != set(CLAIMS):  # a `make_figures.py --only` call: its tables hold only those
+    if covered != set(presets()):  # a `make_figures.py --only` call: its tables hold only those
         print(
             f"{src_root} holds the tables of a partial make figures call "
             f"({', '.join(sorted(covered)) or 'no summaries.csv'}): tables not copied; "

@@ -26,8 +26,9 @@ import pandas as pd
 from flossrun.config import SCALES
 from flossrun.io import write_text
 from flossrun.report import report
-from flossrun.report.claims import CLAIMS, summarize
+from flossrun.report.claims import summarize
 from flossrun.report.index import index_markdown, preset_section, write_tables
+from flossrun.report.presets import Claim, presets
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOSSRUN = str(Path(sys.executable).parent / "flossrun")
@@ -98,10 +99,11 @@ def main() -> int:
     ap.add_argument(
         "--only",
         nargs="*",
-        default=list(CLAIMS),
-        choices=list(CLAIMS),
+        default=presets(),
+        choices=presets(),
         metavar="PRESET",
-        help="presets to run (default: all); put overrides before --only",
+        help="presets to run (default: every one of configs/experiment/, by report.order); "
+        "put overrides before --only",
     )
     ap.add_argument("--no-run", action="store_true", help="only redraw from existing results")
     ap.add_argument(
@@ -131,8 +133,10 @@ def main() -> int:
         sections.append(preset_section(preset, res, out_root, times.get(preset)))
         write_text(out_root / "index.md", index_markdown(args.scale, sections))  # after each
         write_tables(out_root, sections)
-        result = summarize(preset, res["collection"].subset(preset))
-        row = {"claim": CLAIMS[preset].number, "preset": preset, "result": result}
+        col = res["collection"].subset(preset)
+        result = summarize(preset, col)
+        claim = Claim.of(col.report_node(preset))
+        row = {"claim": claim.number if claim else "", "preset": preset, "result": result}
         summaries.append({**row, "wall_minutes": times.get(preset)})
         write_summaries(out_root, summaries)
         print(f"--- {preset}: {result}", flush=True)

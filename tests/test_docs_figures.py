@@ -60,9 +60,9 @@ def test_copying_a_scales_tables_rewrites_the_generated_blocks_of_the_docs(
             row = (df["preset"] == "during_training") & (df["setting"] == "delay=40")
             df.loc[row & (df["b"] == "floss=pre_during"), "successes_b"] = 12
         df.to_csv(src / f"{name}.csv", index=False)
-    from flossrun.report.claims import CLAIMS
+    from flossrun.report.presets import presets
 
-    rows = [{"claim": 1, "preset": p, "wall_minutes": None, "result": "y"} for p in CLAIMS]
+    rows = [{"claim": 1, "preset": p, "wall_minutes": None, "result": "y"} for p in presets()]
     pd.DataFrame(rows).iloc[1:].to_csv(src / "summaries.csv", index=False)  # one preset short
     mod = load()
     monkeypatch.setattr(mod, "ROOT", tmp_path)

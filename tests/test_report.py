@@ -240,9 +240,9 @@ def built(tmp_path_factory: pytest.TempPathFactory):
         ("jacobian", "floss=pre, preflossed"),
         ("preflossing", "floss=pre (n=2 per point)"),  # 2 realizations per delay
         ("during_training", "floss=pre_during (n=2 per point)"),
-        ("k_sweep", "k_sweep (n=10)"),
+        ("k_sweep", "channels=2, delay=20 (n=10)"),  # the preset file's report.condition
         ("temporal_complexity", "floss=none (n=2 per point)"),
-        ("architectures", "floss=pre (n=2 per point)"),
+        ("architectures", "task=delayed_copy, floss=pre (n=2 per point)"),  # as k_sweep
     ],
 )
 def test_preset_figure_colours_the_conditions_left_after_axes_and_panels(built, name, legend):

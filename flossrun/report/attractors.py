@@ -198,21 +198,22 @@ def orbit_summary(col: Collection) -> str:
     return " | ".join(parts) + "." + (f"\n\n{table}\n" if table else "")
 
 
-def extrapolation_rows(col: Collection) -> pd.DataFrame:
-    """``extrapolation.csv`` of every run with one, with its condition (``condition``)."""
-    cond = Conditions.of(col)
-    frames = []
-    for run in col.runs["run"]:
-        path = Path(run) / EXTRAPOLATION_CSV
-        if path.exists():
-            frames.append(pd.read_csv(path).assign(condition=cond.by_run.get(run), run=run))
+def run_csvs(exp: Collection, name: str) -> pd.DataFrame:
+    """The CSV file ``name`` (``extrapolation.csv``, ``regions.csv``) of every finished run
+    holding one, with its ``run`` and ``condition``; empty without any."""
+    cond = Conditions.of(exp)
+    frames = [
+        pd.read_csv(Path(run) / name).assign(run=run, condition=cond.by_run.get(run))
+        for run in exp.runs["run"]
+        if (Path(run) / name).is_file()
+    ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def extrapolation_table(col: Collection) -> str:
     """Markdown: per condition, test MSE on the training horizon and on the next 1× and 4×
     (median and min–max over the networks, n) and the networks' attractor kinds."""
-    df = extrapolation_rows(col)
+    df = run_csvs(col, EXTRAPOLATION_CSV)
     if df.empty:
         return ""
     lines = [

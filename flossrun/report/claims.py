@@ -1,5 +1,5 @@
-"""The paper's claims (docs/design.md §1): per preset, the success comparisons that test it and
-one sentence of measured numbers.
+"""The paper's claims (docs/design.md §1): the comparisons that test a preset's claim (its
+``report.claim``, :class:`~flossrun.report.presets.Claim`) and one sentence of measured numbers.
 
 :func:`comparisons` pairs conditions of a preset (none vs pre, pre vs pre_during, each k vs
 k = 0) at every value of its other condition keys (task, delay, taps, channels) and tests each
@@ -13,7 +13,6 @@ rates. ``make figures`` writes all three to ``index.md``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from flossrun.report.conditions import (
     short_names,
     sort_key,
 )
+from flossrun.report.presets import Claim
 from flossrun.report.regions import regions_summary
 from flossrun.report.stats import (
     counted,
@@ -39,78 +39,6 @@ from flossrun.report.stats import (
     success_counts,
     wilcoxon_p,
 )
-
-
-@dataclass(frozen=True)
-class Claim:
-    number: str  # claim number of docs/design.md §1
-    text: str  # the claim in one line
-    compare: str | None = None  # config key whose conditions are compared by success rate
-    pairs: tuple[tuple[Any, Any], ...] = ()  # (a, b) values compared; () = each vs the lowest
-
-
-CLAIMS: dict[str, Claim] = {
-    "lyapunov_control": Claim(
-        "1", "Flossing drives λ1 to a chosen target within ~100 flossing steps."
-    ),
-    "spectrum_k": Claim(
-        "1, 2", "Flossing k exponents moves λ1..λk to 0 and leaves the rest negative."
-    ),
-    "jacobian": Claim(
-        "2",
-        "Flossing keeps the long-term Jacobian better conditioned and error signals alive "
-        "over long lags.",
-    ),
-    "preflossing": Claim(
-        "3",
-        "Preflossing raises the success rate of training at long delays.",
-        "floss.name",
-        (("none", "pre"),),
-    ),
-    "during_training": Claim(
-        "4",
-        "Flossing during training further extends the delay that can be bridged.",
-        "floss.name",
-        (("none", "pre"), ("pre", "pre_during")),
-    ),
-    "k_sweep": Claim(
-        "5",
-        "Tasks that need more dimensions of memory profit from flossing more exponents k.",
-        "floss.k",
-    ),
-    "temporal_complexity": Claim(
-        "5",
-        "Preflossing helps across tasks of varying temporal complexity.",
-        "floss.name",
-        (("none", "pre"),),
-    ),
-    "architectures": Claim(
-        "5",
-        "Flossing works across RNN architectures (vanilla, LSTM, GRU, orthogonal, stable).",
-        "floss.name",
-        (("none", "pre"),),
-    ),
-    "orbit_diagram": Claim(
-        "6",
-        "Training an LSTM sine generator turns a fixed point into a limit cycle; a stable LSTM "
-        "stays at a fixed point.",
-    ),
-    "loss_landscape": Claim(
-        "7",
-        "The loss is smooth where λ1 < 0 and rugged where λ1 > 0; where do flossed networks "
-        "sit (λ1 and roughness along their slices)?",
-    ),
-    "smoothness": Claim(
-        "8",
-        "Along a path, L = max|V′| and L_g = max|V″| of the cost V_T grow like e^{λ1 T} and "
-        "e^{2 λ1 T} with the horizon T where λ1 > 0, and stay bounded where λ1 < 0.",
-    ),
-    "regions": Claim(
-        "9",
-        "Three regions by λ1, placed by flossing: λ1 < 0 forgets (short memory, smooth cost), "
-        "λ1 ≈ 0 remembers (long memory, cost still smooth), λ1 > 0 is chaotic (cost rugged).",
-    ),
-}
 
 COMPARISON_COLUMNS = [
     "claim", "setting", "a", "successes_a", "n_a", "b", "successes_b", "n_b",
@@ -134,7 +62,7 @@ def comparisons(col: Collection, preset: str) -> pd.DataFrame:
     values ``a``/``b`` with their successes and counted realizations, ``rate_difference``
     (rate b − rate a) and the two-sided ``p_value``. Empty for presets without a comparison.
     """
-    claim = CLAIMS.get(preset)
+    claim = Claim.of(col.report_node(preset))
     key = claim.compare if claim else None
     if key is None or key not in col.results.columns:
         return pd.DataFrame(columns=COMPARISON_COLUMNS)
@@ -290,9 +218,9 @@ def _jacobian_tests(col: Collection) -> list[dict[str, Any]]:
 
 
 RANK_TESTS: dict[str, Callable[[Collection], list[dict[str, Any]]]] = {
-    "lyapunov_control": _target_distance_tests,
+    "target_distance": _target_distance_tests,
     "jacobian": _jacobian_tests,
-}
+}  # a preset's report.claim.ranks names one
 
 
 def rank_comparisons(col: Collection, preset: str) -> pd.DataFrame:
@@ -306,9 +234,9 @@ def rank_comparisons(col: Collection, preset: str) -> pd.DataFrame:
     ``none`` at the end vs ``pre`` after preflossing and at the end, Mann–Whitney U. Empty for
     other presets.
     """
-    claim = CLAIMS.get(preset)
-    test = RANK_TESTS.get(preset)
-    rows = test(col) if test is not None and claim is not None else []
+    claim = Claim.of(col.report_node(preset))
+    test = RANK_TESTS.get(claim.ranks) if claim and claim.ranks else None
+    rows = test(col) if test is not None else []
     return pd.DataFrame([{"claim": claim.number, **r} for r in rows], columns=RANK_COLUMNS)
 
 

@@ -39,8 +39,8 @@ from flossrun.report.conditions import (
     condition_keys,
     identity_columns,
     label_conditions,
-    override_keys,
 )
+from flossrun.report.presets import preset_report, with_preset
 from flossrun.report.rundir import RunFolder, find_run_dirs, load_run
 from flossrun.report.stats import counted
 
@@ -68,6 +68,12 @@ class Collection:
     def experiments(self) -> list[str]:
         """Experiment (preset) names with at least one readable config, sorted."""
         return sorted(self.runs["experiment"].dropna().unique().tolist())
+
+    def report_node(self, preset: str | None = None) -> dict[str, Any]:
+        """The ``report:`` node of ``preset`` (default: the first experiment) as its runs
+        recorded it, else its preset file's (a pilot sweep reported as that preset)."""
+        name = preset or (self.experiments[0] if self.experiments else "")
+        return self.settings.get(name) or preset_report(name)
 
     def config(self) -> pd.DataFrame:
         """Flattened config, one row per run, indexed by ``run``."""
@@ -124,14 +130,21 @@ def _experiment(run: RunFolder) -> str:
 
 
 def _assign_conditions(runs: pd.DataFrame, loaded: list[RunFolder], config_columns: list[str]):
-    """Fill ``runs.condition``; returns (cell_keys, order, settings) per experiment."""
+    """Fill ``runs.condition``; returns (cell_keys, order, settings) per experiment.
+
+    An experiment's condition keys are the ones its ``report:`` node declares (``grid``,
+    ``condition``, ``x``; :func:`~flossrun.report.presets.with_preset` for runs recorded before
+    a key existed), then any other key that still tells its runs apart (a plain sweep, an
+    override added to a preset's sweep): :func:`condition_keys`.
+    """
     cell_keys, order, settings = {}, {}, {}
     runs["condition"] = ""
     for exp, idx in runs.groupby("experiment").groups.items():
-        members = [r for r in loaded if r.config and _experiment(r) == exp]
-        settings[exp] = next((r.settings for r in members if r.settings), {})
-        declared = [k for r in members for k in override_keys(r.overrides, config_columns)]
-        declared += as_keys(settings[exp].get("condition")) + as_keys(settings[exp].get("x"))
+        recorded = (r.settings for r in loaded if r.config and _experiment(r) == exp)
+        settings[exp] = with_preset(next((s for s in recorded if s), {}), str(exp))
+        declared = [
+            k for key in ("grid", "condition", "x") for k in as_keys(settings[exp].get(key))
+        ]
         config = runs.loc[idx, config_columns]
         cell_keys[exp] = condition_keys(config, declared)
         labels, order[exp] = label_conditions(config, cell_keys[exp], default=str(exp))

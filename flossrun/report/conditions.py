@@ -6,10 +6,10 @@ A *network* is one realization: its config without the keys that do not change i
 their realizations are pooled (the seeds of a multirun and the realizations inside one run
 count alike).
 
-Condition keys are the ones the runs declare — the keys their overrides set (a sweep's grid, a
-command line: ``floss=pre`` → ``floss.name``) and the preset's ``report.condition``/``report.x``
-— that take more than one value; a key that still tells runs apart within those groups (an
-edited preset, runs without overrides) is added after them, group names (``*.name``) first.
+Condition keys are the ones the preset declares (``report.grid``, ``report.condition``,
+``report.x``) that take more than one value; a key that still tells runs apart within those
+groups (a plain sweep, an override added to a preset's sweep) is added after them, group names
+(``*.name``) first.
 """
 
 from __future__ import annotations
@@ -44,19 +44,6 @@ def as_keys(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value] if value else []
     return [str(v) for v in value]
-
-
-def override_keys(overrides: Iterable[str], columns: Iterable[str]) -> list[str]:
-    """Config keys named by Hydra overrides (``floss=pre`` → ``floss.name``, ``+task.T=9``)."""
-    columns = set(columns)
-    keys: list[str] = []
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~").replace("/", ".")
-        if key + ".name" in columns:
-            key += ".name"
-        if key in columns and key not in keys:
-            keys.append(key)
-    return keys
 
 
 def _varies(config: pd.DataFrame, key: str, within: Sequence[str]) -> bool:
@@ -228,7 +215,7 @@ class Conditions:
         """Conditions of ``exp`` (a :meth:`Collection.subset` of one experiment)."""
         name = exp.experiments[0] if exp.experiments else ""
         config = exp.config()
-        explicit = as_keys(exp.settings.get(name, {}).get("condition"))
+        explicit = as_keys(exp.report_node().get("condition"))
         keys = [k for k in explicit if k in config.columns and k not in fixed]
         if not keys:
             keys = [k for k in exp.cell_keys.get(name, []) if k not in fixed]

@@ -42,10 +42,6 @@ def select_metric(df: pd.DataFrame, phase: str, name: str) -> pd.DataFrame:
     return df[(df["phase"] == phase) & (df["name"] == name)] if len(df) else df
 
 
-def preset_settings(exp: Collection) -> dict[str, Any]:
-    return exp.settings.get(exp.experiments[0], {}) if exp.experiments else {}
-
-
 def panel_values(cond: Conditions, key: str) -> list[Any]:
     """Sorted distinct values of a panel key; ``[None]`` (one panel) if it is not a config key."""
     if key not in cond.config.columns:
@@ -232,7 +228,7 @@ def _delay_rows(exp: Collection, ncols: int, phase: str, metric: str):
 
     Returns ``fig, cond, x`` and ``[(row axes, that task's results, its panel title)]``.
     """
-    x = preset_settings(exp).get("x") or "task.delay"
+    x = exp.report_node().get("x") or "task.delay"
     cond = Conditions.of(exp, fixed=(x, "task.name"))
     tasks = panel_values(cond, "task.name")
     fig, axes = new_figure(ncols, nrows=len(tasks))
@@ -322,7 +318,7 @@ def k_sweep(exp: Collection) -> Figure | None:
     """The k × S grid, one colour per number of channels S (and its delay d): success rate
     (95 % Wilson bars), final test accuracy (median, 25–75 %) and λ1, λk after preflossing
     (nats/step) vs k, so large-k failures show as either not flossed or not trained."""
-    x = preset_settings(exp).get("x") or "floss.k"
+    x = exp.report_node().get("x") or "floss.k"
     cond = Conditions.of(exp, fixed=(x,))
     res = counted(exp.results)
     fig, axes = new_figure(3)
@@ -344,7 +340,7 @@ def _success_panels(
     ``spectra``, below it the Lyapunov spectrum λ_i vs i at initialisation (dashed) and after
     preflossing (solid); with ``p_values``, Fisher's p of preflossed vs unflossed per task and
     delay in each panel (:func:`flossing_p_values`) and one legend below all panels."""
-    x = preset_settings(exp).get("x") or "task.delay"
+    x = exp.report_node().get("x") or "task.delay"
     cond = Conditions.of(exp, fixed=(x, panel))
     values = panel_values(cond, panel)
     fig, axes = new_figure(len(values), 2 if spectra else 1, width=3.6)
@@ -443,12 +439,10 @@ FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
 }
 
 
-def figures_for(experiment: str, settings: dict[str, Any]) -> list[str]:
-    """The preset's ``report.figures``, else the figure named like the preset, else ``generic``."""
-    listed = as_keys(settings.get("figures"))
-    if listed:
-        return listed
-    return [experiment] if experiment in FIGURES else ["generic"]
+def figures_for(settings: dict[str, Any]) -> list[str]:
+    """The preset's ``report.figures`` (a preset-named run that recorded none has its preset
+    file's), else ``generic``."""
+    return as_keys(settings.get("figures")) or ["generic"]
 
 
 def render_figures(collection: Collection, directory: Path) -> tuple[list[Path], list[str]]:
@@ -465,7 +459,7 @@ def render_figures(collection: Collection, directory: Path) -> tuple[list[Path],
         if exp.runs.empty:
             notes.append(f"{experiment}: no finished runs, no figures")
             continue
-        for name in figures_for(experiment, collection.settings.get(experiment, {})):
+        for name in figures_for(collection.settings.get(experiment, {})):
             draw = FIGURES.get(name)
             if draw is None:
                 notes.append(f"{experiment}: unknown figure {name!r} (known: {', '.join(FIGURES)})")

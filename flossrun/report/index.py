@@ -15,7 +15,6 @@ import pandas as pd
 
 from flossrun.io import write_text
 from flossrun.report.claims import (
-    CLAIMS,
     comparison_markdown,
     comparisons,
     rank_comparisons,
@@ -24,6 +23,7 @@ from flossrun.report.claims import (
 )
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import format_value, sort_key
+from flossrun.report.presets import Claim
 from flossrun.report.stats import counted
 
 SETTING = {
@@ -71,10 +71,11 @@ def preset_section(
     ``index.md`` (figure links are relative to it).
     """
     col = result["collection"].subset(preset)
-    claim = CLAIMS[preset]
+    claim = Claim.of(col.report_node(preset))
     table = comparisons(col, preset)
     medians = rank_comparisons(col, preset)
-    lines = [f"## {preset} — claim {claim.number}", "", f"*{claim.text}*", ""]
+    lines = [f"## {preset} — claim {claim.number}", "", f"*{claim.text}*", ""] if claim else []
+    lines = lines or [f"## {preset}", ""]  # a preset without a claim
     lines += [f"- setting: {setting(col)}", f"- result: {summarize(preset, col)}"]
     lines.append(f"- code: {code_versions(col)}")
     if minutes is not None:

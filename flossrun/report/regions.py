@@ -9,8 +9,6 @@ one row per network and stage). The regions: contracting (λ1 ≤ −ε), neutra
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -18,7 +16,7 @@ from matplotlib.figure import Figure
 from flossrun.analyses.regions import STAGES
 from flossrun.analyses.smoothness import CLASSES
 from flossrun.contract import REGIONS_CSV
-from flossrun.report.attractors import BOUNDED, REGIME_COLOURS
+from flossrun.report.attractors import BOUNDED, REGIME_COLOURS, run_csvs
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import Conditions, finish
 from flossrun.report.stats import format_rate, quartiles
@@ -36,19 +34,13 @@ def region_rows(exp: Collection) -> pd.DataFrame:
     """Every network's rows of ``regions.csv`` with its ``run``, ``condition`` and the run's
     neutral band ``band``; empty without regions files. Files written before the ``stage``
     column measured the trained network only."""
-    cond = Conditions.of(exp)
+    df = run_csvs(exp, REGIONS_CSV)
+    if df.empty:
+        return df
+    df["stage"] = df["stage"].fillna("trained") if "stage" in df else "trained"
     band = exp.runs.set_index("run").get("analysis.neutral_band")
-    frames = []
-    for run in exp.runs["run"]:
-        path = Path(run) / REGIONS_CSV
-        if not path.is_file():
-            continue
-        df = pd.read_csv(path)
-        if "stage" not in df:
-            df.insert(2, "stage", "trained")
-        eps = float(band[run]) if band is not None and pd.notna(band[run]) else 0.01
-        frames.append(df.assign(run=run, condition=cond.by_run.get(run), band=eps))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    band = df["run"].map(band) if band is not None else pd.Series(index=df.index, dtype=float)
+    return df.assign(band=pd.to_numeric(band, errors="coerce").fillna(0.01))
 
 
 def _shade(ax, eps: float, lo: float, hi: float) -> None:

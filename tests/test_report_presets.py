@@ -1,0 +1,144 @@
+"""What a preset tells the report (docs/design.md §8, ``report:``): its claim and the comparisons
+that test it, the keys of its conditions and its place in ``make figures``, read from the run
+folder's recorded config, and from the preset file for runs recorded before a key existed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+from report_rundirs import make_run
+
+from flossrun.report import collect, report
+from flossrun.report import presets as presets_module
+from flossrun.report.claims import comparisons, rank_comparisons
+from flossrun.report.conditions import as_keys
+from flossrun.report.index import index_markdown, preset_section
+from flossrun.report.presets import PRESET_DIR, Claim, preset_report, presets, with_preset
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+CUSTOM_CLAIM = {
+    "number": "42",
+    "text": "Flossing helps my task.",
+    "compare": "floss.name",
+    "pairs": [["pre", "none"]],
+}
+
+
+def _runs(root: Path, name: str, node: dict | None, delays=(10, 30)) -> Path:
+    """floss none/pre × ``delays``, 4 realizations each, named ``name``, recording ``node``."""
+    for floss in ("none", "pre"):
+        for d in delays:
+            settings = {"name": name, "floss.name": floss, "task.delay": d, "realizations": 4}
+            if node is not None:
+                settings["report"] = node
+            success = [floss == "pre" or d == 10] * 3 + [False]
+            make_run(root / name / f"floss={floss},task.delay={d}", settings, success)
+    return root / name
+
+
+def test_every_preset_declares_its_claim_grid_and_a_unique_order():
+    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    assert sorted(presets()) == names  # make figures lists configs/experiment/, every file
+    orders = [preset_report(name)["order"] for name in presets()]
+    assert orders == sorted(orders) and len(set(orders)) == len(orders)
+    for name in names:
+        node = preset_report(name)
+        claim = Claim.of(node)
+        assert claim is not None and claim.number and claim.text, name
+        assert node["grid"] and node["figures"], name
+        grid = set(node["grid"])  # the colours and the x axis are conditions of the grid
+        assert set(as_keys(node["condition"])) <= grid, name
+        assert node.get("x", node["grid"][0]) in grid, name
+        if claim.compare:
+            assert claim.compare in grid, name
+
+
+def test_presets_are_listed_by_order_and_presets_without_one_come_last(tmp_path, monkeypatch):
+    for name, order in (("b", 2), ("a", None), ("c", 1), ("z", None)):
+        node = {"report": {"order": order}} if order is not None else {"report": {}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(node))
+    (tmp_path / "broken.yaml").write_text("report: [unclosed\n")
+    monkeypatch.setattr(presets_module, "PRESET_DIR", tmp_path)
+    assert presets() == ["c", "b", "a", "broken", "z"]
+    assert preset_report("broken") == {} and preset_report("missing") == {}
+
+
+def test_make_figures_runs_the_listed_presets_by_default(monkeypatch):
+    spec = importlib.util.spec_from_file_location("make_figures", SCRIPTS / "make_figures.py")
+    mf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mf)
+    assert "CLAIMS" not in vars(mf)
+    seen = []
+    parse = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        seen.append(parse(self, []))  # the defaults of a bare `make figures`
+        raise SystemExit
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(SystemExit):
+        mf.main()
+    assert seen[0].only == presets()
+    assert presets()[:3] == ["lyapunov_control", "spectrum_k", "jacobian"]
+    assert presets()[-1] == "regions"
+    spec = importlib.util.spec_from_file_location("docs_figures", SCRIPTS / "docs_figures.py")
+    df = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(df)
+    assert "CLAIMS" not in vars(df)
+
+
+def test_the_claim_and_its_pairs_are_read_from_the_recorded_report_node(tmp_path: Path):
+    node = {"figures": [], "condition": "floss.name", "grid": ["floss.name", "task.delay"]}
+    _runs(tmp_path, "mine", {**node, "claim": CUSTOM_CLAIM})
+    col = collect([tmp_path]).subset("mine")
+    assert col.cell_keys == {"mine": ["floss.name", "task.delay"]}  # the declared order
+    table = comparisons(col, "mine")
+    assert table[["claim", "setting", "a", "b"]].values.tolist() == [
+        ["42", "delay=10", "floss=pre", "floss=none"],
+        ["42", "delay=30", "floss=pre", "floss=none"],
+    ]
+    assert table["successes_a"].tolist() == [3, 3] and table["successes_b"].tolist() == [3, 0]
+    result = report([tmp_path / "mine"], out=tmp_path / "figs" / "mine", plots=False)
+    lines, _, _ = preset_section("mine", result, tmp_path / "figs")
+    assert lines[:3] == ["## mine — claim 42", "", "*Flossing helps my task.*"]
+
+
+def test_a_preset_without_a_claim_has_a_section_but_no_comparisons(tmp_path: Path):
+    _runs(tmp_path, "plain", {"figures": [], "condition": "floss.name"})
+    result = report([tmp_path / "plain"], out=tmp_path / "figs" / "plain", plots=False)
+    col = result["collection"].subset("plain")
+    assert Claim.of(col.report_node()) is None
+    assert comparisons(col, "plain").empty and rank_comparisons(col, "plain").empty
+    section = preset_section("plain", result, tmp_path / "figs")
+    assert section[0][:2] == ["## plain", ""]
+    text = index_markdown("quick", [section])
+    assert "## plain\n" in text and "Claims at a glance" not in text
+
+
+def test_an_old_run_folder_gets_the_keys_it_lacks_from_its_preset_file(tmp_path: Path):
+    old = {"figures": ["preflossing"], "condition": "task.delay", "x": "task.delay"}
+    _runs(tmp_path, "preflossing", old)  # recorded before report.claim and report.grid existed
+    col = collect([tmp_path]).subset("preflossing")
+    node = col.report_node()
+    assert node["condition"] == "task.delay"  # what the run recorded wins
+    assert Claim.of(node) == Claim.of(preset_report("preflossing"))  # the rest: the preset file
+    assert node == with_preset(old, "preflossing")
+    assert col.cell_keys["preflossing"] == ["task.delay", "floss.name"]  # grid, not inferred
+    table = comparisons(col, "preflossing")
+    assert table[["claim", "a", "b"]].drop_duplicates().values.tolist() == [
+        ["3", "floss=none", "floss=pre"]
+    ]
+    assert table["setting"].tolist() == ["delay=10", "delay=30"]
+
+
+def test_a_plain_sweep_without_a_preset_infers_the_keys_that_vary(tmp_path: Path):
+    _runs(tmp_path, "default", None, delays=(10, 20, 30))
+    col = collect([tmp_path])
+    assert col.report_node("default") == {}  # no preset file default.yaml
+    assert col.cell_keys == {"default": ["floss.name", "task.delay"]}  # group names first
+    assert comparisons(col.subset("default"), "default").empty  # no claim, nothing compared
