@@ -142,3 +142,16 @@ def test_a_plain_sweep_without_a_preset_infers_the_keys_that_vary(tmp_path: Path
     assert col.report_node("default") == {}  # no preset file default.yaml
     assert col.cell_keys == {"default": ["floss.name", "task.delay"]}  # group names first
     assert comparisons(col.subset("default"), "default").empty  # no claim, nothing compared
+
+
+@pytest.mark.parametrize("preset", presets())
+def test_a_preset_without_runs_at_a_scale_reports_so_instead_of_failing(tmp_path, preset):
+    """``make_figures --no-run`` at a scale a preset was not run at: its section says there are
+    no finished runs, and its success and rank tests are empty (no key error on the claim's keys).
+    """
+    res = report([tmp_path / preset / "medium"], out=tmp_path / "figures" / preset)
+    col = res["collection"].subset(preset)
+    assert comparisons(col, preset).empty
+    assert rank_comparisons(col, preset).empty
+    section = preset_section(preset, res, tmp_path / "figures", None)
+    assert "No finished runs" in index_markdown("medium", [section])

@@ -266,9 +266,11 @@ def _spread(values: pd.Series, fmt: str = "+.3f") -> str:
 
 
 def _with_config(df: pd.DataFrame, col: Collection, keys: list[str]) -> pd.DataFrame:
-    """Join config columns (by run) onto a tidy frame."""
+    """Join config columns (by run) onto a tidy frame; a key no run recorded (or no runs at
+    all) gives an empty column, so the tests that group by it find no group."""
     missing = [k for k in keys if k not in df.columns]
-    return df.merge(col.runs[["run", *missing]], on="run", how="left") if missing else df
+    runs = col.runs.reindex(columns=["run", *missing])
+    return df.merge(runs, on="run", how="left") if missing else df
 
 
 def _groups(df: pd.DataFrame, key: str):
