@@ -240,19 +240,43 @@ def medium_comparisons(tables: Tables) -> list[str]:
     return table(header, rows)
 
 
-def quick_summaries(tables: Tables) -> list[str]:
-    """PAPER_MAP: per preset of the last quick ``make figures`` call, its claim, wall time and the
-    report's sentence of measured numbers (:func:`flossrun.report.claims.summarize`). A summary's
-    own tables (what follows its first blank line: the orbit diagram's extrapolation, the
-    smoothness windows) follow the table, each under its preset's name."""
-    rows, extras = [], []
-    for r in tables["summaries_quick.csv"].itertuples(index=False):
-        wall = "" if pd.isna(r.wall_minutes) else f" ({r.wall_minutes:.1f} min)"
-        sentence, _, extra = str(r.result).partition("\n\n")
-        rows.append([f"`{r.preset}`{wall}", str(r.claim), sentence.strip()])
-        if extra.strip():
-            extras += ["", f"`{r.preset}`:", "", *extra.strip().splitlines()]
-    return table(["preset (wall time)", "claim", "result"], rows) + extras
+def summaries(scale: str) -> Callable[[Tables], list[str]]:
+    """PAPER_MAP: per preset of the last ``make figures`` call at ``scale``, its claim, wall time
+    and the report's sentence of measured numbers (:func:`flossrun.report.claims.summarize`). A
+    summary's own tables (what follows its first blank line: the orbit diagram's extrapolation,
+    the smoothness windows) follow the table, each under its preset's name."""
+
+    def render(tables: Tables) -> list[str]:
+        rows, extras = [], []
+        for r in tables[f"summaries_{scale}.csv"].itertuples(index=False):
+            wall = "" if pd.isna(r.wall_minutes) else f" ({r.wall_minutes:.1f} min)"
+            sentence, _, extra = str(r.result).partition("\n\n")
+            rows.append([f"`{r.preset}`{wall}", str(r.claim), sentence.strip()])
+            if extra.strip():
+                extras += ["", f"`{r.preset}`:", "", *extra.strip().splitlines()]
+        return table(["preset (wall time)", "claim", "result"], rows) + extras
+
+    return render
+
+
+def wall_times(scale: str) -> Callable[[Tables], list[str]]:
+    """README: the wall time of the last ``make figures`` call at ``scale``, in all and per
+    preset (minutes), from its summaries (presets without a recorded time are named)."""
+
+    def render(tables: Tables) -> list[str]:
+        df = tables[f"summaries_{scale}.csv"]
+        timed = df[df["wall_minutes"].notna()]
+        parts = [f"`{r.preset}` {r.wall_minutes:.1f}" for r in timed.itertuples(index=False)]
+        untimed = df.loc[df["wall_minutes"].isna(), "preset"].tolist()
+        line = (
+            f"Wall time of the last `make figures SCALE={scale}` (2-core CPU, minutes): "
+            f"**{timed['wall_minutes'].sum():.1f}** for {len(timed)} presets ({', '.join(parts)})"
+        )
+        if untimed:
+            line += f"; not timed: {', '.join(f'`{p}`' for p in untimed)}"
+        return [line + "."]
+
+    return render
 
 
 @dataclass(frozen=True)
@@ -272,7 +296,9 @@ MEDIUM = ("comparisons_medium.csv", "median_comparisons_medium.csv")
 BLOCKS: dict[str, Block] = {
     "medium_headline": Block(MEDIUM, medium_headline),
     "medium_comparisons": Block(MEDIUM, medium_comparisons),
-    "quick_summaries": Block(("summaries_quick.csv",), quick_summaries),
+    "quick_summaries": Block(("summaries_quick.csv",), summaries("quick")),
+    "medium_summaries": Block(("summaries_medium.csv",), summaries("medium")),
+    "medium_wall_times": Block(("summaries_medium.csv",), wall_times("medium")),
 }
 
 

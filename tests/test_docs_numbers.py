@@ -150,3 +150,17 @@ def test_make_figures_writes_the_summaries_that_docs_figures_copies(tmp_path):
     df = pd.read_csv(path)
     assert df.columns.tolist() == ["claim", "preset", "wall_minutes", "result"]
     assert df.iloc[0].to_dict() == {**row, "claim": 5}
+
+
+def test_medium_wall_times_sum_the_timed_presets_and_name_the_untimed(tmp_path):
+    rows = [
+        {"claim": "1", "preset": "lyapunov_control", "wall_minutes": 0.25, "result": "a"},
+        {"claim": "3", "preset": "preflossing", "wall_minutes": 6.15, "result": "b"},
+        {"claim": "7", "preset": "loss_landscape", "wall_minutes": None, "result": "c"},
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "summaries_medium.csv", index=False)
+    (line,) = dn.render("medium_wall_times", tmp_path).splitlines()
+    assert "**6.4** for 2 presets (`lyapunov_control` 0.2, `preflossing` 6.2)" in line
+    assert line.endswith("; not timed: `loss_landscape`.")
+    summary = dn.render("medium_summaries", tmp_path).splitlines()
+    assert summary[2] == "| `lyapunov_control` (0.2 min) | 1 | a |"
