@@ -150,9 +150,9 @@ MEDIUM_HEADLINE: list[tuple[str, Headline]] = [
                "task=delayed_xor, delay=30", "floss=none", "floss=pre")),
     ("4", Rate("delayed XOR d = 40, floss pre vs pre_during", "during_training", "delay=40",
                "floss=pre", "floss=pre_during")),
-    ("5", BestK("delayed copy d = 30, S = 1 channel: k = 0 vs best k", "k_sweep", "channels=1")),
-    ("5", BestK("delayed copy d = 20, S = 2 channels: k = 0 vs best k", "k_sweep", "channels=2")),
-    ("5", BestK("delayed copy d = 10, S = 4 channels: k = 0 vs best k", "k_sweep", "channels=4")),
+    ("5", BestK("delayed copy d = 30, S = 1 channel: k = 0 vs best k", "k_sweep", "channels=1, delay=30")),
+    ("5", BestK("delayed copy d = 20, S = 2 channels: k = 0 vs best k", "k_sweep", "channels=2, delay=20")),
+    ("5", BestK("delayed copy d = 10, S = 4 channels: k = 0 vs best k", "k_sweep", "channels=4, delay=10")),
 ]  # fmt: skip
 
 

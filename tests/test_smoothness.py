@@ -189,3 +189,32 @@ def test_landscape_loss_scale_and_orthogonal_skew_fail_in_one_line():
         analysis_config({"name": "landscape", "loss_scale": "sqrt"}, task, model)
     with pytest.raises(ConfigError, match=r"^model\.skew=lower: allowed: full, upper$"):
         model_config({"name": "orthogonal", "skew": "lower"})
+
+
+def _window(i: int, lam: tuple[float, float, float], rate_l: float, rate_lg: float) -> RateRow:
+    """A window of path ``scale`` with λ1 (mean, min, max) and growth rates of ln L, ln L_g."""
+    mean, low, high = lam
+    return RateRow("scale", i, i * 0.1, i * 0.1 + 0.1, mean, low, high, "x", mean, high,
+                   rate_l, rate_lg, rate_l / mean, rate_lg / (2 * mean), rate_l / high,
+                   rate_lg / (2 * high), 100, 400)  # fmt: skip
+
+
+def test_smoothness_table_tests_fully_chaotic_windows_against_their_mean_lambda():
+    """Claim 8's table: a window whose every point is chaotic is tested against its mean λ1 in
+    its own column; a mixed window (a periodic point inside) counts only among λ1 > 0.05."""
+    from flossrun.report.attractors import smoothness_table
+
+    rows = [
+        _window(0, (0.20, 0.10, 0.25), 0.22, 0.50),  # every point chaotic: 1.1 and 1.25 × λ1
+        _window(1, (0.20, 0.08, 0.30), 0.30, 0.56),  # every point chaotic: 1.5 × λ1, 1.4 × 2λ1
+        _window(2, (0.10, -0.10, 0.30), 0.28, 0.60),  # mixed: 2.8 × λ1, in band of the max
+        _window(3, (-0.20, -0.30, -0.10), 0.001, 0.002),  # contracting, bounded
+    ]
+    data = {"rates": [list(r) for r in rows], "rate_columns": list(RATE_COLUMNS)}
+    header, _, line = smoothness_table({"lstm": data}).splitlines()
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert "windows with every point λ1 > 0.05" in header.split("|")[6]
+    assert cells[:2] == ["lstm / scale", "3"]  # three windows with mean λ1 > 0.05
+    assert cells[2] == "1 [3]"  # L in band: window 0 by its mean λ1; all three by their max
+    assert cells[5] == "1, 1 of 2"  # the fully chaotic windows 0 and 1: only 0 in band
+    assert cells[6:8] == ["1", "1"] and cells[9] == "1 of 1"  # the contracting one, bounded
