@@ -53,12 +53,15 @@ def test_copying_a_scales_tables_rewrites_the_generated_blocks_of_the_docs(
         (tmp_path / doc).write_text((real / doc).read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "docs" / "figures").mkdir(parents=True)
     for csv in (real / "docs" / "figures").glob("*.csv"):  # the other scales' tables
-        (tmp_path / "docs" / "figures" / csv.name).write_bytes(csv.read_bytes())
+        if not csv.stem.endswith("_medium"):
+            (tmp_path / "docs" / "figures" / csv.name).write_bytes(csv.read_bytes())
     for name in ("comparisons", "median_comparisons"):
         df = pd.read_csv(real / "docs" / "figures" / f"{name}_medium.csv")
-        if name == "comparisons":  # the run now gives 12/16 where the docs say 10/16
+        if name == "comparisons":  # the run now gives 1 success more than the docs say
             row = (df["preset"] == "during_training") & (df["setting"] == "delay=40")
-            df.loc[row & (df["b"] == "floss=pre_during"), "successes_b"] = 12
+            row &= df["b"] == "floss=pre_during"
+            df.loc[row, "successes_b"] += 1
+            a, n_a, b, n_b = df.loc[row, ["successes_a", "n_a", "successes_b", "n_b"]].iloc[0]
         df.to_csv(src / f"{name}.csv", index=False)
     from flossrun.report.presets import presets
 
@@ -77,4 +80,4 @@ def test_copying_a_scales_tables_rewrites_the_generated_blocks_of_the_docs(
     assert "rewrote PAPER_MAP.md: medium_comparisons" in out
     assert (tmp_path / "docs" / "figures" / "summaries_medium.csv").is_file()
     readme = (tmp_path / "README.md").read_text(encoding="utf-8")
-    assert "| 4 | delayed XOR d = 40, floss pre vs pre_during | 1/16 | 12/16 |" in readme
+    assert f"| 4 | delayed XOR d = 40, floss pre vs pre_during | {a}/{n_a} | {b}/{n_b} |" in readme
