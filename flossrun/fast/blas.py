@@ -182,19 +182,62 @@ def _lone_pair_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(_pair_reused(a)[0], _pair_reused(b)[0])[:1]
 
 
+def _aligned_operand(x: torch.Tensor) -> torch.Tensor:
+    """``x [n, M, K]`` itself where each of its matrices starts at a 64-byte boundary (aligned
+    offset and block), else a copy whose matrices do (:func:`aligned_empty`), in the same
+    per-matrix layout (row-major, or column-major for a transposed view): some GEMM kernels
+    (MKL's AVX-512 code on AMD EPYC) round differently for an operand at another address."""
+    col = x.stride(2) != 1  # a transposed view: keep it column-major
+    M, K = (x.shape[2], x.shape[1]) if col else (x.shape[1], x.shape[2])
+    if x.shape[0] == 1 or _block_aligned(x.stride(0), x.element_size()):
+        if offset_aligned(x):
+            return x
+    buf = aligned_empty(x.shape[0], M, K, x)
+    if col:
+        return buf.copy_(x.transpose(1, 2)).transpose(1, 2)
+    return buf.copy_(x)
+
+
 def _per_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` one GEMM per matrix, into an :func:`aligned_empty` buffer (rows contiguous,
-    batch stride padded)."""
+    batch stride padded), each operand matrix at a 64-byte boundary (:func:`_aligned_operand`)."""
     out = aligned_empty(a.shape[0], a.shape[1], b.shape[2], a)
-    return out.baddbmm_(a, b, beta=0.0)
+    return out.baddbmm_(_aligned_operand(a), _aligned_operand(b), beta=0.0)
+
+
+class _PerMatrixBmm(torch.autograd.Function):
+    """``a @ b`` on the per-matrix route with a backward on that route too: autograd's own
+    backward of ``baddbmm_`` would form ``Ḡ bᵀ`` and ``aᵀ Ḡ`` with ``torch.bmm`` (MKL's batched
+    GEMM on matrices at unaligned addresses), whose rounding depends on a matrix's place in the
+    batch on some CPUs (AMD EPYC)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return _per_matrix(a, b).contiguous()
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        # through bmm again, so that a double backward (autograd tangents) stays on the route
+        a, b = ctx.saved_tensors
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = bmm(g, b.transpose(1, 2))
+        if ctx.needs_input_grad[1]:
+            gb = bmm(a.transpose(1, 2), g)
+        return ga, gb
 
 
 def bmm_strided(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` like :func:`bmm`, but on the per-matrix route the result stays in its padded
     buffer: for a consumer that reads it once (an add, a ``where``), the copy into a contiguous
-    tensor would cost more than the product."""
+    tensor would cost more than the product. Under autograd it is :func:`bmm` (whose backward
+    stays on the per-matrix route)."""
     if a.device.type != "cpu" or batched_route(a, b):
         return bmm(a, b)
+    if not torch.jit.is_scripting():
+        if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+            return bmm(a, b)
     return _per_matrix(a, b)
 
 
@@ -208,6 +251,9 @@ def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                 return _lone_pair_bmm(a, b)
             return torch.bmm(_pair(a), _pair(b))[:1]
         return torch.bmm(a, b)
+    if not torch.jit.is_scripting():  # (the scripted kernels run without autograd)
+        if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+            return _PerMatrixBmm.apply(a, b)
     return _per_matrix(a, b).contiguous()
 
 

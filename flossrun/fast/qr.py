@@ -42,7 +42,28 @@ FALLBACK_COND = 1e6  # Householder beyond this (CholQR2 needs κ ≪ ε₆₄^{-
 # (flossrun.fast.jit compiles the flossing kernel, which calls these, to run without the GIL).
 
 
-def _gram_cholesky_rows(At64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _cholesky_by_address(k: int = 75) -> bool:
+    """Whether this CPU's LAPACK Cholesky (``potrf``) of a float64 ``k × k`` matrix rounds
+    differently at an address that is not a multiple of 64 bytes: a batch of two random Gram
+    matrices, the second factorised in the batch and alone. MKL's AVX-512 code on AMD EPYC
+    (Zen 5) does, for odd k ≥ 17 of those tried (k = 75 among them); on the Intel development
+    machine the batched call passed the alone == ensemble tests. In a contiguous batch matrix i
+    starts ``8 i k²`` bytes in, so its factor would depend on i."""
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(2, k, k + 4, dtype=torch.float64, generator=gen)
+    G = torch.bmm(A, A.transpose(1, 2))
+    batch = torch.linalg.cholesky_ex(G, upper=True)[0][1]
+    alone = torch.linalg.cholesky_ex(G[1:2].clone(), upper=True)[0][0]
+    return not torch.equal(batch, alone)
+
+
+# Measured once, at import (about 0.1 ms); the compiled kernels see it as a default argument.
+CHOLESKY_BY_ADDRESS = _cholesky_by_address()
+
+
+def _gram_cholesky_rows(
+    At64: torch.Tensor, by_address: bool = CHOLESKY_BY_ADDRESS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``R [n, k, k]`` upper triangular with ``RᵀR = At Atᵀ`` (float64) and ``ok [n]``.
 
     Factorised in place: the Gram matrix is symmetric, so its transpose is the same matrix laid
@@ -50,9 +71,24 @@ def _gram_cholesky_rows(At64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     zeroes its lower triangle instead of copying it into a fresh factor first (the copy, a
     strided loop, took about half of the call's time). The ``.L`` overload with ``L=``/``info=``
     is the spelling both Python and TorchScript accept.
-    """
+
+    Where the batch's matrices do not all start at 64-byte boundaries (k not a multiple of 4)
+    and this CPU's Cholesky depends on the address (``by_address``, by default
+    ``CHOLESKY_BY_ADDRESS``; an argument because TorchScript reads no module globals), each
+    matrix is factorised alone in a fresh (aligned) buffer and copied back: the factor of a
+    realization then never depends on its place in the ensemble (alone, a matrix starts at an
+    aligned address too)."""
     L = blas.bmm(At64, At64.transpose(1, 2)).transpose(1, 2)
-    info = torch.empty(L.shape[0], dtype=torch.int32, device=L.device)
+    n, k = L.shape[0], L.shape[1]
+    info = torch.empty(n, dtype=torch.int32, device=L.device)
+    if by_address and n > 1 and k % 4 != 0 and L.device.type == "cpu":
+        for i in range(n):
+            Li = L[i : i + 1].clone()  # a fresh, 64-byte-aligned buffer (column-major as L)
+            info_i = torch.empty(1, dtype=torch.int32, device=L.device)
+            Li, info_i = torch.ops.aten.linalg_cholesky_ex(Li, upper=True, L=Li, info=info_i)
+            L[i : i + 1].copy_(Li)
+            info[i : i + 1].copy_(info_i)
+        return L, info == 0
     R, info = torch.ops.aten.linalg_cholesky_ex(L, upper=True, L=L, info=info)
     return R, info == 0
 

@@ -39,14 +39,21 @@ def clip_singular_values(W: torch.Tensor, rho: float) -> torch.Tensor:
     matrix, in W's dtype and device.
 
     Computed as ``W − U diag(max(σ − ρ, 0)) Vᵀ`` from a float64 SVD, so a matrix already inside
-    the ball comes back bit for bit and only the directions with σ > ρ move.
+    the ball comes back bit for bit and only the directions with σ > ρ move. One matrix at a
+    time, each in a fresh buffer: LAPACK's SVD and the product round differently for a matrix at
+    another address on some CPUs (AMD EPYC), and a realization's projection must not depend on
+    its place in the ensemble.
     """
-    W64 = W.to(torch.float64)
-    U, s, Vh = torch.linalg.svd(W64, full_matrices=False)
-    excess = (s - rho).clamp(min=0.0)  # [..., min(P, Q)]
-    if not bool((excess > 0).any()):
-        return W
-    return (W64 - (U * excess.unsqueeze(-2)) @ Vh).to(W.dtype)
+    flat = W.detach().reshape(-1, W.shape[-2], W.shape[-1])  # [n, P, Q]
+    out: torch.Tensor | None = None
+    for i in range(flat.shape[0]):
+        Wi = flat[i].to(torch.float64, copy=True)  # fresh, 64-byte aligned
+        U, s, Vh = torch.linalg.svd(Wi, full_matrices=False)
+        excess = (s - rho).clamp(min=0.0)  # [min(P, Q)]
+        if bool((excess > 0).any()):
+            out = flat.clone() if out is None else out
+            out[i] = (Wi - (U * excess) @ Vh).to(W.dtype)
+    return W if out is None else out.reshape(W.shape)
 
 
 @register("stable", StableConfig)

@@ -1,0 +1,71 @@
+"""A matrix's numbers must not depend on its address (docs/design.md §6): some CPUs' MKL (AVX-512
+code on AMD EPYC) rounds a GEMM, a Cholesky factorisation or an SVD differently for a matrix that
+does not start at a 64-byte boundary, and in a contiguous batch of odd-sized matrices most do.
+These tests check, on any machine, that the routes taken for such batches compute every matrix
+exactly as it is computed alone; ``test_determinism.py`` and ``test_lstm_floss.py`` check the
+end-to-end guarantee on the machine that runs them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flossrun.fast import blas, qr
+from flossrun.models.stable import clip_singular_values
+
+
+def _matrices_aligned(x: torch.Tensor) -> bool:
+    return all(x[i].data_ptr() % 64 == 0 for i in range(x.shape[0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_an_unaligned_operand_is_copied_so_every_matrix_starts_at_64_bytes(dtype, transposed):
+    x = torch.randn(3, 11, 13, dtype=dtype)  # 11·13 elements: matrix 1 starts mid-line
+    x = x.transpose(1, 2) if transposed else x
+    assert not _matrices_aligned(x)
+    y = blas._aligned_operand(x)
+    assert _matrices_aligned(y) and torch.equal(y, x)
+    assert (y.stride(2) == 1) == (x.stride(2) == 1)  # the same per-matrix layout
+    aligned = torch.randn(3, 16, 16, dtype=dtype)
+    assert blas._aligned_operand(aligned) is aligned  # nothing to copy
+
+
+@pytest.mark.parametrize("by_address", [False, True])
+def test_the_cholesky_of_a_batch_is_each_matrix_factorised_alone(by_address):
+    """Both routes agree with each other to rounding, and the address-safe one (taken where
+    this CPU needs it) equals the factor of every matrix alone bit for bit."""
+    At = torch.randn(4, 11, 13, dtype=torch.float64)  # 11² · 8 bytes: unaligned in a batch
+    R, ok = qr._gram_cholesky_rows(At, by_address)
+    assert bool(ok.all())
+    for i in range(4):
+        Ri, _ = qr._gram_cholesky_rows(At[i : i + 1].clone(), by_address)
+        if by_address:
+            assert torch.equal(R[i], Ri[0])
+        torch.testing.assert_close(R[i], Ri[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(R, qr._gram_cholesky_rows(At, not by_address)[0])
+
+
+def test_per_matrix_products_under_autograd_equal_alone_and_double_backward_works():
+    a = torch.randn(3, 11, 13, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 13, 7, dtype=torch.float64, requires_grad=True)
+    assert not blas.batched_route(a, b)
+    out = blas.bmm(a, b)
+    g = torch.randn_like(out)
+    ga, gb = torch.autograd.grad(out, (a, b), g, create_graph=True)
+    torch.testing.assert_close(ga, g @ b.detach().transpose(1, 2))
+    torch.testing.assert_close(gb, a.detach().transpose(1, 2) @ g)
+    for i in range(3):
+        ai, bi = (t[i : i + 1].detach().clone().requires_grad_(True) for t in (a, b))
+        gai, gbi = torch.autograd.grad(blas.bmm(ai, bi), (ai, bi), g[i : i + 1])
+        assert torch.equal(ga[i], gai[0]) and torch.equal(gb[i], gbi[0])
+    (ga.square().sum() + gb.square().sum()).backward()  # a second derivative through the route
+    assert a.grad is not None and b.grad is not None
+
+
+def test_the_stable_projection_of_a_batch_is_each_matrix_projected_alone():
+    W = 0.5 * torch.randn(5, 7, 7, dtype=torch.float32)  # 7² · 4 bytes: unaligned in a batch
+    out = clip_singular_values(W, 0.9)
+    for i in range(5):
+        assert torch.equal(out[i], clip_singular_values(W[i : i + 1].clone(), 0.9)[0])
+    assert torch.linalg.matrix_norm(out.double(), ord=2).max() <= 0.9 + 1e-6
