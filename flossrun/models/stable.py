@@ -34,26 +34,38 @@ class StableConfig(VanillaConfig):
         need(0 < self.rho < 1, "model.rho", self.rho, "must be in (0, 1)")
 
 
+def _without_excess(W64: torch.Tensor, rho: float) -> torch.Tensor | None:
+    """``W64 − U diag(max(σ − ρ, 0)) Vᵀ`` for float64 ``W64 [..., P, Q]``; ``None`` where no
+    singular value exceeds ``ρ`` (nothing to move)."""
+    U, s, Vh = torch.linalg.svd(W64, full_matrices=False)
+    excess = (s - rho).clamp(min=0.0)  # [..., min(P, Q)]
+    if not bool((excess > 0).any()):
+        return None
+    return W64 - (U * excess.unsqueeze(-2)) @ Vh
+
+
 def clip_singular_values(W: torch.Tensor, rho: float) -> torch.Tensor:
     """The projection of ``W [..., P, Q]`` onto ``{‖W‖₂ ≤ ρ}``: ``U diag(min(σ, ρ)) Vᵀ`` per
     matrix, in W's dtype and device.
 
     Computed as ``W − U diag(max(σ − ρ, 0)) Vᵀ`` from a float64 SVD, so a matrix already inside
-    the ball comes back bit for bit and only the directions with σ > ρ move. One matrix at a
-    time, each in a fresh buffer: LAPACK's SVD and the product round differently for a matrix at
-    another address on some CPUs (AMD EPYC), and a realization's projection must not depend on
-    its place in the ensemble.
+    the ball comes back bit for bit and only the directions with σ > ρ move. On CPU one matrix
+    at a time, each in a fresh buffer: LAPACK's SVD and the product round differently for a
+    matrix at another address on some CPUs (AMD EPYC), and a realization's projection must not
+    depend on its place in the ensemble. Elsewhere (GPU, where that guarantee is not claimed)
+    one batched SVD.
     """
+    if W.device.type != "cpu":
+        out = _without_excess(W.detach().to(torch.float64), rho)
+        return W if out is None else out.to(W.dtype)
     flat = W.detach().reshape(-1, W.shape[-2], W.shape[-1])  # [n, P, Q]
-    out: torch.Tensor | None = None
+    clipped: torch.Tensor | None = None
     for i in range(flat.shape[0]):
-        Wi = flat[i].to(torch.float64, copy=True)  # fresh, 64-byte aligned
-        U, s, Vh = torch.linalg.svd(Wi, full_matrices=False)
-        excess = (s - rho).clamp(min=0.0)  # [min(P, Q)]
-        if bool((excess > 0).any()):
-            out = flat.clone() if out is None else out
-            out[i] = (Wi - (U * excess) @ Vh).to(W.dtype)
-    return W if out is None else out.reshape(W.shape)
+        Wi = _without_excess(flat[i].to(torch.float64, copy=True), rho)  # fresh, aligned
+        if Wi is not None:
+            clipped = flat.clone() if clipped is None else clipped
+            clipped[i] = Wi.to(W.dtype)
+    return W if clipped is None else clipped.reshape(W.shape)
 
 
 @register("stable", StableConfig)
