@@ -65,6 +65,16 @@ def aligned_empty(n: int, M: int, N: int, like: torch.Tensor) -> torch.Tensor:
     return flat.as_strided([n, M, N], [stride, N, 1])
 
 
+def aligned_like(x: torch.Tensor) -> torch.Tensor:
+    """Uninitialised, the shape of ``x [n, M, N]``: contiguous where each matrix of a contiguous
+    batch starts at a 64-byte boundary anyway (and on GPUs), else :func:`aligned_empty`. An
+    operand built there enters a per-matrix product without a copy (:func:`per_matrix`)."""
+    n, M, N = x.shape[0], x.shape[1], x.shape[2]
+    if x.device.type != "cpu" or _block_aligned(M * N, x.element_size()):
+        return torch.empty([n, M, N], dtype=x.dtype, device=x.device)
+    return aligned_empty(n, M, N, x)
+
+
 def _pair(x: torch.Tensor) -> torch.Tensor:
     """A lone matrix as a batch of two, itself twice, laid out as it was (row- or column-major:
     MKL computes a transposed operand with other kernels) and with a real batch stride (a
@@ -198,7 +208,7 @@ def _aligned_operand(x: torch.Tensor) -> torch.Tensor:
     return buf.copy_(x)
 
 
-def _per_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def per_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` one GEMM per matrix, into an :func:`aligned_empty` buffer (rows contiguous,
     batch stride padded), each operand matrix at a 64-byte boundary (:func:`_aligned_operand`)."""
     out = aligned_empty(a.shape[0], a.shape[1], b.shape[2], a)
@@ -214,7 +224,7 @@ class _PerMatrixBmm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(a, b)
-        return _per_matrix(a, b).contiguous()
+        return per_matrix(a, b).contiguous()
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -238,7 +248,7 @@ def bmm_strided(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not torch.jit.is_scripting():
         if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
             return bmm(a, b)
-    return _per_matrix(a, b)
+    return per_matrix(a, b)
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -254,7 +264,7 @@ def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not torch.jit.is_scripting():  # (the scripted kernels run without autograd)
         if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
             return _PerMatrixBmm.apply(a, b)
-    return _per_matrix(a, b).contiguous()
+    return per_matrix(a, b).contiguous()
 
 
 def bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -75,21 +75,32 @@ def _gram_cholesky_rows(
     Where the batch's matrices do not all start at 64-byte boundaries (k not a multiple of 4)
     and this CPU's Cholesky depends on the address (``by_address``, by default
     ``CHOLESKY_BY_ADDRESS``; an argument because TorchScript reads no module globals), each
-    matrix is factorised alone in a fresh (aligned) buffer and copied back: the factor of a
-    realization then never depends on its place in the ensemble (alone, a matrix starts at an
-    aligned address too)."""
+    matrix is factorised alone at a 64-byte-aligned address (:func:`_gram_cholesky_aligned`):
+    the factor of a realization then never depends on its place in the ensemble (alone, a
+    matrix starts at an aligned address too)."""
+    n, k = At64.shape[0], At64.shape[1]
+    if by_address and n > 1 and k % 4 != 0 and At64.device.type == "cpu":
+        return _gram_cholesky_aligned(At64)
     L = blas.bmm(At64, At64.transpose(1, 2)).transpose(1, 2)
-    n, k = L.shape[0], L.shape[1]
     info = torch.empty(n, dtype=torch.int32, device=L.device)
-    if by_address and n > 1 and k % 4 != 0 and L.device.type == "cpu":
-        for i in range(n):
-            Li = L[i : i + 1].clone()  # a fresh, 64-byte-aligned buffer (column-major as L)
-            info_i = torch.empty(1, dtype=torch.int32, device=L.device)
-            Li, info_i = torch.ops.aten.linalg_cholesky_ex(Li, upper=True, L=Li, info=info_i)
-            L[i : i + 1].copy_(Li)
-            info[i : i + 1].copy_(info_i)
-        return L, info == 0
     R, info = torch.ops.aten.linalg_cholesky_ex(L, upper=True, L=L, info=info)
+    return R, info == 0
+
+
+def _gram_cholesky_aligned(At64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_gram_cholesky_rows` one matrix at a time: the Gram matrices formed into a buffer
+    whose matrices start at 64-byte boundaries (:func:`blas.per_matrix`), each factorised in
+    place there (a view with the strides of a batch of one, column-major, so that LAPACK works
+    on it without a copy), then the factors copied out into the contiguous column-major batch
+    the solves read."""
+    n, k = At64.shape[0], At64.shape[1]
+    G = blas.per_matrix(At64, At64.transpose(1, 2))  # [n, k, k], padded batch stride
+    info = torch.empty(n, dtype=torch.int32, device=G.device)
+    stride, base = G.stride(0), G.storage_offset()
+    for i in range(n):
+        Li = G.as_strided([1, k, k], [k * k, 1, k], base + i * stride)  # Gᵢᵀ, column-major
+        torch.ops.aten.linalg_cholesky_ex(Li, upper=True, L=Li, info=info[i : i + 1])
+    R = torch.empty([n, k, k], dtype=G.dtype, device=G.device).copy_(G).transpose(1, 2)
     return R, info == 0
 
 
@@ -205,7 +216,8 @@ def qr_backward_rows(
     k = Qt.shape[1]
     if gQt is not None:
         M = blas.bmm_strided(gQt, Qt.transpose(1, 2))  # Q̄ᵀQ [n, k, k] (read once, by where)
-        S = torch.where(_lower_mask(k, Qt.device), M, M.transpose(1, 2))  # copyltu(Q̄ᵀQ)
+        S = blas.aligned_like(M)  # its matrices at 64-byte boundaries, like M's
+        torch.where(_lower_mask(k, Qt.device), M, M.transpose(1, 2), out=S)  # copyltu(Q̄ᵀQ)
         if gr is not None:
             S.diagonal(0, 1, 2).sub_(torch.diagonal(R, 0, 1, 2) * gr)
         Y = blas.baddbmm_(gQt, S, Qt, alpha=-1.0)
