@@ -100,6 +100,11 @@ def paired(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.cat([x, x], dim)
 
 
+def zero_paired(g: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """The gradient of a :func:`paired` result: ``g`` for copy 0, zeros for copy 1."""
+    return torch.cat([g, torch.zeros_like(g)], dim)
+
+
 class _PairScope(threading.local):
     """Per thread: whether a :func:`pairing_once` block is open, and its recent pairs."""
 

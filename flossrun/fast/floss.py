@@ -199,23 +199,39 @@ def segment_length(T: int, trace_bytes: int) -> int:
     return 0 if every >= T else every
 
 
-class _Slices:
-    """The ensemble cut into slices in the kernels' shapes: ``W`` and ``u`` per slice. A slice of
-    one realization needs nothing special: the kernels' batched products (``fast.blas``) run a
-    lone matrix paired with a copy of itself, product by product, so it computes what it would
-    inside an ensemble while everything else (the QR, the elementwise steps) runs once."""
+def _lone(s: slice, device: torch.device) -> bool:
+    """A slice of one realization on CPU runs paired with a copy of itself (fast.blas.paired)."""
+    return s.stop - s.start == 1 and device.type == "cpu"
 
-    def __init__(self, slices: Sequence[slice], W: torch.Tensor, u: torch.Tensor) -> None:
+
+class _Slices:
+    """The ensemble cut into slices in the kernels' shapes: ``W``, ``u`` per slice, a lone
+    realization paired with a copy of itself (``fast.blas.paired``), and the means to unpair."""
+
+    def __init__(
+        self, slices: Sequence[slice], W: torch.Tensor, u: torch.Tensor, pair_u: bool = True
+    ) -> None:
         self.slices = list(slices)
-        self.W = [W[s] for s in self.slices]
-        self.u = [u[:, s] for s in self.slices]
+        self.lone = [_lone(s, W.device) for s in self.slices]
+        self.W = [self.pair(W[s], i) for i, s in enumerate(self.slices)]
+        self.u = [self.pair(u[:, s], i, 1) for i, s in enumerate(self.slices)] if pair_u else []
+
+    def pair(self, x: torch.Tensor, i: int, dim: int = 0) -> torch.Tensor:
+        return blas.paired(x, dim) if self.lone[i] else x
+
+    def zero_pair(self, g: torch.Tensor, i: int, dim: int = 0) -> torch.Tensor:
+        return blas.zero_paired(g, dim) if self.lone[i] else g
+
+    def unpair(self, x: torch.Tensor, i: int, dim: int = 0) -> torch.Tensor:
+        return x.narrow(dim, 0, 1) if self.lone[i] else x
 
     def split(self, x: torch.Tensor, dim: int = 0) -> list[torch.Tensor]:
-        """``x`` cut along its realization axis ``dim``."""
-        return [x.narrow(dim, s.start, s.stop - s.start) for s in self.slices]
+        """``x`` cut along its realization axis ``dim``, each slice paired where lone."""
+        return [self.pair(x.narrow(dim, s.start, s.stop - s.start), i, dim)
+                for i, s in enumerate(self.slices)]  # fmt: skip
 
     def join(self, parts: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
-        return _cat(parts, dim)
+        return _cat([self.unpair(x, i, dim) for i, x in enumerate(parts)], dim)
 
 
 def frame_rows(Q0: torch.Tensor) -> torch.Tensor:
@@ -227,8 +243,8 @@ def frame_rows(Q0: torch.Tensor) -> torch.Tensor:
 def _trace_bytes(slices: Sequence[slice], h0: torch.Tensor, Q0: torch.Tensor, T: int) -> int:
     """An upper estimate of a whole pass's trace: per step and trajectory the frame (``k·D``; the
     QR writes Q over the product, and the next step's record shares it), its R (``k²``) and a
-    dozen state-sized vectors (the LSTM's gates), for every realization."""
-    R = sum(s.stop - s.start for s in slices)
+    dozen state-sized vectors (the LSTM's gates), for every (paired) realization."""
+    R = sum(2 if _lone(s, h0.device) else s.stop - s.start for s in slices)
     B, D, k = Q0.shape[1], Q0.shape[2], Q0.shape[3]
     return T * R * B * (k * D + k * k + 12 * D) * h0.element_size()
 
@@ -266,7 +282,9 @@ class _SlicedBenettin(torch.autograd.Function):
     def backward(ctx, g_logs, g_h):
         fwd, bwd, sl, bounds, starts, traces, qr_at, keep = ctx.state
         n = len(sl.slices)
-        gls, ghs = sl.split(g_logs, 1), sl.split(g_h)
+        # (only copy 0 of a pair carries the loss)
+        gls = [sl.zero_pair(g_logs[:, s], i, 1) for i, s in enumerate(sl.slices)]
+        ghs = [sl.zero_pair(g_h[s], i) for i, s in enumerate(sl.slices)]
         gWs = [torch.zeros_like(w) for w in sl.W]
         gQs: list[torch.Tensor | None] = [None] * n
         gus: list[list[torch.Tensor]] = [[] for _ in range(n)]
@@ -308,12 +326,13 @@ def sliced_benettin(
     if torch.is_grad_enabled() and any(t.requires_grad for t in (W, u, h0)):
         every = segment_length(T, _trace_bytes(slices, h0, Q0, T))
         return _SlicedBenettin.apply(fwd, bwd, slices, every, W, u, h0, Q0, qr_at, keep)
-    # no trace: in segments, each call with its steps' drive only
-    sl = _Slices(slices, W, u)
+    # no trace: in segments, so that a lone realization's paired drive is a segment's only
+    sl = _Slices(slices, W, u, pair_u=False)
     hs, Qts, logs = sl.split(h0), sl.split(frame_rows(Q0)), []
     for a in range(0, T, NO_GRAD_SEGMENT):
         b = min(a + NO_GRAD_SEGMENT, T)
-        out = _run_slices(fwd, sl, a, b, hs, Qts, qr_at, keep, False)
+        sl.u = [sl.pair(u[a:b, s], i, 1) for i, s in enumerate(sl.slices)]
+        out = _run_slices(fwd, sl, 0, b - a, hs, Qts, qr_at[a:b], keep[a:b], False)
         hs, Qts = [o[1] for o in out], [o[2] for o in out]
         logs.append(sl.join([o[0] for o in out], 1))
     return torch.cat(logs) if len(logs) > 1 else logs[0], sl.join(hs)

@@ -37,9 +37,9 @@ second derivatives (σ'' = σ'(1 − 2σ), tanh'' = −2 tanh tanh'):
 on a_f, γ = s_o tanh'(c') on a_o; ``ā hᵀ`` is summed over all steps in one product at the end.)
 As in :mod:`flossrun.fast.floss`: plain tensor ops without an autograd graph, step loops compiled
 by TorchScript, the ensemble cut into one slice per core, the frame kept transposed
-(``Qt [R, B·k, 2N]``, each row ``[q_h, q_c]``), and every op placement-independent
-(``fast.ops``, ``fast.blas``; sums run over k or m within one trajectory, over the batch B in
-pairs, never over realizations).
+(``Qt [R, B·k, 2N]``, each row ``[q_h, q_c]``), lone slices paired, and every op
+placement-independent (``fast.ops``, ``fast.blas``; sums run over k or m within one trajectory,
+over the batch B in pairs, never over realizations).
 """
 
 from __future__ import annotations
