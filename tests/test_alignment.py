@@ -69,3 +69,29 @@ def test_the_stable_projection_of_a_batch_is_each_matrix_projected_alone():
     for i in range(5):
         assert torch.equal(out[i], clip_singular_values(W[i : i + 1].clone(), 0.9)[0])
     assert torch.linalg.matrix_norm(out.double(), ord=2).max() <= 0.9 + 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [7, 12])
+def test_a_lone_pair_takes_its_qr_step_once_with_the_numbers_of_both_copies(dtype, k):
+    """A lone realization runs paired with a copy of itself; its QR step (frame_step with
+    ``lone``) factorises copy 0 only and copies it: both copies, the logs and the adjoint of
+    copy 0 are bit for bit those of the step that factorises both; copy 1's adjoint is zero
+    (only copy 0 carries the loss)."""
+    B, D = 2, 19
+    gen = torch.Generator().manual_seed(k)
+    At = torch.randn(1, B * k, D, generator=gen, dtype=dtype).repeat(2, 1, 1)  # [2, B·k, D]
+    runs = {}
+    for lone in (False, True):
+        logs = torch.zeros(1, 2, B, k, dtype=dtype)
+        Qt, record, j = qr.frame_step(At.clone(), k, True, True, logs, 0, lone)
+        g_logs = torch.randn(1, 2, B, k, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        g_logs[:, 1] = 0  # copy 1 carries no loss
+        gQt = torch.randn(2, B * k, D, generator=torch.Generator().manual_seed(2), dtype=dtype)
+        gQt[1] = 0
+        gAt, j_back = qr.frame_step_backward(gQt, record, True, True, g_logs, j, lone)
+        runs[lone] = (Qt, logs, gAt, j, j_back)
+    (Qa, la, ga, ja, jba), (Qb, lb, gb, jb, jbb) = runs[False], runs[True]
+    assert torch.equal(Qa, Qb) and torch.equal(la, lb) and (ja, jba) == (jb, jbb) == (1, 0)
+    assert torch.equal(ga[0], gb[0]) and not torch.any(gb[1])
+    assert torch.equal(Qb[0], Qb[1]) and torch.equal(lb[:, 0], lb[:, 1])

@@ -51,13 +51,22 @@ Adjoint = tuple[Tensor, Tensor, Tensor, OptTensor]  # (W̄, ū, h̄_0, Q̄_0ᵀ)
 
 
 def _forward(
-    W: Tensor, u: Tensor, h0: Tensor, Qt0: Tensor, qr_at: Flags, keep: Flags, trace: bool
+    W: Tensor,
+    u: Tensor,
+    h0: Tensor,
+    Qt0: Tensor,
+    qr_at: Flags,
+    keep: Flags,
+    trace: bool,
+    lone: bool = False,
 ) -> Pass:
     """The Benettin pass of one slice of the ensemble over the steps of ``u`` (a whole pass or
     one checkpointed segment) from ``h0 [R, B, N]`` and the frame ``Qt0 = Q_0ᵀ [R, B·k, N]``:
     ``(block_logs [n_kept, R, B, k], h_T, Q_Tᵀ, trace)``.
 
-    ``trace`` (when asked for): per step ``[Q_{t-1}ᵀ, φ'(h_{t-1}), φ(h_{t-1})]``, plus
+    ``lone``: the slice is a lone realization paired with a copy of itself (its QRs are
+    computed once, :func:`flossrun.fast.qr.frame_step`). ``trace`` (when asked for): per step
+    ``[Q_{t-1}ᵀ, φ'(h_{t-1}), φ(h_{t-1})]``, plus
     ``[Q_tᵀ, R_t]`` at QR steps: all that :func:`_backward` needs. (``P_t`` is recomputed there:
     not keeping it saves a third of the trace's memory, at no measurable cost in time.)
     """
@@ -82,7 +91,7 @@ def _forward(
             At = blas.bmm(Pt, WT)
             h = blas.baddbmm(u[t], p, WT)
         record = [Qt, d, p]
-        Qt, qr_record, j = frame_step(At, k, qr_at[t], keep[t], logs, j)
+        Qt, qr_record, j = frame_step(At, k, qr_at[t], keep[t], logs, j, lone)
         if trace:
             steps.append(record + qr_record)
     return logs, h, Qt, steps
@@ -101,13 +110,20 @@ def kept_logs(keep: list[bool], R: int, B: int, k: int, like: torch.Tensor) -> t
 
 
 def _backward(
-    W: Tensor, steps: Trace, keep: Flags, g_logs: Tensor, g_h: Tensor, g_Qt: OptTensor, gW: Tensor
+    W: Tensor,
+    steps: Trace,
+    keep: Flags,
+    g_logs: Tensor,
+    g_h: Tensor,
+    g_Qt: OptTensor,
+    gW: Tensor,
+    lone: bool = False,
 ) -> Adjoint:
     """The adjoint of :func:`_forward` for one slice, from the adjoints of its outputs
     (``g_logs``, ``g_h``, and ``g_Qt`` of the final frame, None for a whole pass; overwritten):
     ``(W̄, ū [T, R, B, N], h̄_0, Q̄_0ᵀ)``. ``W̄`` is accumulated into ``gW`` (zeros for a whole
     pass; a checkpointed pass hands one buffer from segment to segment, so that it adds the
-    same products in the same order)."""
+    same products in the same order). ``lone`` as for :func:`_forward`."""
     T = len(steps)
     R, B, N = g_h.shape[0], g_h.shape[1], g_h.shape[2]
     k = g_logs.shape[-1]
@@ -121,7 +137,7 @@ def _backward(
     for t in range(T - 1, -1, -1):
         record = steps[t]
         Qt_prev, d, p = record[0], record[1], record[2]
-        gAt, j = frame_step_backward(gQt, record, len(record) == 5, keep[t], g_logs, j)
+        gAt, j = frame_step_backward(gQt, record, len(record) == 5, keep[t], g_logs, j, lone)
         if direct_h < 0:
             ok = blas.direct(gh, W) and blas.direct(gh.transpose(1, 2), p)
             direct_h = 1 if ok and blas.offset_aligned(gW) else 0
@@ -251,7 +267,7 @@ def _trace_bytes(slices: Sequence[slice], h0: torch.Tensor, Q0: torch.Tensor, T:
 
 def _run_slices(fwd, sl: _Slices, a: int, b: int, hs, Qts, qr_at, keep, trace):
     """Steps ``a..b-1`` of every slice side by side: ``[(logs, h, Qt, steps)]`` per slice."""
-    calls = [(sl.W[i], sl.u[i][a:b], hs[i], Qts[i], qr_at[a:b], keep[a:b], trace)
+    calls = [(sl.W[i], sl.u[i][a:b], hs[i], Qts[i], qr_at[a:b], keep[a:b], trace, sl.lone[i])
              for i in range(len(sl.slices))]  # fmt: skip
     return map_slices(fwd, calls)
 
@@ -299,8 +315,8 @@ class _SlicedBenettin(torch.autograd.Function):
                 steps = traces
             n_kept = sum(keep[a:b])
             j0 = kept_after - n_kept
-            calls = [(sl.W[i], steps[i], keep[a:b], gls[i][j0:kept_after], ghs[i], gQs[i], gWs[i])
-                     for i in range(n)]  # fmt: skip
+            calls = [(sl.W[i], steps[i], keep[a:b], gls[i][j0:kept_after], ghs[i], gQs[i], gWs[i],
+                      sl.lone[i]) for i in range(n)]  # fmt: skip
             kept_after = j0
             for i, (gW, gu, gh, gQ) in enumerate(map_slices(bwd, calls)):
                 gWs[i], ghs[i], gQs[i] = gW, gh, gQ

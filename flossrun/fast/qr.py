@@ -256,18 +256,33 @@ def frame_qr_backward(
 
 
 def frame_step(
-    At: torch.Tensor, k: int, qr: bool, keep: bool, logs: torch.Tensor, j: int
+    At: torch.Tensor,
+    k: int,
+    qr: bool,
+    keep: bool,
+    logs: torch.Tensor,
+    j: int,
+    lone: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor], int]:
     """The frame a Benettin kernel carries past its step, from the step's tangent frame
     ``Aᵀ [R, B·k, D]``: at a QR step (``qr``) ``(Qᵀ, [Qᵀ, R], j')`` by :func:`frame_qr`, the
     logs (nats) written to ``logs[j]`` when ``keep`` (then ``j' = j + 1``); otherwise
-    ``(Aᵀ, [], j)``. The list is what the step's trace keeps for :func:`frame_step_backward`."""
+    ``(Aᵀ, [], j)``. The list is what the step's trace keeps for :func:`frame_step_backward`.
+
+    ``lone``: the slice is a lone realization paired with a copy of itself (``R = 2``, both
+    copies equal): the QR is computed for copy 0 and copied to copy 1, which is what copy 1
+    would compute (every matrix's QR is its own), for half the work; R then holds copy 0's."""
     if not qr:
         none: list[torch.Tensor] = []
         return At, none, j
-    Qt, Rt, logr = frame_qr(At, k)
+    if lone:
+        Qt0, Rt, logr = frame_qr(At.narrow(0, 0, 1), k)  # Q written into copy 0 of At
+        Qt = At
+        Qt.narrow(0, 1, 1).copy_(Qt0)
+    else:
+        Qt, Rt, logr = frame_qr(At, k)
     if keep:
-        logs[j].copy_(logr)
+        logs[j].copy_(logr)  # (broadcast to both copies when lone)
         j += 1
     return Qt, [Qt, Rt], j
 
@@ -279,10 +294,13 @@ def frame_step_backward(
     keep: bool,
     g_logs: torch.Tensor,
     j: int,
+    lone: bool = False,
 ) -> tuple[torch.Tensor | None, int]:
     """The adjoint of :func:`frame_step`, walking the kept logs back: ``(Āᵀ, j')`` from ``Q̄ᵀ``
     (None: no frame adjoint yet) and the adjoints ``g_logs [n_kept, R, B, k]``, given the step's
-    trace ``record`` whose last two entries are ``[Qᵀ, R]`` when ``qr``; ``Āᵀ = Q̄ᵀ`` otherwise."""
+    trace ``record`` whose last two entries are ``[Qᵀ, R]`` when ``qr``; ``Āᵀ = Q̄ᵀ`` otherwise.
+    ``lone`` (as for :func:`frame_step`): only copy 0 carries the loss, so copy 0's adjoint is
+    computed and copy 1's is zero."""
     if not qr:
         return gQt, j
     g_logr: torch.Tensor | None = None
@@ -290,7 +308,15 @@ def frame_step_backward(
         j -= 1
         g_logr = g_logs[j]
     n = len(record)
-    return frame_qr_backward(gQt, g_logr, record[n - 2], record[n - 1]), j
+    Qt, Rt = record[n - 2], record[n - 1]
+    if not lone:
+        return frame_qr_backward(gQt, g_logr, Qt, Rt), j
+    gQ0 = None if gQt is None else gQt.narrow(0, 0, 1)
+    gl0 = None if g_logr is None else g_logr.narrow(0, 0, 1)
+    gA0 = frame_qr_backward(gQ0, gl0, Qt.narrow(0, 0, 1), Rt)
+    if gA0 is None:
+        return None, j
+    return torch.cat([gA0, torch.zeros_like(gA0)]), j
 
 
 def _lower_mask(k: int, device: torch.device) -> torch.Tensor:
