@@ -228,7 +228,7 @@ def _delay_rows(exp: Collection, ncols: int, phase: str, metric: str):
 
     Returns ``fig, cond, x`` and ``[(row axes, that task's results, its panel title)]``.
     """
-    x = exp.report_node().get("x") or "task.delay"
+    x = exp.report_node()["x"]
     cond = Conditions.of(exp, fixed=(x, "task.name"))
     tasks = panel_values(cond, "task.name")
     fig, axes = new_figure(ncols, nrows=len(tasks))
@@ -318,7 +318,7 @@ def k_sweep(exp: Collection) -> Figure | None:
     """The k × S grid, one colour per number of channels S (and its delay d): success rate
     (95 % Wilson bars), final test accuracy (median, 25–75 %) and λ1, λk after preflossing
     (nats/step) vs k, so large-k failures show as either not flossed or not trained."""
-    x = exp.report_node().get("x") or "floss.k"
+    x = exp.report_node()["x"]
     cond = Conditions.of(exp, fixed=(x,))
     res = counted(exp.results)
     fig, axes = new_figure(3)
@@ -340,7 +340,7 @@ def _success_panels(
     ``spectra``, below it the Lyapunov spectrum λ_i vs i at initialisation (dashed) and after
     preflossing (solid); with ``p_values``, Fisher's p of preflossed vs unflossed per task and
     delay in each panel (:func:`flossing_p_values`) and one legend below all panels."""
-    x = exp.report_node().get("x") or "task.delay"
+    x = exp.report_node()["x"]
     cond = Conditions.of(exp, fixed=(x, panel))
     values = panel_values(cond, panel)
     fig, axes = new_figure(len(values), 2 if spectra else 1, width=3.6)
@@ -439,12 +439,6 @@ FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
 }
 
 
-def figures_for(settings: dict[str, Any]) -> list[str]:
-    """The preset's ``report.figures`` (a preset-named run that recorded none has its preset
-    file's), else ``generic``."""
-    return as_keys(settings.get("figures")) or ["generic"]
-
-
 def render_figures(collection: Collection, directory: Path) -> tuple[list[Path], list[str]]:
     """Draw each experiment's figures from its finished runs into ``directory``.
 
@@ -459,7 +453,8 @@ def render_figures(collection: Collection, directory: Path) -> tuple[list[Path],
         if exp.runs.empty:
             notes.append(f"{experiment}: no finished runs, no figures")
             continue
-        for name in figures_for(collection.settings.get(experiment, {})):
+        # the preset's report.figures (a preset-named run that recorded none: its preset file's)
+        for name in as_keys(collection.settings[experiment].get("figures")) or ["generic"]:
             draw = FIGURES.get(name)
             if draw is None:
                 notes.append(f"{experiment}: unknown figure {name!r} (known: {', '.join(FIGURES)})")
