@@ -329,7 +329,7 @@ def test_architectures_panels_state_fishers_p_of_pre_vs_none_per_task_and_delay(
              ("delayed_copy", 24, "none", 4, 4)]  # fmt: skip
     rows = [
         {"task.name": task, "task.delay": d, "floss.name": floss, "success": i < ok,
-         "status": "finished"}
+         "status": "finished", "counted": True}  # as collect's results frame has them
         for task, d, floss, ok, n in cells
         for i in range(n)
     ]  # fmt: skip

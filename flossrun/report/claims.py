@@ -31,6 +31,7 @@ from flossrun.report.presets import Claim
 from flossrun.report.regions import regions_summary
 from flossrun.report.stats import (
     counted,
+    finite,
     fisher_p,
     format_p,
     format_rate,
@@ -145,10 +146,10 @@ def _rank_row(
         "quantity": quantity,
         "a": a,
         "median_a": quartiles(x)[1],
-        "n_a": int(np.isfinite(pd.to_numeric(x, errors="coerce")).sum()),
+        "n_a": len(finite(x)),
         "b": b,
         "median_b": quartiles(y)[1],
-        "n_b": int(np.isfinite(pd.to_numeric(y, errors="coerce")).sum()),
+        "n_b": len(finite(y)),
         "test": WILCOXON if paired else MANN_WHITNEY,
         "p_value": wilcoxon_p(x, y) if paired else mannwhitney_p(x, y),
     }

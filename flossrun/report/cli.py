@@ -94,16 +94,15 @@ def condition_text(rows: pd.DataFrame) -> str:
     a flossing-only preset, a landscape of a built-in network); λ1 is shown for all."""
     # a task without an accuracy (the sine generator) shows its test loss instead
     score, name = ("test_accuracy", "median_acc")
-    if rows[f"{score}_median"].isna().all() and "test_loss_median" in rows:
+    if rows[f"{score}_median"].isna().all():
         score, name = ("test_loss", "median_loss")
-    did = rows["trained"] if "trained" in rows else pd.Series(True, index=rows.index)
 
     def spread(col: str) -> list[str]:
         cols = [rows[f"{col}_{q}"] for q in ("median", "q25", "q75")]
         return [f"{m:.3g} [{lo:.3g}, {hi:.3g}]" for m, lo, hi in zip(*cols, strict=True)]
 
     def if_trained(cells) -> list[str]:
-        return [c if t else "-" for c, t in zip(cells, did, strict=True)]
+        return [c if t else "-" for c, t in zip(cells, rows["trained"], strict=True)]
 
     rates = map(format_rate, rows["successes"], rows["n"])
     epochs = ["-" if pd.isna(v) else f"{v:.0f}" for v in rows["epochs_to_success_median"]]

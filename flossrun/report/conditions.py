@@ -39,11 +39,9 @@ def identity_columns(columns: Iterable[str]) -> list[str]:
 
 def as_keys(value: Any) -> list[str]:
     """A dotted key or a list of them (``report.condition``) as a list of strings."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
     if isinstance(value, str):
         return [value] if value else []
-    return [str(v) for v in value]
+    return [str(v) for v in value or ()]
 
 
 def _varies(config: pd.DataFrame, key: str, within: Sequence[str]) -> bool:
@@ -149,8 +147,7 @@ def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.Da
     )
     rows = []
     for (exp, cond), g in results.groupby(["experiment", "condition"], sort=False):
-        done = g[g["status"] == "finished"]
-        used = done[done["counted"]] if "counted" in done else done
+        done, used = g[g["status"] == "finished"], counted(g)
         rate = rates.loc[(exp, cond)] if (exp, cond) in rates.index else None
         row = {
             "experiment": exp,
@@ -174,9 +171,7 @@ def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.Da
         ):
             q25, q50, q75 = quartiles(rows_of[col])
             row |= {f"{col}_median": q50, f"{col}_q25": q25, f"{col}_q75": q75}
-        row["code_versions"] = (
-            "; ".join(sorted(used["code"].dropna().unique())) if "code" in g else ""
-        )
+        row["code_versions"] = "; ".join(sorted(used["code"].dropna().unique()))
         rows.append(row)
     table = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["experiment", "condition"])
     rank = {(e, c): i for e, labels in order.items() for i, c in enumerate(labels)}

@@ -1,12 +1,6 @@
-"""Find flossrun run directories and read one of them (docs/design.md §7).
+"""Find flossrun run directories (any directory holding ``.hydra/config.yaml``) and read one of
+them as the run-folder contract says (:mod:`flossrun.contract`, docs/design.md §7).
 
-What the files are called and which columns they hold is the run-folder contract
-(:mod:`flossrun.contract`). A run directory is any directory holding ``.hydra/config.yaml``.
-Below it the runner writes
-``metrics.csv``, ``spectra.csv``, ``diagnostics.csv`` (tidy, long format), ``summary.csv`` (one
-row per realization, present ⇔ finished), ``failed.txt`` (present ⇔ the job raised),
-``provenance.json`` (the code that wrote it) and ``conflict.txt`` (a later job of another config
-or code refused this folder and left its results untouched).
 Reading never raises on bad files: a run whose files cannot be parsed is marked ``corrupt``
 with the reason, one without a summary ``unfinished`` (killed or still running).
 """
