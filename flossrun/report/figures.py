@@ -119,14 +119,7 @@ def curve_vs_epoch(ax: Axes, cond: Conditions, curves: pd.DataFrame, ylabel: str
     """Median and 25–75 % band over realizations of one metric vs epoch, thin single runs."""
     for name, colour, g in cond.groups(curves):
         n = len(g[["run", "realization"]].drop_duplicates())
-        band(
-            ax,
-            g,
-            "epoch",
-            color=colour,
-            label=cond.legend(name, n),
-            lines_by=["run", "realization"],
-        )
+        band(ax, g, "epoch", color=colour, label=cond.legend(name, n), lines=True)
     ax.set(xlabel=label("epoch"), ylabel=ylabel)
     if not ax.lines:
         no_data(ax)
@@ -141,7 +134,7 @@ def lyapunov_control(exp: Collection) -> Figure | None:
     fig, axes = new_figure(width=5.0, height=3.6)
     ax = axes[0, 0]
     for name, colour, g in cond.groups(lam):
-        band(ax, g, "epoch", color=colour, label=cond.legend(name), lines_by=["run", "realization"])
+        band(ax, g, "epoch", color=colour, label=cond.legend(name), lines=True)
         for target in {t for v in cond.values(name, "floss.target") for t in as_floats(v)}:
             ax.axhline(target, color=colour, ls="--", lw=1)
     ax.set(xlabel=label("floss_epoch"), ylabel=label("lambda_1"))
@@ -180,15 +173,13 @@ def jacobian(exp: Collection) -> Figure | None:
         return None
     cond = Conditions.of(exp)
     labels = d["run"].map(cond.by_run)
-    rank = {s: i for i, s in enumerate(STAGES)}
-    pairs = pd.DataFrame({"cond": labels, "stage": d["stage"]}).drop_duplicates()
-    pairs = sorted(
-        pairs.itertuples(index=False),
-        key=lambda p: (cond.order.index(p.cond), rank.get(p.stage, len(STAGES)), p.stage),
+    pairs = sorted(  # conditions in their order, then stages in the order a run writes them
+        set(zip(labels, d["stage"], strict=True)),
+        key=lambda p: (cond.order.index(p[0]), (*STAGES, p[1]).index(p[1]), p[1]),
     )
     single = len(cond.order) <= 1
     d = d.assign(series=d["stage"] if single else labels + ", " + d["stage"])
-    order = [p.stage if single else f"{p.cond}, {p.stage}" for p in pairs]
+    order = [stage if single else f"{c}, {stage}" for c, stage in pairs]
     palette = colours(order)
     fig, axes = new_figure(3, width=4.0, height=3.4)
     kappa = d[d["name"] == "log10_condition"]
