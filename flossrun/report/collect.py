@@ -118,12 +118,6 @@ def _concat(frames: list[pd.DataFrame], columns: Iterable[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _with_run(df: pd.DataFrame | None, run: str) -> pd.DataFrame:
-    if df is None or df.empty:
-        return pd.DataFrame()
-    return df.assign(run=run)
-
-
 def _experiment(run: RunFolder) -> str:
     """The experiment (preset) name: the config's ``name``."""
     return str(run.config.get("name", "unnamed"))
@@ -207,18 +201,6 @@ def _version_notes(results: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _rank(runs: pd.DataFrame, order: dict[str, list[str]]) -> list[tuple]:
-    """Sort key per run: experiment, condition in sorted order, then path (natural order)."""
-    keys = []
-    for i, (exp, cond) in enumerate(zip(runs["experiment"], runs["condition"], strict=True)):
-        if pd.isna(exp):
-            keys.append((1, "", 0, i))
-        else:
-            labels = order.get(exp, [])
-            keys.append((0, str(exp), labels.index(cond) if cond in labels else len(labels), i))
-    return keys
-
-
 def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     """Find and read every run below ``paths``; never raises on bad run files."""
     loaded = [load_run(p) for p in find_run_dirs(paths)]
@@ -232,28 +214,28 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     runs = pd.DataFrame(rows, columns=[*META[:7], "overrides"]) if not rows else pd.DataFrame(rows)
     config_columns = [c for c in runs.columns if c not in META]
     cell_keys, order, settings = _assign_conditions(runs, loaded, config_columns)
-    rank = _rank(runs, order)
-    runs = runs[META + config_columns].iloc[sorted(range(len(runs)), key=rank.__getitem__)]
-    loaded = [loaded[i] for i in sorted(range(len(loaded)), key=rank.__getitem__)]
+    # runs by experiment (unreadable configs last), condition in sorted order, then path
+    pairs = zip(runs["experiment"], runs["condition"], strict=True)
+    rank = [(1, "", 0) if pd.isna(e) else (0, str(e), order[e].index(c)) for e, c in pairs]
+    ranked = sorted(range(len(runs)), key=rank.__getitem__)  # stable: paths stay in order
+    runs, loaded = runs[META + config_columns].iloc[ranked], [loaded[i] for i in ranked]
 
     per_run = [_realization_rows(r).assign(run=str(r.path)) for r in loaded]
-    results = _concat(per_run, ["run", *SUMMARY_COLUMNS])
-    for col in SUMMARY_COLUMNS:
-        if col not in results.columns:
-            results[col] = pd.NA
-    head = runs[META].merge(results[["run", *SUMMARY_COLUMNS]], on="run", how="right")
+    columns = ["run", *SUMMARY_COLUMNS]  # a run without a summary: its columns empty
+    results = _concat(per_run, columns).reindex(columns=columns)
     config = runs[["run", *config_columns]].rename(columns={"seed": "base_seed"})
-    results = head[META + list(SUMMARY_COLUMNS)].merge(config, on="run", how="left")
+    results = runs[META].merge(results, on="run", how="right").merge(config, on="run", how="left")
     notes = _mark_duplicates(results, config_columns)
     notes += _version_notes(results)
     results = results[[*META, "counted", "duplicate_of", *SUMMARY_COLUMNS, *config.columns[1:]]]
-    dropped = results.loc[~results["counted"] & (results["duplicate_of"] != ""), ["run", "seed"]]
+    dropped = results.loc[results["duplicate_of"] != "", ["run", "seed"]]
 
     keys = list(dict.fromkeys(k for ks in cell_keys.values() for k in ks))
     attach = runs[["run", "experiment", "condition", "status", *keys]]
 
     def tidy(attr: str, columns: tuple[str, ...]) -> pd.DataFrame:
-        df = _concat([_with_run(getattr(r, attr), str(r.path)) for r in loaded], ["run", *columns])
+        frames = [(getattr(r, attr), str(r.path)) for r in loaded]
+        df = _concat([f.assign(run=run) for f, run in frames if f is not None], ["run", *columns])
         df = df[["run", *columns]].merge(attach, on="run", how="left")
         if len(dropped) and len(df):  # a duplicate network's curves would be pooled twice
             key = df["run"] + "\x1f" + df["seed"].astype(str)
