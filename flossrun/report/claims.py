@@ -71,8 +71,8 @@ def comparisons(col: Collection, preset: str) -> pd.DataFrame:
     table = success_counts(col.results, [*within, key])
     name, rows = short_names([key])[key], []
     groups = table.groupby(within, sort=False) if within else [((), table)]
-    for values, g in sorted(groups, key=lambda item: sort_key(_tuple(item[0]))):
-        setting = setting_label(within, _tuple(values))
+    for values, g in sorted(groups, key=lambda item: sort_key(item[0])):
+        setting = setting_label(within, values)
         by_value = {str(r[len(within)]): r for r in g.itertuples(index=False)}
         for a, b in _pairs(claim, g[key].tolist()):
             ra, rb = by_value[str(a)], by_value[str(b)]
@@ -88,10 +88,6 @@ def _cell_keys(col: Collection, preset: str) -> list[str]:
     if preset in col.cell_keys or len(col.experiments) != 1:
         return col.cell_keys.get(preset, [])
     return col.cell_keys.get(col.experiments[0], [])
-
-
-def _tuple(values: Any) -> tuple:
-    return values if isinstance(values, tuple) else (values,)
 
 
 def _markdown(
@@ -371,8 +367,8 @@ def _k_sweep(col: Collection) -> str:
         return head + _k_rates(col.results) + "."
     groups = counted(col.results).groupby(within)
     parts = [
-        f"{setting_label(within, _tuple(values))}: {_k_rates(g)}"
-        for values, g in sorted(groups, key=lambda item: sort_key(_tuple(item[0])))
+        f"{setting_label(within, values)}: {_k_rates(g)}"
+        for values, g in sorted(groups, key=lambda item: sort_key(item[0]))
     ]
     return head + " | ".join(parts) + "."
 
