@@ -85,19 +85,9 @@ class Collection:
         if finished:
             keep &= self.runs["status"] == "finished"
         runs = self.runs[keep]
-        names = set(runs["run"])
-
-        def pick(df: pd.DataFrame) -> pd.DataFrame:
-            return df[df["run"].isin(names)] if len(df) else df
-
-        return replace(
-            self,
-            runs=runs,
-            results=pick(self.results),
-            curves=pick(self.curves),
-            spectra=pick(self.spectra),
-            diagnostics=pick(self.diagnostics),
-        )
+        frames = {f: getattr(self, f) for f in ("results", "curves", "spectra", "diagnostics")}
+        picked = {f: df[df["run"].isin(runs["run"])] for f, df in frames.items()}
+        return replace(self, runs=runs, **picked)
 
 
 def _realization_rows(run: RunFolder) -> pd.DataFrame:

@@ -39,7 +39,7 @@ STAGES = ("initial", "preflossed", "eval", "final")
 
 
 def select_metric(df: pd.DataFrame, phase: str, name: str) -> pd.DataFrame:
-    return df[(df["phase"] == phase) & (df["name"] == name)] if len(df) else df
+    return df[(df["phase"] == phase) & (df["name"] == name)]
 
 
 def panel_values(cond: Conditions, key: str) -> list[Any]:
@@ -229,9 +229,7 @@ def _delay_rows(exp: Collection, ncols: int, phase: str, metric: str):
         results = on_panel(cond, exp.results, "task.name", task)
         success_vs(row[0], cond, results, x)
         longest = results[x].max() if len(results) else None
-        curves = (
-            curves_all[cond.column(curves_all, x) == longest] if len(curves_all) else curves_all
-        )
+        curves = curves_all[cond.column(curves_all, x) == longest]
         curve_vs_epoch(row[1], cond, on_panel(cond, curves, "task.name", task), label(metric))
         name = panel_title("task.name", task)
         row[0].set_title(f"{name} success".strip())

@@ -215,11 +215,6 @@ def provenance_label(path: Path) -> tuple[str, str]:
     return label + (" (dirty)" if prov.get("git_dirty") else ""), str(prov.get("device") or "")
 
 
-def read_conflict(path: Path) -> str:
-    """The first non-empty line of ``conflict.txt`` (what differs, how to redo), or ``""``."""
-    return _first_line(path / CONFLICT_FILE, f"{CONFLICT_FILE} (empty)")
-
-
 def _resolve(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain containers, interpolations resolved where possible.
 
@@ -269,7 +264,8 @@ def _read_config(run: RunFolder) -> None:
 def load_run(path: Path) -> RunFolder:
     """Read one run directory; never raises (bad files → ``status="corrupt"`` + reason)."""
     code, ran_on = provenance_label(path)
-    run = RunFolder(path=path, code=code, ran_on=ran_on, conflict=read_conflict(path))
+    conflict = _first_line(path / CONFLICT_FILE, f"{CONFLICT_FILE} (empty)")  # what differs
+    run = RunFolder(path=path, code=code, ran_on=ran_on, conflict=conflict)
     try:
         _read_config(run)
     except Exception as e:
