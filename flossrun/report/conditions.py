@@ -232,14 +232,10 @@ class Conditions:
 
     def column(self, df: pd.DataFrame, key: str) -> pd.Series:
         """A config key's value on every row of ``df`` (looked up by ``run``)."""
-        if key not in self.config.columns:
-            return pd.Series(pd.NA, index=df.index, dtype=object)
         return df["run"].map(self.config[key])
 
     def values(self, name: str, key: str) -> list[Any]:
         """Distinct values of a config key among the runs of condition ``name``."""
-        if key not in self.config.columns:
-            return []
         return self.config.loc[self.by_run == name, key].drop_duplicates().tolist()
 
     def setting(self, skip: Sequence[str] = (), keys: Sequence[str] = SETTING_KEYS) -> str:
