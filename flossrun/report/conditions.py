@@ -1,15 +1,6 @@
-"""Conditions: the config keys that tell runs apart, their labels, and per-condition statistics.
-
-A *network* is one realization: its config without the keys that do not change its numbers
-(:data:`flossrun.contract.NOT_NETWORK_IDENTITY`) plus its seed (docs/design.md §6). A
-*condition* is the set of networks of an experiment that share that config whatever their seed;
-their realizations are pooled (the seeds of a multirun and the realizations inside one run
-count alike).
-
-Condition keys are the ones the preset declares (``report.grid``, ``report.condition``,
-``report.x``) that take more than one value; a key that still tells runs apart within those
-groups (a plain sweep, an override added to a preset's sweep) is added after them, group names
-(``*.name``) first.
+"""Conditions (docs/design.md §6–7): the config keys that tell an experiment's networks apart
+(those the preset declares that vary, then any other network-identity key that still does:
+:func:`condition_keys`), their labels, and per-condition statistics.
 """
 
 from __future__ import annotations
