@@ -22,6 +22,7 @@ from flossrun.report.attractors import landscape_summary, orbit_summary, smoothn
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import (
     as_floats,
+    as_keys,
     format_value,
     setting_label,
     short_names,
@@ -374,15 +375,15 @@ def _k_sweep(col: Collection) -> str:
 
 
 def _architectures(col: Collection) -> str:
-    """Per architecture: successes/n (95 % CI) per task, delay and flossing, and median λ1 at
-    initialisation and after preflossing."""
+    """Per architecture: successes/n (95 % CI) per setting of the other grid keys (task, delay,
+    flossing), and median λ1 at initialisation and after preflossing."""
     parts = []
     sp = _with_config(col.spectra, col, ["model.name"])
     res = counted(col.results)
+    grid = as_keys(col.report_node("architectures").get("grid"))
+    keys = [k for k in grid if k != "model.name" and k in res.columns]
     for model in sorted(res["model.name"].dropna().unique()):
-        sub = res[res["model.name"] == model]
-        keys = [k for k in ("task.name", "task.delay", "floss.name") if k in sub.columns]
-        cells = _rate_cells(sub, keys, " ")
+        cells = _rate_cells(res[res["model.name"] == model], keys, " ")
         lam1 = sp[(sp["model.name"] == model) & (sp["index"] == 1)].groupby("stage")["value"]
         lam1 = lam1.median()
         flossed = (
