@@ -58,7 +58,6 @@ class Collection:
     curves: pd.DataFrame
     spectra: pd.DataFrame
     diagnostics: pd.DataFrame
-    config_columns: list[str] = field(default_factory=list)
     cell_keys: dict[str, list[str]] = field(default_factory=dict)
     order: dict[str, list[str]] = field(default_factory=dict)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -77,7 +76,7 @@ class Collection:
 
     def config(self) -> pd.DataFrame:
         """Flattened config, one row per run, indexed by ``run``."""
-        return self.runs.set_index("run")[self.config_columns]
+        return self.runs.set_index("run").drop(columns=META[1:])
 
     def subset(self, experiment: str, finished: bool = True) -> Collection:
         """The runs of one experiment (only the finished ones by default)."""
@@ -238,7 +237,6 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
         curves=tidy("metrics", METRICS_COLUMNS),
         spectra=tidy("spectra", SPECTRA_COLUMNS),
         diagnostics=tidy("diagnostics", DIAGNOSTICS_COLUMNS),
-        config_columns=config_columns,
         cell_keys=cell_keys,
         order=order,
         settings=settings,
