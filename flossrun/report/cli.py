@@ -49,7 +49,7 @@ def report(
     missing = [f"path not found: {p}" for p in paths if not p.exists()]
     collection = collect([p for p in paths if p.exists()])
     notes = collection.notes + missing
-    conditions = condition_table(collection.results, collection.order)
+    conditions = condition_table(collection.results)
     figures: list[Path] = []
     tables = dict(zip(TABLES, (collection.results, conditions, collection.curves), strict=True))
     if collection.runs.empty:  # nothing to report: leave ``out`` alone

@@ -51,7 +51,7 @@ META = [
 
 @dataclass
 class Collection:
-    """Tidy frames of a set of runs; ``cell_keys``/``order``/``settings`` are per experiment."""
+    """Tidy frames of a set of runs; ``cell_keys`` and ``settings`` are per experiment."""
 
     runs: pd.DataFrame
     results: pd.DataFrame
@@ -59,7 +59,6 @@ class Collection:
     spectra: pd.DataFrame
     diagnostics: pd.DataFrame
     cell_keys: dict[str, list[str]] = field(default_factory=dict)
-    order: dict[str, list[str]] = field(default_factory=dict)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -238,7 +237,6 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
         spectra=tidy("spectra", SPECTRA_COLUMNS),
         diagnostics=tidy("diagnostics", DIAGNOSTICS_COLUMNS),
         cell_keys=cell_keys,
-        order=order,
         settings=settings,
         notes=notes,
     )

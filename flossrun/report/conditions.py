@@ -124,8 +124,9 @@ def trained(results: pd.DataFrame) -> pd.Series:
     return (epochs.fillna(1) > 0) & ~built_in
 
 
-def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.DataFrame:
-    """Per experiment and condition: runs, counted realizations ``n``, successes with their 95 %
+def condition_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment and condition, in the order of ``results`` (:func:`collect`'s: experiments,
+    then conditions in sorted order): runs, counted realizations ``n``, successes with their 95 %
     Wilson interval, medians with 25–75 % ranges, code versions and duplicates dropped.
 
     Statistics pool the counted realizations (finished, each network once) of every run in the
@@ -164,12 +165,7 @@ def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.Da
             row |= {f"{col}_median": q50, f"{col}_q25": q25, f"{col}_q75": q75}
         row["code_versions"] = "; ".join(sorted(used["code"].dropna().unique()))
         rows.append(row)
-    table = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["experiment", "condition"])
-    rank = {(e, c): i for e, labels in order.items() for i, c in enumerate(labels)}
-    table["_rank"] = [
-        rank.get((e, c), len(rank)) for e, c in zip(table.experiment, table.condition, strict=True)
-    ]
-    return table.sort_values(["experiment", "_rank"]).drop(columns="_rank").reset_index(drop=True)
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["experiment", "condition"])
 
 
 SETTING_KEYS = (
