@@ -58,17 +58,13 @@ def panel_title(key: str, value: Any) -> str:
 
 
 def axes_done(
-    ax: Axes, x: str, ylabel: str, ticks=None, empty: str = "no data", legend: bool = True
+    ax: Axes, x: str, ylabel: str, ticks=(), empty: str = "no data", legend: bool = True
 ) -> None:
     """Axis labels, ticks at the values ``ticks`` of ``x`` when they are a few integers (delays:
     never 12.5 or 17.5), and the legend (unless ``legend`` is false: the figure has one for all
     panels), or ``empty`` on a panel with no line."""
     ax.set(xlabel=label(x), ylabel=ylabel)
-    v = (
-        sorted(set(pd.to_numeric(ticks, errors="coerce").dropna().tolist()))
-        if ticks is not None
-        else []
-    )
+    v = sorted(set(pd.to_numeric(pd.Series(ticks), errors="coerce").dropna().tolist()))
     if 1 < len(v) <= 12 and all(float(a).is_integer() for a in v):
         ax.set_xticks(v, [str(int(a)) for a in v])
     if not ax.lines:
