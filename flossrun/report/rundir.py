@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+import flossrun.config  # noqa: F401  (registers flossrun's resolvers, e.g. ${scaled:...})
 from flossrun.contract import (
     CONFIG_FILE,
     CONFLICT_FILE,
@@ -221,10 +222,6 @@ def _resolve(cfg: DictConfig) -> dict[str, Any]:
     A node whose interpolation cannot be resolved here (``${hydra:...}``, an unknown resolver)
     keeps its raw ``${...}`` string instead of failing the whole config.
     """
-    try:
-        import flossrun.config  # noqa: F401  (registers flossrun's resolvers, e.g. ${scaled:...})
-    except Exception:
-        pass
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except Exception:
