@@ -177,7 +177,7 @@ def test_a_sweeps_report_covers_only_its_own_jobs(tmp_path):
     from flossrun.report.style import RC
 
     exp = collect([root]).subset("default")
-    exp.settings["default"] = {"condition": [c for c in exp.config_columns if "." in c][:12]}
+    exp.settings["default"] = {"condition": [c for c in exp.config().columns if "." in c][:12]}
     with matplotlib.rc_context(RC):
         fig = generic(exp)
         fig.canvas.draw()

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import matplotlib as mpl
 import numpy as np
@@ -21,10 +21,12 @@ import pytest
 from omegaconf import OmegaConf
 from report_rundirs import make_run
 
+from flossrun.contract import DiagnosticsRow, MetricsRow, SpectrumRow, SummaryRow
 from flossrun.report import FIGURES, collect, find_run_dirs, report
 from flossrun.report.callback import ReportCallback
 from flossrun.report.cli import main
 from flossrun.report.conditions import condition_keys
+from flossrun.report.rundir import CorruptFile, read_table
 from flossrun.report.style import RC
 
 # Hand-counted: none 1 of 6 realizations succeed, pre 5 of 6.
@@ -139,6 +141,22 @@ def test_corrupt_files_mark_the_run_corrupt_and_never_crash(tmp_path: Path, name
     result = report([tmp_path], plots=True)
     assert set(result["results"]["status"]) == {"corrupt"}
     assert result["problems"]["reason"].str.len().min() > 0
+
+
+@pytest.mark.parametrize("row", [MetricsRow, SpectrumRow, DiagnosticsRow, SummaryRow])
+def test_the_reader_takes_column_kinds_from_the_contracts_rows(tmp_path: Path, row):
+    """read_table knows text, whole numbers, numbers and booleans: every field of a row it reads
+    is one of them, and a whole-number field holding 1.5 is a malformed row."""
+    kinds = get_type_hints(row)
+    assert set(kinds.values()) <= {str, int, float, bool}
+    cells = {str: "x", int: "1", float: "0.5", bool: "true"}
+    path = tmp_path / "table.csv"
+    path.write_text(f"{','.join(kinds)}\n{','.join(cells[k] for k in kinds.values())}\n")
+    ints = [f for f, kind in kinds.items() if kind is int]  # realization and seed at least
+    assert read_table(path, row)[ints].dtypes.eq("int64").all()
+    path.write_text(path.read_text().replace(",1,", ",1.5,", 1))  # the seed
+    with pytest.raises(CorruptFile, match="malformed row"):
+        read_table(path, row)
 
 
 # Presets rendered to files (slow: matplotlib layout) and presets only built (fast).
@@ -329,7 +347,7 @@ def test_architectures_panels_state_fishers_p_of_pre_vs_none_per_task_and_delay(
              ("delayed_copy", 24, "none", 4, 4)]  # fmt: skip
     rows = [
         {"task.name": task, "task.delay": d, "floss.name": floss, "success": i < ok,
-         "status": "finished"}
+         "status": "finished", "counted": True}  # as collect's results frame has them
         for task, d, floss, ok, n in cells
         for i in range(n)
     ]  # fmt: skip

@@ -21,6 +21,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from flossrun.analyses.orbit import distinct_values
+from flossrun.analyses.smoothness import minima_count
 from flossrun.contract import EXTRAPOLATION_CSV, LANDSCAPE_PT, ORBITS_PT, SMOOTHNESS_PT
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import Conditions, finish
@@ -29,74 +30,55 @@ from flossrun.report.style import new_figure, no_data
 ORBIT_KEYS = ("task.name", "task.T", "model.N", "train.epochs", "floss.k", "analysis.n_omega")
 
 
-def _load(run: str, name: str) -> dict[str, Any] | None:
-    path = Path(run) / name
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a missing or unreadable file: the run is left out of the figure
-        return None
-
-
 def runs_with(exp: Collection, name: str) -> tuple[Conditions, list[tuple[str, str, Any]]]:
     """The conditions of ``exp`` and ``(condition, run, file)`` for every finished run holding a
-    readable analysis file ``name`` (``orbits.pt``, ...), in run order."""
-    cond = Conditions.of(exp)
-    found = [(cond.by_run.get(r), r, _load(r, name)) for r in exp.runs["run"]]
-    return cond, [f for f in found if f[2] is not None]
+    readable analysis file ``name`` (``orbits.pt``, ...), in condition order (the runs')."""
+    cond, found = Conditions.of(exp), []
+    for run in exp.runs["run"]:
+        try:
+            data = torch.load(Path(run) / name, map_location="cpu", weights_only=True)
+        except Exception:  # a missing or unreadable file: the run is left out of the figure
+            continue
+        found.append((cond.by_run[run], run, data))
+    return cond, found
 
 
-def orbit_runs(exp: Collection) -> tuple[Conditions, list[tuple[str, str, dict[str, Any]]]]:
-    """``(condition, run, orbits.pt)`` for every finished run with orbits, in condition order."""
-    cond, found = runs_with(exp, ORBITS_PT)
-    rank = {name: i for i, name in enumerate(cond.order)}
-    return cond, sorted(found, key=lambda f: (rank.get(f[0], 99), f[1]))
-
-
-def distinct_per_epoch(data: dict[str, Any], tol: float) -> np.ndarray:
-    """``[E, R, W, I]`` distinct output values per snapshot and trajectory."""
+def distinct(cond: Conditions, run: str, data: dict[str, Any]) -> np.ndarray:
+    """``[E, R, W, I]`` distinct output values per snapshot and trajectory of one run's orbits,
+    at its ``analysis.distinct_tol``."""
+    tol = float(cond.config.at[run, "analysis.distinct_tol"])
     return distinct_values(data["outputs"], tol).numpy()
-
-
-def _tol(exp: Collection, run: str) -> float:
-    value = exp.runs.set_index("run").get("analysis.distinct_tol")
-    return float(value[run]) if value is not None else 1e-3
 
 
 def orbit_diagram(exp: Collection) -> Figure | None:
     """Per run (one column): output vs epoch at the middle ω (1-D orbit diagram);
     (x_t, x_{t+1} − x_t) coloured by epoch (2-D); distinct values and λ1 vs epoch."""
-    cond, runs = orbit_runs(exp)
+    cond, runs = runs_with(exp, ORBITS_PT)
     if not runs:
         return None
     fig, axes = new_figure(len(runs), 4, width=3.4, height=2.6)
+    cmap = colormaps["viridis"]
     for col, (name, run, d) in enumerate(runs):
         out, epochs = d["outputs"].numpy(), d["epochs"].numpy()  # [E, R, W, I, T]
-        w = out.shape[2] // 2
+        w, colour = out.shape[2] // 2, cond.colour[name]
         omega = float(d["omega"][w])
-        colours = np.linspace(0, 1, len(epochs))
-        cmap = colormaps["viridis"]
-        for e, epoch in enumerate(epochs):
-            y = out[e, 0, w].ravel()
-            axes[0, col].scatter(np.full(y.shape, epoch), y, s=1, color=cmap(colours[e]), lw=0)
-            traj = out[e, 0, w]  # [I, T]
-            axes[1, col].scatter(
-                traj[:, :-1].ravel(), np.diff(traj, axis=-1).ravel(), s=1,
-                color=cmap(colours[e]), lw=0, alpha=0.5,
-            )  # fmt: skip
+        shades = cmap(np.linspace(0, 1, len(epochs)))  # one colour per epoch
+        for epoch, traj, shade in zip(epochs, out[:, 0, w], shades, strict=True):  # traj: [I, T]
+            axes[0, col].scatter(np.full(traj.size, epoch), traj.ravel(), s=1, color=shade, lw=0)
+            axes[1, col].scatter(traj[:, :-1].ravel(), np.diff(traj, axis=-1).ravel(), s=1,
+                                 color=shade, lw=0, alpha=0.5)  # fmt: skip
         axes[0, col].set(title=f"{name}\nω = {omega:.3f}", xlabel="epoch", ylabel="output $x_t$")
         axes[1, col].set(xlabel="$x_t$", ylabel="$x_{t+1} - x_t$", title=f"ω = {omega:.3f}")
         scale = ScalarMappable(Normalize(epochs.min(), epochs.max()), cmap)
         fig.colorbar(scale, ax=axes[1, col], label="training epoch")
-        n = distinct_per_epoch(d, _tol(exp, run))  # [E, R, W, I]
-        flat = n.reshape(len(epochs), -1)
-        axes[2, col].plot(epochs, np.median(flat, 1), color=cond.colour.get(name), label="median")
-        axes[2, col].plot(epochs, flat.max(1), color=cond.colour.get(name), ls=":", label="max")
+        flat = distinct(cond, run, d).reshape(len(epochs), -1)
+        axes[2, col].plot(epochs, np.median(flat, 1), color=colour, label="median")
+        axes[2, col].plot(epochs, flat.max(1), color=colour, ls=":", label="max")
         axes[2, col].set(xlabel="epoch", ylabel="distinct outputs", yscale="log")
         axes[2, col].legend(fontsize=7)
-        lam = d["lambda_1"].numpy().reshape(len(epochs), -1)
-        q = np.quantile(lam, [0.25, 0.5, 0.75], axis=1)
-        axes[3, col].fill_between(epochs, q[0], q[2], color=cond.colour.get(name), alpha=0.2)
-        axes[3, col].plot(epochs, q[1], color=cond.colour.get(name))
+        q = np.quantile(d["lambda_1"].numpy().reshape(len(epochs), -1), [0.25, 0.5, 0.75], axis=1)
+        axes[3, col].fill_between(epochs, q[0], q[2], color=colour, alpha=0.2)
+        axes[3, col].plot(epochs, q[1], color=colour)
         axes[3, col].axhline(0, color="0.4", lw=0.8)
         axes[3, col].set(xlabel="epoch", ylabel=r"$\lambda_1$ (nats/step)")
     what = "Orbit diagrams of the sine generator across training (open loop, after the burn-in)"
@@ -110,12 +92,6 @@ PATH_TITLES = {
 }
 
 
-def _loss_scale(exp: Collection) -> str:
-    """``analysis.loss_scale`` of the runs (``log`` unless every run says ``linear``)."""
-    col = exp.runs.get("analysis.loss_scale")
-    return "linear" if col is not None and len(col) and (col == "linear").all() else "log"
-
-
 def loss_landscape(exp: Collection) -> Figure | None:
     """One column per path (chaotic LSTM; trained from init; trained along a random direction):
     steady-state output, loss and λ1 vs s, every network of every condition overlaid; a last
@@ -124,25 +100,20 @@ def loss_landscape(exp: Collection) -> Figure | None:
     if not runs:
         return None
     paths = [p for p in PATH_TITLES if any(p in d["paths"] for _, _, d in runs)]
-    first = {}  # the 2-D grid of each condition's first network (more would repeat the panel)
+    grids = {}  # the 2-D grid of each condition's first network (more would repeat the panel)
     for name, _, d in runs:
         if "grid" in d["paths"]:
-            first.setdefault(name, d["paths"]["grid"])
-    grids = list(first.items())
+            grids.setdefault(name, d["paths"]["grid"])
+    linear = bool((cond.config["analysis.loss_scale"] == "linear").all())  # the runs' loss axis
     fig, axes = new_figure(max(len(paths), len(grids), 1), 4 if grids else 3, width=3.8)
     for col, path in enumerate(paths):
-        count = Counter(name for name, _, d in runs if path in d["paths"])  # networks per cond.
-        labelled = set()  # one legend entry per condition, however many networks it has
-        for name, _, d in runs:
-            if path not in d["paths"]:
-                continue
-            p, colour = d["paths"][path], cond.colour.get(name)
-            s = p["s1"].numpy()
-            y = p["outputs"].numpy()  # [P, T_keep]
+        on_path = [(name, d) for name, _, d in runs if path in d["paths"]]
+        count = Counter(name for name, _ in on_path)  # one legend entry per condition, with n
+        for name, d in on_path:
+            p, colour, n = d["paths"][path], cond.colour[name], count.pop(name, 0)
+            s, y = p["s1"].numpy(), p["outputs"].numpy()  # y: [P, T_keep]
             axes[0, col].scatter(np.repeat(s, y.shape[1]), y.ravel(), s=0.2, color=colour, lw=0)
-            n = count[name]
-            legend = None if name in labelled else (name if n == 1 else f"{name} (n={n})")
-            labelled.add(name)
+            legend = None if not n else (name if n == 1 else f"{name} (n={n})")
             axes[1, col].plot(s, p["loss"].numpy(), color=colour, lw=0.7, label=legend)
             axes[2, col].plot(s, p["lambda_1"].numpy(), color=colour, lw=0.7)
             crossing = d["stats"].get(path, {}).get("crossing", float("nan"))
@@ -150,16 +121,13 @@ def loss_landscape(exp: Collection) -> Figure | None:
                 for row in (1, 2):
                     axes[row, col].axvline(crossing, color=colour, ls=":", lw=0.8)
         axes[0, col].set(title=PATH_TITLES[path], ylabel="steady-state output")
-        axes[1, col].set(ylabel="loss (MSE)", yscale=_loss_scale(exp))
+        axes[1, col].set(ylabel="loss (MSE)", yscale="linear" if linear else "log")
         axes[1, col].legend(fontsize=7)
         axes[2, col].axhline(0, color="0.4", lw=0.8)
         axes[2, col].set(xlabel="$s$", ylabel=r"$\lambda_1$ (nats/step)")
-    for col, (name, g) in enumerate(grids):
-        ax = axes[3, col]
+    for ax, (name, g) in zip(axes[-1], grids.items(), strict=False):
         s1, s2 = g["s1"].numpy(), g["s2"].numpy()
-        n1 = len(np.unique(s1))
-        shape = (n1, len(s1) // n1)
-        linear = _loss_scale(exp) == "linear"
+        shape = (len(np.unique(s1)), -1)
         loss = g["loss"].numpy()
         loss = (loss if linear else np.log10(np.maximum(loss, 1e-12))).reshape(shape)
         cs = ax.contourf(s1.reshape(shape), s2.reshape(shape), loss, 30)
@@ -179,8 +147,9 @@ def orbit_summary(col: Collection) -> str:
     """Per condition: distinct output values per ω after the burn-in (median over ω and
     initial states, realization 0) at a few epochs, and median λ1 at the last snapshot."""
     parts = []
-    for name, run, d in orbit_runs(col)[1]:
-        n = distinct_per_epoch(d, _tol(col, run))[:, 0]  # [E, W, I]
+    cond, runs = runs_with(col, ORBITS_PT)
+    for name, run, d in runs:
+        n = distinct(cond, run, d)[:, 0]  # [E, W, I]
         epochs = d["epochs"].tolist()
         med = np.median(n.reshape(len(epochs), -1), 1)
         picks = sorted({0, len(epochs) // 4, len(epochs) // 2, len(epochs) - 1})
@@ -298,12 +267,6 @@ def rate_frame(data: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([list(r) for r in data["rates"]], columns=list(data["rate_columns"]))
 
 
-def _example_windows(rates: pd.DataFrame) -> list[int]:
-    """Indices of the most chaotic and the most contracting window of a path."""
-    picks = [int(rates["lambda_1"].idxmax()), int(rates["lambda_1"].idxmin())]
-    return list(dict.fromkeys(picks))
-
-
 def smoothness_panels(runs: dict[str, dict[str, Any]]) -> Figure | None:
     """Per run and path (one row each): ln L and ln L_g vs T for the most chaotic and the most
     contracting window with their fitted slopes and reference slopes λ1, 2 λ1 (dotted);
@@ -321,7 +284,8 @@ def smoothness_panels(runs: dict[str, dict[str, Any]]) -> Figure | None:
         s = p["s"].numpy()
         edges = np.r_[rates["s_low"].to_numpy(), rates["s_high"].to_numpy()[-1:]]
         ax = axes[row, 0]
-        for i in _example_windows(rates):
+        lam = rates["lambda_1"]
+        for i in dict.fromkeys([int(lam.idxmax()), int(lam.idxmin())]):  # most chaotic, contracting
             r = rates.loc[i]
             inside = (s >= r.s_low) & (s <= r.s_high)
             colour = REGIME_COLOURS.get(r.regime, "k")
@@ -364,8 +328,7 @@ def smoothness_panels(runs: dict[str, dict[str, Any]]) -> Figure | None:
         ax.set(xlabel="$s$", ylabel=r"$\lambda_1$ (nats/step)")
         ax.legend(fontsize=7)
         ax = axes[row, 3]
-        d1 = p["d1"].numpy()
-        minima = ((d1[:, :-1] < 0) & (d1[:, 1:] >= 0)).sum(1) / (s[-1] - s[0])
+        minima = minima_count(p["d1"]).sum(-1).numpy() / (s[-1] - s[0])
         ax.plot(T, minima, "o-", color="k", ms=3)
         ax.axhline((len(s) - 1) / (s[-1] - s[0]) / 2, color="0.6", ls=":", lw=0.8)
         ax.set(xlabel="horizon T (steps)", ylabel="local minima of V per unit s",

@@ -22,6 +22,7 @@ from flossrun.report.attractors import landscape_summary, orbit_summary, smoothn
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import (
     as_floats,
+    as_keys,
     format_value,
     setting_label,
     short_names,
@@ -31,6 +32,7 @@ from flossrun.report.presets import Claim
 from flossrun.report.regions import regions_summary
 from flossrun.report.stats import (
     counted,
+    finite,
     fisher_p,
     format_p,
     format_rate,
@@ -70,8 +72,8 @@ def comparisons(col: Collection, preset: str) -> pd.DataFrame:
     table = success_counts(col.results, [*within, key])
     name, rows = short_names([key])[key], []
     groups = table.groupby(within, sort=False) if within else [((), table)]
-    for values, g in sorted(groups, key=lambda item: sort_key(_tuple(item[0]))):
-        setting = setting_label(within, _tuple(values))
+    for values, g in sorted(groups, key=lambda item: sort_key(item[0])):
+        setting = setting_label(within, values)
         by_value = {str(r[len(within)]): r for r in g.itertuples(index=False)}
         for a, b in _pairs(claim, g[key].tolist()):
             ra, rb = by_value[str(a)], by_value[str(b)]
@@ -87,10 +89,6 @@ def _cell_keys(col: Collection, preset: str) -> list[str]:
     if preset in col.cell_keys or len(col.experiments) != 1:
         return col.cell_keys.get(preset, [])
     return col.cell_keys.get(col.experiments[0], [])
-
-
-def _tuple(values: Any) -> tuple:
-    return values if isinstance(values, tuple) else (values,)
 
 
 def _markdown(
@@ -145,10 +143,10 @@ def _rank_row(
         "quantity": quantity,
         "a": a,
         "median_a": quartiles(x)[1],
-        "n_a": int(np.isfinite(pd.to_numeric(x, errors="coerce")).sum()),
+        "n_a": len(finite(x)),
         "b": b,
         "median_b": quartiles(y)[1],
-        "n_b": int(np.isfinite(pd.to_numeric(y, errors="coerce")).sum()),
+        "n_b": len(finite(y)),
         "test": WILCOXON if paired else MANN_WHITNEY,
         "p_value": wilcoxon_p(x, y) if paired else mannwhitney_p(x, y),
     }
@@ -370,22 +368,22 @@ def _k_sweep(col: Collection) -> str:
         return head + _k_rates(col.results) + "."
     groups = counted(col.results).groupby(within)
     parts = [
-        f"{setting_label(within, _tuple(values))}: {_k_rates(g)}"
-        for values, g in sorted(groups, key=lambda item: sort_key(_tuple(item[0])))
+        f"{setting_label(within, values)}: {_k_rates(g)}"
+        for values, g in sorted(groups, key=lambda item: sort_key(item[0]))
     ]
     return head + " | ".join(parts) + "."
 
 
 def _architectures(col: Collection) -> str:
-    """Per architecture: successes/n (95 % CI) per task, delay and flossing, and median λ1 at
-    initialisation and after preflossing."""
+    """Per architecture: successes/n (95 % CI) per setting of the other grid keys (task, delay,
+    flossing), and median λ1 at initialisation and after preflossing."""
     parts = []
     sp = _with_config(col.spectra, col, ["model.name"])
     res = counted(col.results)
+    grid = as_keys(col.report_node("architectures").get("grid"))
+    keys = [k for k in grid if k != "model.name" and k in res.columns]
     for model in sorted(res["model.name"].dropna().unique()):
-        sub = res[res["model.name"] == model]
-        keys = [k for k in ("task.name", "task.delay", "floss.name") if k in sub.columns]
-        cells = _rate_cells(sub, keys, " ")
+        cells = _rate_cells(res[res["model.name"] == model], keys, " ")
         lam1 = sp[(sp["model.name"] == model) & (sp["index"] == 1)].groupby("stage")["value"]
         lam1 = lam1.median()
         flossed = (

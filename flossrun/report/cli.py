@@ -26,15 +26,7 @@ from flossrun.report.figures import render_figures
 from flossrun.report.rundir import STATUSES
 from flossrun.report.stats import format_rate
 
-
-def default_out(paths: Sequence[str | os.PathLike[str]]) -> Path:
-    """The single PATH itself, or ``outputs/report`` when several are given."""
-    return Path(paths[0]) if len(paths) == 1 else Path("outputs") / "report"
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` atomically."""
-    write_text(path, df.to_csv(index=False))
+TABLES = ("results", "conditions", "curves")  # <name>.csv in --out
 
 
 def report(
@@ -51,22 +43,23 @@ def report(
     paths, skipped or failed figures). Never raises on bad run files.
     """
     paths = [Path(p) for p in paths]
-    out = default_out(paths) if out is None else Path(out)
+    if out is None:  # the single PATH itself, or outputs/report when several are given
+        out = paths[0] if len(paths) == 1 else Path("outputs") / "report"
+    out = Path(out)
     missing = [f"path not found: {p}" for p in paths if not p.exists()]
     collection = collect([p for p in paths if p.exists()])
     notes = collection.notes + missing
-    conditions = condition_table(collection.results, collection.order)
+    conditions = condition_table(collection.results)
     figures: list[Path] = []
+    tables = dict(zip(TABLES, (collection.results, conditions, collection.curves), strict=True))
     if collection.runs.empty:  # nothing to report: leave ``out`` alone
         notes.append(f"no run directory (with {CONFIG_FILE}) below {' '.join(map(str, paths))}")
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_csv(collection.results, out / "results.csv")
-        write_csv(conditions, out / "conditions.csv")
-        write_csv(collection.curves, out / "curves.csv")
-    if plots and not collection.runs.empty:
-        figures, figure_notes = render_figures(collection, out / "figures")
-        notes += figure_notes
+        for name, table in tables.items():
+            write_text(out / f"{name}.csv", table.to_csv(index=False))  # makes ``out``
+        if plots:
+            figures, figure_notes = render_figures(collection, out / "figures")
+            notes += figure_notes
     runs = collection.runs
     counts = {s: int((runs["status"] == s).sum()) for s in STATUSES}
     counts["conflict"] = int((runs["conflict"] != "").sum())
@@ -77,9 +70,7 @@ def report(
     return {
         "out": out,
         "collection": collection,
-        "results": collection.results,
-        "conditions": conditions,
-        "curves": collection.curves,
+        **tables,
         "problems": problems.reset_index(drop=True),
         "counts": counts,
         "figures": figures,
@@ -94,16 +85,15 @@ def condition_text(rows: pd.DataFrame) -> str:
     a flossing-only preset, a landscape of a built-in network); λ1 is shown for all."""
     # a task without an accuracy (the sine generator) shows its test loss instead
     score, name = ("test_accuracy", "median_acc")
-    if rows[f"{score}_median"].isna().all() and "test_loss_median" in rows:
+    if rows[f"{score}_median"].isna().all():
         score, name = ("test_loss", "median_loss")
-    did = rows["trained"] if "trained" in rows else pd.Series(True, index=rows.index)
 
     def spread(col: str) -> list[str]:
         cols = [rows[f"{col}_{q}"] for q in ("median", "q25", "q75")]
         return [f"{m:.3g} [{lo:.3g}, {hi:.3g}]" for m, lo, hi in zip(*cols, strict=True)]
 
     def if_trained(cells) -> list[str]:
-        return [c if t else "-" for c, t in zip(cells, did, strict=True)]
+        return [c if t else "-" for c, t in zip(cells, rows["trained"], strict=True)]
 
     rates = map(format_rate, rows["successes"], rows["n"])
     epochs = ["-" if pd.isna(v) else f"{v:.0f}" for v in rows["epochs_to_success_median"]]
@@ -138,7 +128,7 @@ def format_report(result: dict[str, Any]) -> str:
             lines.append(f"  {row.status:<10} {row.run}  [{row.code}]  {row.reason}")
     out = result["out"]
     if len(result["results"]):
-        tables = ", ".join(str(out / n) for n in ("results.csv", "conditions.csv", "curves.csv"))
+        tables = ", ".join(str(out / f"{n}.csv") for n in TABLES)
         lines += ["", f"tables: {tables}"]
     if result["figures"]:
         lines.append(f"figures: {len(result['figures'])} file(s) in {out / 'figures'}")

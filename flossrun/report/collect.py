@@ -51,16 +51,14 @@ META = [
 
 @dataclass
 class Collection:
-    """Tidy frames of a set of runs; ``cell_keys``/``order``/``settings`` are per experiment."""
+    """Tidy frames of a set of runs; ``cell_keys`` and ``settings`` are per experiment."""
 
     runs: pd.DataFrame
     results: pd.DataFrame
     curves: pd.DataFrame
     spectra: pd.DataFrame
     diagnostics: pd.DataFrame
-    config_columns: list[str] = field(default_factory=list)
     cell_keys: dict[str, list[str]] = field(default_factory=dict)
-    order: dict[str, list[str]] = field(default_factory=dict)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -77,7 +75,7 @@ class Collection:
 
     def config(self) -> pd.DataFrame:
         """Flattened config, one row per run, indexed by ``run``."""
-        return self.runs.set_index("run")[self.config_columns]
+        return self.runs.set_index("run").drop(columns=META[1:])
 
     def subset(self, experiment: str, finished: bool = True) -> Collection:
         """The runs of one experiment (only the finished ones by default)."""
@@ -85,19 +83,9 @@ class Collection:
         if finished:
             keep &= self.runs["status"] == "finished"
         runs = self.runs[keep]
-        names = set(runs["run"])
-
-        def pick(df: pd.DataFrame) -> pd.DataFrame:
-            return df[df["run"].isin(names)] if len(df) else df
-
-        return replace(
-            self,
-            runs=runs,
-            results=pick(self.results),
-            curves=pick(self.curves),
-            spectra=pick(self.spectra),
-            diagnostics=pick(self.diagnostics),
-        )
+        frames = {f: getattr(self, f) for f in ("results", "curves", "spectra", "diagnostics")}
+        picked = {f: df[df["run"].isin(runs["run"])] for f, df in frames.items()}
+        return replace(self, runs=runs, **picked)
 
 
 def _realization_rows(run: RunFolder) -> pd.DataFrame:
@@ -116,12 +104,6 @@ def _concat(frames: list[pd.DataFrame], columns: Iterable[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=list(columns))
     return pd.concat(frames, ignore_index=True)
-
-
-def _with_run(df: pd.DataFrame | None, run: str) -> pd.DataFrame:
-    if df is None or df.empty:
-        return pd.DataFrame()
-    return df.assign(run=run)
 
 
 def _experiment(run: RunFolder) -> str:
@@ -207,18 +189,6 @@ def _version_notes(results: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _rank(runs: pd.DataFrame, order: dict[str, list[str]]) -> list[tuple]:
-    """Sort key per run: experiment, condition in sorted order, then path (natural order)."""
-    keys = []
-    for i, (exp, cond) in enumerate(zip(runs["experiment"], runs["condition"], strict=True)):
-        if pd.isna(exp):
-            keys.append((1, "", 0, i))
-        else:
-            labels = order.get(exp, [])
-            keys.append((0, str(exp), labels.index(cond) if cond in labels else len(labels), i))
-    return keys
-
-
 def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     """Find and read every run below ``paths``; never raises on bad run files."""
     loaded = [load_run(p) for p in find_run_dirs(paths)]
@@ -232,28 +202,28 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
     runs = pd.DataFrame(rows, columns=[*META[:7], "overrides"]) if not rows else pd.DataFrame(rows)
     config_columns = [c for c in runs.columns if c not in META]
     cell_keys, order, settings = _assign_conditions(runs, loaded, config_columns)
-    rank = _rank(runs, order)
-    runs = runs[META + config_columns].iloc[sorted(range(len(runs)), key=rank.__getitem__)]
-    loaded = [loaded[i] for i in sorted(range(len(loaded)), key=rank.__getitem__)]
+    # runs by experiment (unreadable configs last), condition in sorted order, then path
+    pairs = zip(runs["experiment"], runs["condition"], strict=True)
+    rank = [(1, "", 0) if pd.isna(e) else (0, str(e), order[e].index(c)) for e, c in pairs]
+    ranked = sorted(range(len(runs)), key=rank.__getitem__)  # stable: paths stay in order
+    runs, loaded = runs[META + config_columns].iloc[ranked], [loaded[i] for i in ranked]
 
     per_run = [_realization_rows(r).assign(run=str(r.path)) for r in loaded]
-    results = _concat(per_run, ["run", *SUMMARY_COLUMNS])
-    for col in SUMMARY_COLUMNS:
-        if col not in results.columns:
-            results[col] = pd.NA
-    head = runs[META].merge(results[["run", *SUMMARY_COLUMNS]], on="run", how="right")
+    columns = ["run", *SUMMARY_COLUMNS]  # a run without a summary: its columns empty
+    results = _concat(per_run, columns).reindex(columns=columns)
     config = runs[["run", *config_columns]].rename(columns={"seed": "base_seed"})
-    results = head[META + list(SUMMARY_COLUMNS)].merge(config, on="run", how="left")
+    results = runs[META].merge(results, on="run", how="right").merge(config, on="run", how="left")
     notes = _mark_duplicates(results, config_columns)
     notes += _version_notes(results)
     results = results[[*META, "counted", "duplicate_of", *SUMMARY_COLUMNS, *config.columns[1:]]]
-    dropped = results.loc[~results["counted"] & (results["duplicate_of"] != ""), ["run", "seed"]]
+    dropped = results.loc[results["duplicate_of"] != "", ["run", "seed"]]
 
     keys = list(dict.fromkeys(k for ks in cell_keys.values() for k in ks))
     attach = runs[["run", "experiment", "condition", "status", *keys]]
 
     def tidy(attr: str, columns: tuple[str, ...]) -> pd.DataFrame:
-        df = _concat([_with_run(getattr(r, attr), str(r.path)) for r in loaded], ["run", *columns])
+        frames = [(getattr(r, attr), str(r.path)) for r in loaded]
+        df = _concat([f.assign(run=run) for f, run in frames if f is not None], ["run", *columns])
         df = df[["run", *columns]].merge(attach, on="run", how="left")
         if len(dropped) and len(df):  # a duplicate network's curves would be pooled twice
             key = df["run"] + "\x1f" + df["seed"].astype(str)
@@ -266,9 +236,7 @@ def collect(paths: Iterable[str | os.PathLike[str]]) -> Collection:
         curves=tidy("metrics", METRICS_COLUMNS),
         spectra=tidy("spectra", SPECTRA_COLUMNS),
         diagnostics=tidy("diagnostics", DIAGNOSTICS_COLUMNS),
-        config_columns=config_columns,
         cell_keys=cell_keys,
-        order=order,
         settings=settings,
         notes=notes,
     )

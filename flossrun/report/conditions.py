@@ -1,15 +1,6 @@
-"""Conditions: the config keys that tell runs apart, their labels, and per-condition statistics.
-
-A *network* is one realization: its config without the keys that do not change its numbers
-(:data:`flossrun.contract.NOT_NETWORK_IDENTITY`) plus its seed (docs/design.md §6). A
-*condition* is the set of networks of an experiment that share that config whatever their seed;
-their realizations are pooled (the seeds of a multirun and the realizations inside one run
-count alike).
-
-Condition keys are the ones the preset declares (``report.grid``, ``report.condition``,
-``report.x``) that take more than one value; a key that still tells runs apart within those
-groups (a plain sweep, an override added to a preset's sweep) is added after them, group names
-(``*.name``) first.
+"""Conditions (docs/design.md §6–7): the config keys that tell an experiment's networks apart
+(those the preset declares that vary, then any other network-identity key that still does:
+:func:`condition_keys`), their labels, and per-condition statistics.
 """
 
 from __future__ import annotations
@@ -39,11 +30,9 @@ def identity_columns(columns: Iterable[str]) -> list[str]:
 
 def as_keys(value: Any) -> list[str]:
     """A dotted key or a list of them (``report.condition``) as a list of strings."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
     if isinstance(value, str):
         return [value] if value else []
-    return [str(v) for v in value]
+    return [str(v) for v in value or ()]
 
 
 def _varies(config: pd.DataFrame, key: str, within: Sequence[str]) -> bool:
@@ -135,8 +124,9 @@ def trained(results: pd.DataFrame) -> pd.Series:
     return (epochs.fillna(1) > 0) & ~built_in
 
 
-def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.DataFrame:
-    """Per experiment and condition: runs, counted realizations ``n``, successes with their 95 %
+def condition_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment and condition, in the order of ``results`` (:func:`collect`'s: experiments,
+    then conditions in sorted order): runs, counted realizations ``n``, successes with their 95 %
     Wilson interval, medians with 25–75 % ranges, code versions and duplicates dropped.
 
     Statistics pool the counted realizations (finished, each network once) of every run in the
@@ -149,8 +139,7 @@ def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.Da
     )
     rows = []
     for (exp, cond), g in results.groupby(["experiment", "condition"], sort=False):
-        done = g[g["status"] == "finished"]
-        used = done[done["counted"]] if "counted" in done else done
+        done, used = g[g["status"] == "finished"], counted(g)
         rate = rates.loc[(exp, cond)] if (exp, cond) in rates.index else None
         row = {
             "experiment": exp,
@@ -174,16 +163,9 @@ def condition_table(results: pd.DataFrame, order: dict[str, list[str]]) -> pd.Da
         ):
             q25, q50, q75 = quartiles(rows_of[col])
             row |= {f"{col}_median": q50, f"{col}_q25": q25, f"{col}_q75": q75}
-        row["code_versions"] = (
-            "; ".join(sorted(used["code"].dropna().unique())) if "code" in g else ""
-        )
+        row["code_versions"] = "; ".join(sorted(used["code"].dropna().unique()))
         rows.append(row)
-    table = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["experiment", "condition"])
-    rank = {(e, c): i for e, labels in order.items() for i, c in enumerate(labels)}
-    table["_rank"] = [
-        rank.get((e, c), len(rank)) for e, c in zip(table.experiment, table.condition, strict=True)
-    ]
-    return table.sort_values(["experiment", "_rank"]).drop(columns="_rank").reset_index(drop=True)
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["experiment", "condition"])
 
 
 SETTING_KEYS = (
@@ -237,14 +219,10 @@ class Conditions:
 
     def column(self, df: pd.DataFrame, key: str) -> pd.Series:
         """A config key's value on every row of ``df`` (looked up by ``run``)."""
-        if key not in self.config.columns:
-            return pd.Series(pd.NA, index=df.index, dtype=object)
         return df["run"].map(self.config[key])
 
     def values(self, name: str, key: str) -> list[Any]:
         """Distinct values of a config key among the runs of condition ``name``."""
-        if key not in self.config.columns:
-            return []
         return self.config.loc[self.by_run == name, key].drop_duplicates().tolist()
 
     def setting(self, skip: Sequence[str] = (), keys: Sequence[str] = SETTING_KEYS) -> str:

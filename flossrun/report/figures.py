@@ -39,7 +39,7 @@ STAGES = ("initial", "preflossed", "eval", "final")
 
 
 def select_metric(df: pd.DataFrame, phase: str, name: str) -> pd.DataFrame:
-    return df[(df["phase"] == phase) & (df["name"] == name)] if len(df) else df
+    return df[(df["phase"] == phase) & (df["name"] == name)]
 
 
 def panel_values(cond: Conditions, key: str) -> list[Any]:
@@ -58,17 +58,13 @@ def panel_title(key: str, value: Any) -> str:
 
 
 def axes_done(
-    ax: Axes, x: str, ylabel: str, ticks=None, empty: str = "no data", legend: bool = True
+    ax: Axes, x: str, ylabel: str, ticks=(), empty: str = "no data", legend: bool = True
 ) -> None:
     """Axis labels, ticks at the values ``ticks`` of ``x`` when they are a few integers (delays:
     never 12.5 or 17.5), and the legend (unless ``legend`` is false: the figure has one for all
     panels), or ``empty`` on a panel with no line."""
     ax.set(xlabel=label(x), ylabel=ylabel)
-    v = (
-        sorted(set(pd.to_numeric(ticks, errors="coerce").dropna().tolist()))
-        if ticks is not None
-        else []
-    )
+    v = sorted(set(pd.to_numeric(pd.Series(ticks), errors="coerce").dropna().tolist()))
     if 1 < len(v) <= 12 and all(float(a).is_integer() for a in v):
         ax.set_xticks(v, [str(int(a)) for a in v])
     if not ax.lines:
@@ -119,14 +115,7 @@ def curve_vs_epoch(ax: Axes, cond: Conditions, curves: pd.DataFrame, ylabel: str
     """Median and 25–75 % band over realizations of one metric vs epoch, thin single runs."""
     for name, colour, g in cond.groups(curves):
         n = len(g[["run", "realization"]].drop_duplicates())
-        band(
-            ax,
-            g,
-            "epoch",
-            color=colour,
-            label=cond.legend(name, n),
-            lines_by=["run", "realization"],
-        )
+        band(ax, g, "epoch", color=colour, label=cond.legend(name, n), lines=True)
     ax.set(xlabel=label("epoch"), ylabel=ylabel)
     if not ax.lines:
         no_data(ax)
@@ -141,7 +130,7 @@ def lyapunov_control(exp: Collection) -> Figure | None:
     fig, axes = new_figure(width=5.0, height=3.6)
     ax = axes[0, 0]
     for name, colour, g in cond.groups(lam):
-        band(ax, g, "epoch", color=colour, label=cond.legend(name), lines_by=["run", "realization"])
+        band(ax, g, "epoch", color=colour, label=cond.legend(name), lines=True)
         for target in {t for v in cond.values(name, "floss.target") for t in as_floats(v)}:
             ax.axhline(target, color=colour, ls="--", lw=1)
     ax.set(xlabel=label("floss_epoch"), ylabel=label("lambda_1"))
@@ -180,15 +169,13 @@ def jacobian(exp: Collection) -> Figure | None:
         return None
     cond = Conditions.of(exp)
     labels = d["run"].map(cond.by_run)
-    rank = {s: i for i, s in enumerate(STAGES)}
-    pairs = pd.DataFrame({"cond": labels, "stage": d["stage"]}).drop_duplicates()
-    pairs = sorted(
-        pairs.itertuples(index=False),
-        key=lambda p: (cond.order.index(p.cond), rank.get(p.stage, len(STAGES)), p.stage),
+    pairs = sorted(  # conditions in their order, then stages in the order a run writes them
+        set(zip(labels, d["stage"], strict=True)),
+        key=lambda p: (cond.order.index(p[0]), (*STAGES, p[1]).index(p[1]), p[1]),
     )
     single = len(cond.order) <= 1
     d = d.assign(series=d["stage"] if single else labels + ", " + d["stage"])
-    order = [p.stage if single else f"{p.cond}, {p.stage}" for p in pairs]
+    order = [stage if single else f"{c}, {stage}" for c, stage in pairs]
     palette = colours(order)
     fig, axes = new_figure(3, width=4.0, height=3.4)
     kappa = d[d["name"] == "log10_condition"]
@@ -228,7 +215,7 @@ def _delay_rows(exp: Collection, ncols: int, phase: str, metric: str):
 
     Returns ``fig, cond, x`` and ``[(row axes, that task's results, its panel title)]``.
     """
-    x = exp.report_node().get("x") or "task.delay"
+    x = exp.report_node()["x"]
     cond = Conditions.of(exp, fixed=(x, "task.name"))
     tasks = panel_values(cond, "task.name")
     fig, axes = new_figure(ncols, nrows=len(tasks))
@@ -238,9 +225,7 @@ def _delay_rows(exp: Collection, ncols: int, phase: str, metric: str):
         results = on_panel(cond, exp.results, "task.name", task)
         success_vs(row[0], cond, results, x)
         longest = results[x].max() if len(results) else None
-        curves = (
-            curves_all[cond.column(curves_all, x) == longest] if len(curves_all) else curves_all
-        )
+        curves = curves_all[cond.column(curves_all, x) == longest]
         curve_vs_epoch(row[1], cond, on_panel(cond, curves, "task.name", task), label(metric))
         name = panel_title("task.name", task)
         row[0].set_title(f"{name} success".strip())
@@ -318,7 +303,7 @@ def k_sweep(exp: Collection) -> Figure | None:
     """The k × S grid, one colour per number of channels S (and its delay d): success rate
     (95 % Wilson bars), final test accuracy (median, 25–75 %) and λ1, λk after preflossing
     (nats/step) vs k, so large-k failures show as either not flossed or not trained."""
-    x = exp.report_node().get("x") or "floss.k"
+    x = exp.report_node()["x"]
     cond = Conditions.of(exp, fixed=(x,))
     res = counted(exp.results)
     fig, axes = new_figure(3)
@@ -340,7 +325,7 @@ def _success_panels(
     ``spectra``, below it the Lyapunov spectrum λ_i vs i at initialisation (dashed) and after
     preflossing (solid); with ``p_values``, Fisher's p of preflossed vs unflossed per task and
     delay in each panel (:func:`flossing_p_values`) and one legend below all panels."""
-    x = exp.report_node().get("x") or "task.delay"
+    x = exp.report_node()["x"]
     cond = Conditions.of(exp, fixed=(x, panel))
     values = panel_values(cond, panel)
     fig, axes = new_figure(len(values), 2 if spectra else 1, width=3.6)
@@ -439,12 +424,6 @@ FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
 }
 
 
-def figures_for(settings: dict[str, Any]) -> list[str]:
-    """The preset's ``report.figures`` (a preset-named run that recorded none has its preset
-    file's), else ``generic``."""
-    return as_keys(settings.get("figures")) or ["generic"]
-
-
 def render_figures(collection: Collection, directory: Path) -> tuple[list[Path], list[str]]:
     """Draw each experiment's figures from its finished runs into ``directory``.
 
@@ -459,7 +438,8 @@ def render_figures(collection: Collection, directory: Path) -> tuple[list[Path],
         if exp.runs.empty:
             notes.append(f"{experiment}: no finished runs, no figures")
             continue
-        for name in figures_for(collection.settings.get(experiment, {})):
+        # the preset's report.figures (a preset-named run that recorded none: its preset file's)
+        for name in as_keys(collection.settings[experiment].get("figures")) or ["generic"]:
             draw = FIGURES.get(name)
             if draw is None:
                 notes.append(f"{experiment}: unknown figure {name!r} (known: {', '.join(FIGURES)})")

@@ -1,10 +1,6 @@
-"""What a preset tells the report: the ``report:`` node of ``configs/experiment/<preset>.yaml``
-(docs/design.md §8) — its figures, the keys of its conditions (``grid``, the colours
-``condition``, the x axis ``x``), its place in ``make figures`` (``order``) and its claim.
-
-The report reads the node from each run folder's recorded config (``.hydra/config.yaml``). A run
-recorded before a key existed gets that key from the preset file of the same name (the keys the
-run recorded win), so old outputs keep their claim; :func:`presets` lists the preset files.
+"""What a preset tells the report (docs/design.md §8): the ``report:`` node of
+``configs/experiment/<preset>.yaml``, read from each run folder's recorded config, the keys an
+old run did not record from its preset file; :func:`presets` lists the preset files.
 """
 
 from __future__ import annotations

@@ -32,15 +32,9 @@ PANELS = (
 
 def region_rows(exp: Collection) -> pd.DataFrame:
     """Every network's rows of ``regions.csv`` with its ``run``, ``condition`` and the run's
-    neutral band ``band``; empty without regions files. Files written before the ``stage``
-    column measured the trained network only."""
+    neutral band ``band`` (``analysis.neutral_band``); empty without regions files."""
     df = run_csvs(exp, REGIONS_CSV)
-    if df.empty:
-        return df
-    df["stage"] = df["stage"].fillna("trained") if "stage" in df else "trained"
-    band = exp.runs.set_index("run").get("analysis.neutral_band")
-    band = df["run"].map(band) if band is not None else pd.Series(index=df.index, dtype=float)
-    return df.assign(band=pd.to_numeric(band, errors="coerce").fillna(0.01))
+    return df.assign(band=df["run"].map(exp.config()["analysis.neutral_band"])) if len(df) else df
 
 
 def _shade(ax, eps: float, lo: float, hi: float) -> None:

@@ -1,12 +1,6 @@
-"""Find flossrun run directories and read one of them (docs/design.md §7).
+"""Find flossrun run directories (any directory holding ``.hydra/config.yaml``) and read one of
+them as the run-folder contract says (:mod:`flossrun.contract`, docs/design.md §7).
 
-What the files are called and which columns they hold is the run-folder contract
-(:mod:`flossrun.contract`). A run directory is any directory holding ``.hydra/config.yaml``.
-Below it the runner writes
-``metrics.csv``, ``spectra.csv``, ``diagnostics.csv`` (tidy, long format), ``summary.csv`` (one
-row per realization, present ⇔ finished), ``failed.txt`` (present ⇔ the job raised),
-``provenance.json`` (the code that wrote it) and ``conflict.txt`` (a later job of another config
-or code refused this folder and left its results untouched).
 Reading never raises on bad files: a run whose files cannot be parsed is marked ``corrupt``
 with the reason, one without a summary ``unfinished`` (killed or still running).
 """
@@ -19,30 +13,31 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, get_type_hints
 
 import numpy as np
 import pandas as pd
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+import flossrun.config  # noqa: F401  (registers flossrun's resolvers, e.g. ${scaled:...})
 from flossrun.contract import (
     CONFIG_FILE,
     CONFLICT_FILE,
-    DIAGNOSTICS_COLUMNS,
     DIAGNOSTICS_FILE,
     FAILED_FILE,
-    INTEGER_COLUMNS,
-    METRICS_COLUMNS,
     METRICS_FILE,
     OVERRIDES_FILE,
     PLOTS_DIR,
     PROVENANCE_FILE,
-    SPECTRA_COLUMNS,
     SPECTRA_FILE,
     SUMMARY_COLUMNS,
     SUMMARY_FILE,
     SUMMARY_REQUIRED,
+    DiagnosticsRow,
+    MetricsRow,
+    SpectrumRow,
+    SummaryRow,
     flatten,
     read_provenance,
 )
@@ -110,9 +105,10 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def read_table(
-    path: Path, columns: Sequence[str], partial_ok: bool = False, required: Sequence[str] = ()
+    path: Path, row: type[NamedTuple], partial_ok: bool = False, required: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Read one tidy CSV, checking its columns and that its key columns are numeric.
+    """Read one tidy CSV, checking the columns of the contract's ``row`` and their kinds (its
+    fields' types: text, whole numbers, numbers; booleans are read by :func:`read_summary`).
 
     With ``partial_ok`` (a run still writing, or killed) an incomplete last line and malformed
     rows are dropped; otherwise they raise :class:`CorruptFile`.
@@ -120,7 +116,7 @@ def read_table(
     data = path.read_bytes()
     if not data.strip():
         if partial_ok:
-            return pd.DataFrame(columns=list(columns))
+            return pd.DataFrame(columns=list(row._fields))
         raise CorruptFile(f"{path.name}: empty file")
     if not data.endswith(b"\n"):
         if not partial_ok:
@@ -130,24 +126,26 @@ def read_table(
         df = pd.read_csv(io.BytesIO(data), on_bad_lines="skip" if partial_ok else "error")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise CorruptFile(f"{path.name}: {_one_line(e)}") from e
-    missing = [c for c in (required or columns) if c not in df.columns]
+    missing = [c for c in (required or row._fields) if c not in df.columns]
     if missing:
         raise CorruptFile(f"{path.name}: missing column(s) {', '.join(missing)}")
+    hints = get_type_hints(row)
+    kinds = {c: hints[c] for c in df.columns.intersection(row._fields)}
     bad = np.zeros(len(df), dtype=bool)
-    for col in df.columns.intersection(columns):
+    for col, kind in kinds.items():
         values = df[col]
-        if col in ("phase", "stage", "name"):
+        if kind is str:
             bad |= values.isna().to_numpy()
             if not pd.api.types.is_string_dtype(values):
                 df[col] = values.astype(str)
-        elif col not in ("success", "diverged") and not pd.api.types.is_integer_dtype(values):
+        elif kind is not bool and not pd.api.types.is_integer_dtype(values):
             numeric = pd.api.types.is_numeric_dtype(values)
             num = values if numeric else pd.to_numeric(values, errors="coerce")
             x = num.to_numpy(dtype=float, na_value=np.nan)
             if not numeric:  # text where a number belongs
                 bad |= np.isnan(x) & values.notna().to_numpy()
                 df[col] = num
-            if col in INTEGER_COLUMNS:
+            if kind is int:
                 bad |= np.isnan(x) | (x % 1 != 0)
     if bad.any():
         if not partial_ok:
@@ -156,27 +154,25 @@ def read_table(
                 f"{path.name}: {int(bad.sum())} malformed row(s), first on line {line}"
             )
         df = df[~bad]
-    for col in df.columns.intersection(INTEGER_COLUMNS):
+    for col in [c for c, kind in kinds.items() if kind is int]:
         if df[col].notna().all():
             df[col] = df[col].astype("int64")
     return df.reset_index(drop=True)
 
 
-def _as_bool(series: pd.Series) -> pd.Series:
-    words = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
-    return series.map(lambda v: words.get(str(v).strip().lower(), pd.NA)).astype("boolean")
-
-
 def read_summary(path: Path) -> pd.DataFrame:
     """``summary.csv`` with every contract column (absent ones NaN), booleans as ``boolean``."""
-    df = read_table(path, SUMMARY_COLUMNS, required=SUMMARY_REQUIRED)
+    df = read_table(path, SummaryRow, required=SUMMARY_REQUIRED)
     if df.empty:
         raise CorruptFile(f"{path.name}: no rows")
-    for col in SUMMARY_COLUMNS:
-        if col not in df.columns:
-            df[col] = pd.NA if col == "diverged" else float("nan")
-    df["success"] = _as_bool(df["success"])
-    df["diverged"] = _as_bool(df["diverged"])
+    words = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
+    for col, kind in get_type_hints(SummaryRow).items():
+        if kind is bool:
+            values = df[col] if col in df.columns else pd.Series(pd.NA, index=df.index)
+            df[col] = values.map(lambda v: words.get(str(v).strip().lower(), pd.NA))
+            df[col] = df[col].astype("boolean")
+        elif col not in df.columns:
+            df[col] = float("nan")
     if df["success"].isna().any():
         raise CorruptFile(f"{path.name}: success is not a boolean")
     return df[list(SUMMARY_COLUMNS)]
@@ -220,21 +216,12 @@ def provenance_label(path: Path) -> tuple[str, str]:
     return label + (" (dirty)" if prov.get("git_dirty") else ""), str(prov.get("device") or "")
 
 
-def read_conflict(path: Path) -> str:
-    """The first non-empty line of ``conflict.txt`` (what differs, how to redo), or ``""``."""
-    return _first_line(path / CONFLICT_FILE, f"{CONFLICT_FILE} (empty)")
-
-
 def _resolve(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain containers, interpolations resolved where possible.
 
     A node whose interpolation cannot be resolved here (``${hydra:...}``, an unknown resolver)
     keeps its raw ``${...}`` string instead of failing the whole config.
     """
-    try:
-        import flossrun.config  # noqa: F401  (registers flossrun's resolvers, e.g. ${scaled:...})
-    except Exception:
-        pass
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except Exception:
@@ -274,7 +261,8 @@ def _read_config(run: RunFolder) -> None:
 def load_run(path: Path) -> RunFolder:
     """Read one run directory; never raises (bad files → ``status="corrupt"`` + reason)."""
     code, ran_on = provenance_label(path)
-    run = RunFolder(path=path, code=code, ran_on=ran_on, conflict=read_conflict(path))
+    conflict = _first_line(path / CONFLICT_FILE, f"{CONFLICT_FILE} (empty)")  # what differs
+    run = RunFolder(path=path, code=code, ran_on=ran_on, conflict=conflict)
     try:
         _read_config(run)
     except Exception as e:
@@ -294,14 +282,14 @@ def load_run(path: Path) -> RunFolder:
     try:
         if run.status == "finished":
             run.summary = read_summary(path / SUMMARY_FILE)
-        for attr, name, columns in (
-            ("metrics", METRICS_FILE, METRICS_COLUMNS),
-            ("spectra", SPECTRA_FILE, SPECTRA_COLUMNS),
-            ("diagnostics", DIAGNOSTICS_FILE, DIAGNOSTICS_COLUMNS),
+        for attr, name, row in (
+            ("metrics", METRICS_FILE, MetricsRow),
+            ("spectra", SPECTRA_FILE, SpectrumRow),
+            ("diagnostics", DIAGNOSTICS_FILE, DiagnosticsRow),
         ):
             file = path / name
             if file.is_file():
-                setattr(run, attr, read_table(file, columns, partial_ok=partial_ok))
+                setattr(run, attr, read_table(file, row, partial_ok=partial_ok))
         if run.metrics is not None:  # a run of before 2026-12 in today's metric names
             run.metrics = modern_metrics(run.metrics, run.config)
     except (CorruptFile, OSError) as e:

@@ -37,7 +37,8 @@ def fisher_p(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
     return float(fisher_exact(table, alternative="two-sided").pvalue)
 
 
-def _finite(values: Sequence[float] | pd.Series) -> np.ndarray:
+def finite(values: Sequence[float] | pd.Series) -> np.ndarray:
+    """The finite numbers among ``values`` (text and missing values dropped)."""
     x = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
     return x[np.isfinite(x)]
 
@@ -61,7 +62,7 @@ def wilcoxon_p(before: Sequence[float], after: Sequence[float]) -> float:
 def mannwhitney_p(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided p-value of the Mann–Whitney U test of samples ``a`` vs ``b`` (finite values
     only; nan when either is empty). Exact for small samples without ties (scipy)."""
-    x, y = _finite(a), _finite(b)
+    x, y = finite(a), finite(b)
     if not len(x) or not len(y):
         return math.nan
     return float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
@@ -69,10 +70,7 @@ def mannwhitney_p(a: Sequence[float], b: Sequence[float]) -> float:
 
 def counted(results: pd.DataFrame) -> pd.DataFrame:
     """The realizations that enter statistics: finished and not a duplicate network."""
-    keep = results["status"] == "finished"
-    if "counted" in results.columns:
-        keep &= results["counted"].astype(bool)
-    return results[keep]
+    return results[(results["status"] == "finished") & results["counted"].astype(bool)]
 
 
 def success_counts(results: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:

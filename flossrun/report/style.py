@@ -83,17 +83,16 @@ def band(
     y: str = "value",
     color: str | None = None,
     label: str | None = None,
-    lines_by: Sequence[str] | None = None,
+    lines: bool = False,
     **kwargs,
 ) -> None:
     """Median of ``y`` over rows sharing ``x`` with its 25–75 % band (non-finite values skipped).
 
-    With ``lines_by`` (e.g. ``["run", "realization"]``) every single realization is drawn too,
-    as a thin line.
+    With ``lines`` every single realization (run and realization) is drawn too, as a thin line.
     """
     df = df.replace([np.inf, -np.inf], np.nan)
-    if lines_by and df.groupby(list(lines_by)).ngroups > 1:
-        for _, g in df.groupby(list(lines_by)):
+    if lines and df.groupby(["run", "realization"]).ngroups > 1:
+        for _, g in df.groupby(["run", "realization"]):
             g = g.sort_values(x)
             ax.plot(g[x], g[y], color=color, lw=0.5, alpha=0.3, **kwargs)
     q = df.groupby(x)[y].quantile([0.25, 0.5, 0.75]).unstack()
