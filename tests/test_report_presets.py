@@ -155,3 +155,18 @@ def test_a_preset_without_runs_at_a_scale_reports_so_instead_of_failing(tmp_path
     assert rank_comparisons(col, preset).empty
     section = preset_section(preset, res, tmp_path / "figures", None)
     assert "No finished runs" in index_markdown("medium", [section])
+
+
+def test_a_figure_that_plots_against_report_x_names_the_key_when_it_is_missing():
+    from flossrun.report.figures import declared_x
+
+    class Exp:  # the one method of Collection that declared_x reads
+        def __init__(self, node):
+            self.node = node
+
+        def report_node(self):
+            return self.node
+
+    assert declared_x(Exp({"x": "task.delay"})) == "task.delay"
+    with pytest.raises(ValueError, match=r"report\.x is not set"):
+        declared_x(Exp({"figures": ["k_sweep"]}))

@@ -38,6 +38,14 @@ from flossrun.report.style import LINESTYLES, RC, band, colours, label, new_figu
 STAGES = ("initial", "preflossed", "eval", "final")
 
 
+def declared_x(exp: Collection) -> str:
+    """The config key a preset's figure plots against (its ``report.x``, e.g. ``task.delay``)."""
+    x = exp.report_node().get("x")
+    if not x:
+        raise ValueError("report.x is not set; this figure plots against the config key it names")
+    return str(x)
+
+
 def select_metric(df: pd.DataFrame, phase: str, name: str) -> pd.DataFrame:
     return df[(df["phase"] == phase) & (df["name"] == name)]
 
@@ -215,7 +223,7 @@ def _delay_rows(exp: Collection, ncols: int, phase: str, metric: str):
 
     Returns ``fig, cond, x`` and ``[(row axes, that task's results, its panel title)]``.
     """
-    x = exp.report_node()["x"]
+    x = declared_x(exp)
     cond = Conditions.of(exp, fixed=(x, "task.name"))
     tasks = panel_values(cond, "task.name")
     fig, axes = new_figure(ncols, nrows=len(tasks))
@@ -303,7 +311,7 @@ def k_sweep(exp: Collection) -> Figure | None:
     """The k × S grid, one colour per number of channels S (and its delay d): success rate
     (95 % Wilson bars), final test accuracy (median, 25–75 %) and λ1, λk after preflossing
     (nats/step) vs k, so large-k failures show as either not flossed or not trained."""
-    x = exp.report_node()["x"]
+    x = declared_x(exp)
     cond = Conditions.of(exp, fixed=(x,))
     res = counted(exp.results)
     fig, axes = new_figure(3)
@@ -325,7 +333,7 @@ def _success_panels(
     ``spectra``, below it the Lyapunov spectrum λ_i vs i at initialisation (dashed) and after
     preflossing (solid); with ``p_values``, Fisher's p of preflossed vs unflossed per task and
     delay in each panel (:func:`flossing_p_values`) and one legend below all panels."""
-    x = exp.report_node()["x"]
+    x = declared_x(exp)
     cond = Conditions.of(exp, fixed=(x, panel))
     values = panel_values(cond, panel)
     fig, axes = new_figure(len(values), 2 if spectra else 1, width=3.6)
