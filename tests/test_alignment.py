@@ -89,7 +89,7 @@ def test_a_lone_pair_takes_its_qr_step_once_with_the_numbers_of_both_copies(dtyp
         g_logs[:, 1] = 0  # copy 1 carries no loss
         gQt = torch.randn(2, B * k, D, generator=torch.Generator().manual_seed(2), dtype=dtype)
         gQt[1] = 0
-        gAt, j_back = qr.frame_step_backward(gQt, record, True, True, g_logs, j, lone)
+        gAt, j_back = qr.frame_step_backward(gQt, record, True, True, g_logs, j)
         runs[lone] = (Qt, logs, gAt, j, j_back)
     (Qa, la, ga, ja, jba), (Qb, lb, gb, jb, jbb) = runs[False], runs[True]
     assert torch.equal(Qa, Qb) and torch.equal(la, lb) and (ja, jba) == (jb, jbb) == (1, 0)

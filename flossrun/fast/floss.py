@@ -51,14 +51,7 @@ Adjoint = tuple[Tensor, Tensor, Tensor, OptTensor]  # (W̄, ū, h̄_0, Q̄_0ᵀ)
 
 
 def _forward(
-    W: Tensor,
-    u: Tensor,
-    h0: Tensor,
-    Qt0: Tensor,
-    qr_at: Flags,
-    keep: Flags,
-    trace: bool,
-    lone: bool = False,
+    W: Tensor, u: Tensor, h0: Tensor, Qt0: Tensor, qr: Flags, keep: Flags, trace: bool, lone: bool
 ) -> Pass:
     """The Benettin pass of one slice of the ensemble over the steps of ``u`` (a whole pass or
     one checkpointed segment) from ``h0 [R, B, N]`` and the frame ``Qt0 = Q_0ᵀ [R, B·k, N]``:
@@ -91,7 +84,7 @@ def _forward(
             At = blas.bmm(Pt, WT)
             h = blas.baddbmm(u[t], p, WT)
         record = [Qt, d, p]
-        Qt, qr_record, j = frame_step(At, k, qr_at[t], keep[t], logs, j, lone)
+        Qt, qr_record, j = frame_step(At, k, qr[t], keep[t], logs, j, lone)
         if trace:
             steps.append(record + qr_record)
     return logs, h, Qt, steps
@@ -110,20 +103,13 @@ def kept_logs(keep: list[bool], R: int, B: int, k: int, like: torch.Tensor) -> t
 
 
 def _backward(
-    W: Tensor,
-    steps: Trace,
-    keep: Flags,
-    g_logs: Tensor,
-    g_h: Tensor,
-    g_Qt: OptTensor,
-    gW: Tensor,
-    lone: bool = False,
+    W: Tensor, steps: Trace, keep: Flags, g_logs: Tensor, g_h: Tensor, g_Qt: OptTensor, gW: Tensor
 ) -> Adjoint:
     """The adjoint of :func:`_forward` for one slice, from the adjoints of its outputs
     (``g_logs``, ``g_h``, and ``g_Qt`` of the final frame, None for a whole pass; overwritten):
     ``(W̄, ū [T, R, B, N], h̄_0, Q̄_0ᵀ)``. ``W̄`` is accumulated into ``gW`` (zeros for a whole
     pass; a checkpointed pass hands one buffer from segment to segment, so that it adds the
-    same products in the same order). ``lone`` as for :func:`_forward`."""
+    same products in the same order)."""
     T = len(steps)
     R, B, N = g_h.shape[0], g_h.shape[1], g_h.shape[2]
     k = g_logs.shape[-1]
@@ -137,7 +123,7 @@ def _backward(
     for t in range(T - 1, -1, -1):
         record = steps[t]
         Qt_prev, d, p = record[0], record[1], record[2]
-        gAt, j = frame_step_backward(gQt, record, len(record) == 5, keep[t], g_logs, j, lone)
+        gAt, j = frame_step_backward(gQt, record, len(record) == 5, keep[t], g_logs, j)
         if direct_h < 0:
             ok = blas.direct(gh, W) and blas.direct(gh.transpose(1, 2), p)
             direct_h = 1 if ok and blas.offset_aligned(gW) else 0
@@ -315,8 +301,8 @@ class _SlicedBenettin(torch.autograd.Function):
                 steps = traces
             n_kept = sum(keep[a:b])
             j0 = kept_after - n_kept
-            calls = [(sl.W[i], steps[i], keep[a:b], gls[i][j0:kept_after], ghs[i], gQs[i], gWs[i],
-                      sl.lone[i]) for i in range(n)]  # fmt: skip
+            calls = [(sl.W[i], steps[i], keep[a:b], gls[i][j0:kept_after], ghs[i], gQs[i], gWs[i])
+                     for i in range(n)]  # fmt: skip
             kept_after = j0
             for i, (gW, gu, gh, gQ) in enumerate(map_slices(bwd, calls)):
                 gWs[i], ghs[i], gQs[i] = gW, gh, gQ

@@ -91,14 +91,7 @@ def _tangent_weights(Wb: torch.Tensor, beta4: torch.Tensor) -> torch.Tensor:
 
 
 def _forward(
-    W: Tensor,
-    u: Tensor,
-    h0: Tensor,
-    Qt0: Tensor,
-    qr_at: Flags,
-    keep: Flags,
-    trace: bool,
-    lone: bool = False,
+    W: Tensor, u: Tensor, h0: Tensor, Qt0: Tensor, qr: Flags, keep: Flags, trace: bool, lone: bool
 ) -> Pass:
     """The Benettin pass of one slice of the ensemble over the steps of ``u`` (a whole pass or
     one checkpointed segment) from ``h0 = [h, c] [R, B, 2N]`` and ``Qt0 = Q_0ᵀ [R, B·k, 2N]``:
@@ -148,7 +141,7 @@ def _forward(
             record = [Qt, h, act, dact, m, kappa, gamma, tc, dtc, beta4]
         else:
             record = []
-        Qt, qr_record, j = frame_step(At, k, qr_at[t], keep[t], logs, j, lone)
+        Qt, qr_record, j = frame_step(At, k, qr[t], keep[t], logs, j, lone)
         if trace:
             steps.append(record + qr_record)
         h, c = h_new, c_new
@@ -156,14 +149,7 @@ def _forward(
 
 
 def _backward(
-    W: Tensor,
-    steps: Trace,
-    keep: Flags,
-    g_logs: Tensor,
-    g_h: Tensor,
-    g_Qt: OptTensor,
-    gW: Tensor,
-    lone: bool = False,
+    W: Tensor, steps: Trace, keep: Flags, g_logs: Tensor, g_h: Tensor, g_Qt: OptTensor, gW: Tensor
 ) -> Adjoint:
     """The adjoint of :func:`_forward` for one slice, from the adjoints of its outputs (``g_Qt``
     of the final frame: None for a whole pass; overwritten), accumulating ``W̄`` into ``gW``
@@ -185,7 +171,7 @@ def _backward(
         Qt_prev = rec[0]
         act, dact, m, kappa = rec[2], rec[3], rec[4], rec[5]
         gamma, tc, dtc, beta = rec[6], rec[7], rec[8], rec[9]
-        gAt, j = frame_step_backward(gQt, rec, len(rec) == 12, keep[t], g_logs, j, lone)
+        gAt, j = frame_step_backward(gQt, rec, len(rec) == 12, keep[t], g_logs, j)
         s_f = act[..., N : 2 * N]
         if gAt is not None:
             Z = gAt.view(R, B, k, D)  # overwritten into [Ā_h | Ē_c]

@@ -294,13 +294,12 @@ def frame_step_backward(
     keep: bool,
     g_logs: torch.Tensor,
     j: int,
-    lone: bool = False,
 ) -> tuple[torch.Tensor | None, int]:
     """The adjoint of :func:`frame_step`, walking the kept logs back: ``(Āᵀ, j')`` from ``Q̄ᵀ``
     (None: no frame adjoint yet) and the adjoints ``g_logs [n_kept, R, B, k]``, given the step's
     trace ``record`` whose last two entries are ``[Qᵀ, R]`` when ``qr``; ``Āᵀ = Q̄ᵀ`` otherwise.
-    ``lone`` (as for :func:`frame_step`): only copy 0 carries the loss, so copy 0's adjoint is
-    computed and copy 1's is zero."""
+    A lone pair's step (:func:`frame_step` with ``lone``: its R covers copy 0 only) computes copy
+    0's adjoint (only copy 0 carries the loss) and gives copy 1 a zero one."""
     if not qr:
         return gQt, j
     g_logr: torch.Tensor | None = None
@@ -309,7 +308,7 @@ def frame_step_backward(
         g_logr = g_logs[j]
     n = len(record)
     Qt, Rt = record[n - 2], record[n - 1]
-    if not lone:
+    if Rt.shape[0] * Rt.shape[1] == Qt.shape[0] * Qt.shape[1]:  # an R per frame: not lone
         return frame_qr_backward(gQt, g_logr, Qt, Rt), j
     gl0 = None if g_logr is None else g_logr.narrow(0, 0, 1)
     if gQt is None:
