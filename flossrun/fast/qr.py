@@ -310,18 +310,15 @@ def frame_step_backward(
     Qt, Rt = record[n - 2], record[n - 1]
     if Rt.shape[0] * Rt.shape[1] == Qt.shape[0] * Qt.shape[1]:  # an R per frame: not lone
         return frame_qr_backward(gQt, g_logr, Qt, Rt), j
+    gQ0 = None if gQt is None else gQt.narrow(0, 0, 1)
     gl0 = None if g_logr is None else g_logr.narrow(0, 0, 1)
-    if gQt is None:
-        gA0 = frame_qr_backward(None, gl0, Qt.narrow(0, 0, 1), Rt)
-        if gA0 is None:
-            return None, j
-        return torch.cat([gA0, torch.zeros_like(gA0)]), j
-    gQ0 = gQt.narrow(0, 0, 1)
     gA0 = frame_qr_backward(gQ0, gl0, Qt.narrow(0, 0, 1), Rt)
-    if gA0 is not None:
-        gQ0.copy_(gA0)  # (qr_backward_rows wrote it into gQ0 already: a copy onto itself)
-    gQt.narrow(0, 1, 1).zero_()
-    return gQt, j
+    if gA0 is None:
+        return None, j
+    gAt = torch.empty_like(Qt) if gQt is None else gQt  # [2, B·k, D]
+    gAt.narrow(0, 0, 1).copy_(gA0)  # (already there when it was computed in place, in gQ0)
+    gAt.narrow(0, 1, 1).zero_()
+    return gAt, j
 
 
 def _lower_mask(k: int, device: torch.device) -> torch.Tensor:
