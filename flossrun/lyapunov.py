@@ -32,7 +32,7 @@ from flossrun.fast import blas
 from flossrun.fast.floss import checkpointing
 from flossrun.fast.ops import pairwise_sum
 from flossrun.fast.parallel import ensemble_slices, map_slices
-from flossrun.fast.qr import cholesky_qr
+from flossrun.fast.qr import cholesky_qr, padded_rows
 from flossrun.models.base import Dynamics, RecurrentEnsemble
 
 Orthonormalize = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -273,6 +273,14 @@ def _spectrum(
 
         def tangent(h, x, Q):
             return autograd_tangent(cell, h, x, Q)
+
+    live, kp = k, padded_rows(k, Q.shape[-2]) if orthonormalize is cholesky_qr else k
+    if kp != k:  # zero columns up to a whole number of 64-byte lines (fast.qr.padded_rows)
+        Q = torch.cat([Q, Q.new_zeros([*Q.shape[:-1], kp - k])], -1)
+
+        def orthonormalize(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            Q, r = cholesky_qr(A, live)
+            return Q, r[..., :live]
 
     h, logs, n_logged = h0, [], 0
     # without autograd the logs go straight into one buffer (no small tensor kept per step)

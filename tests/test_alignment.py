@@ -95,3 +95,44 @@ def test_a_lone_pair_takes_its_qr_step_once_with_the_numbers_of_both_copies(dtyp
     assert torch.equal(Qa, Qb) and torch.equal(la, lb) and (ja, jba) == (jb, jbb) == (1, 0)
     assert torch.equal(ga[0], gb[0]) and not torch.any(gb[1])
     assert torch.equal(Qb[0], Qb[1]) and torch.equal(lb[:, 0], lb[:, 1])
+
+
+@pytest.mark.parametrize(("k", "D"), [(75, 80), (48, 64), (1, 80), (3, 5), (75, 81), (80, 80)])
+def test_a_frame_is_padded_to_the_fewest_rows_that_fill_whole_cache_lines(k, D):
+    kp = qr.padded_rows(k, D)
+    lines = [(kp * kp * e) % 64 == 0 and (kp * D * e) % 64 == 0 for e in (4, 8)]
+    assert kp >= k and all(lines)
+    assert all((j % 4 or (j * D) % 16) for j in range(k, kp))  # none fewer would do
+    Qt = torch.randn(2, 3 * k, D)  # two realizations, three trajectories' frames stacked
+    padded = qr.pad_frame(Qt, 3, kp)
+    assert padded.shape == (2, 3 * kp, D)
+    assert not padded.view(2, 3, kp, D)[:, :, k:].any()  # zero rows after each frame
+    assert torch.equal(qr.unpad_frame(padded, 3, k), Qt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1.0, 1e7])  # Cholesky QR, and LAPACK Householder's fallback
+def test_zero_padding_rows_come_out_of_the_qr_as_an_identity_block(dtype, scale, monkeypatch):
+    """The padded frame's live rows get the QR of the frame alone (to rounding), the padding
+    stays zero rows of Qᵀ with an identity block of R and logs 0, and the padding takes no part
+    in the routes (the condition estimate)."""
+    n, k, kp, D = 3, 5, 8, 12
+    At = torch.randn(n, k, D, dtype=torch.float64)
+    At[1, 0] *= scale  # κ ≈ scale: beyond FALLBACK_COND for 1e7
+    At = At.to(dtype)
+    Qt, R, logr = qr.cholesky_qr_rows(At.clone())
+    padded = torch.zeros(n, kp, D, dtype=dtype)
+    padded[:, :k] = At
+    seen, householder = [], qr._householder_positive
+    monkeypatch.setattr(
+        qr, "_householder_positive", lambda B, m: seen.append(m) or householder(B, m)
+    )
+    Qtp, Rp, logrp = qr.cholesky_qr_rows(padded, live=k)
+    assert seen == ([k] if scale > 1 else [])  # only the ill-conditioned matrix falls back
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    torch.testing.assert_close(Qtp[:, :k], Qt, **tol)
+    torch.testing.assert_close(Rp[:, :k, :k], R, **tol)
+    torch.testing.assert_close(logrp[:, :k], logr, **tol)
+    assert not Qtp[:, k:].any() and not logrp[:, k:].any()
+    assert not Rp[:, :k, k:].any() and not Rp[:, k:, :k].any()
+    assert torch.equal(Rp[:, k:, k:], torch.eye(kp - k, dtype=dtype).expand(n, -1, -1))

@@ -145,7 +145,9 @@ def test_cholesky_qr_fallback_handles_failed_and_ill_conditioned_factorisations(
     seen = []
     householder = fast_qr._householder_positive
     monkeypatch.setattr(
-        fast_qr, "_householder_positive", lambda B: seen.append(len(B)) or householder(B)
+        fast_qr,
+        "_householder_positive",
+        lambda B, live: seen.append(len(B)) or householder(B, live),
     )
     Q, R, logr = cholesky_qr_factor(A)
     assert seen == [2]  # matrices 1 and 2 fell back, matrix 0 did not

@@ -33,7 +33,7 @@ from flossrun.fast import blas
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh
 from flossrun.fast.parallel import ensemble_slices, map_slices
-from flossrun.fast.qr import frame_step, frame_step_backward
+from flossrun.fast.qr import frame_step, frame_step_backward, pad_frame, padded_rows, unpad_frame
 
 # The frame is kept transposed, ``Qt = Qᵀ [R, B·k, N]`` (the B trajectories' frames stacked as
 # rows), so that every product and the QR's triangular solves read and write row-major blocks
@@ -64,12 +64,13 @@ def _forward(
     not keeping it saves a third of the trace's memory, at no measurable cost in time.)
     """
     R, B, N = h0.shape[0], h0.shape[1], h0.shape[2]
-    k = Qt0.shape[1] // B
+    live = Qt0.shape[1] // B  # the frame's vectors
+    k = padded_rows(live, N)  # the rows it is carried with, zero padding after the live ones
     WT = W.transpose(1, 2).contiguous()
     h = h0
-    Qt = Qt0  # Q_0ᵀ, trajectories stacked [R, B·k, N]
+    Qt = pad_frame(Qt0, B, k)  # Q_0ᵀ, trajectories stacked [R, B·k, N]
     steps: list[list[torch.Tensor]] = []
-    logs = kept_logs(keep, R, B, k, h0)  # written in place: no small tensor per step
+    logs = kept_logs(keep, R, B, live, h0)  # written in place: no small tensor per step
     j = 0
     direct = False  # plain batched products every step (decided once, at t = 0: blas.direct)
     for t in range(u.shape[0]):
@@ -87,7 +88,7 @@ def _forward(
         Qt, qr_record, j = frame_step(At, k, qr[t], keep[t], logs, j, lone)
         if trace:
             steps.append(record + qr_record)
-    return logs, h, Qt, steps
+    return logs, h, unpad_frame(Qt, B, live), steps
 
 
 def kept_logs(keep: list[bool], R: int, B: int, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -112,9 +113,10 @@ def _backward(
     same products in the same order)."""
     T = len(steps)
     R, B, N = g_h.shape[0], g_h.shape[1], g_h.shape[2]
-    k = g_logs.shape[-1]
+    live = g_logs.shape[-1]
+    k = padded_rows(live, N)
     gu = torch.empty([T] + list(g_h.shape), dtype=g_h.dtype, device=g_h.device)  # noqa: RUF005
-    gQt = g_Qt  # Q̄ᵀ [R, B·k, N]
+    gQt = g_Qt if g_Qt is None else pad_frame(g_Qt, B, k)  # Q̄ᵀ [R, B·k, N]
     gh = g_h
     j = g_logs.shape[0]
     # plain batched products (blas.direct), decided once per kind of product: every step's
@@ -149,7 +151,7 @@ def _backward(
         else:
             blas.baddbmm_(gW, gh.transpose(1, 2), p)
         gh = back
-    return gW, gu, gh, gQt
+    return gW, gu, gh, gQt if gQt is None else unpad_frame(gQt, B, live)
 
 
 def _cat(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:

@@ -62,7 +62,7 @@ from flossrun.fast.floss import (
 from flossrun.fast.jit import script
 from flossrun.fast.ops import dtanh, sigmoid
 from flossrun.fast.parallel import ensemble_slices
-from flossrun.fast.qr import frame_step, frame_step_backward
+from flossrun.fast.qr import frame_step, frame_step_backward, pad_frame, padded_rows, unpad_frame
 
 
 def _sum_batch(x: torch.Tensor) -> torch.Tensor:
@@ -103,14 +103,15 @@ def _forward(
     ``[Q_tᵀ, R_t]`` at QR steps.
     """
     R, B, D = h0.shape[0], h0.shape[1], h0.shape[2]
-    k = Qt0.shape[1] // B
+    live = Qt0.shape[1] // B  # the frame's vectors
+    k = padded_rows(live, D)  # the rows it is carried with, zero padding after the live ones
     N = D // 2
     WT = W.transpose(1, 2).contiguous()  # [R, N, 4N]
     Wb = W.view(R, 1, 4 * N, N)  # broadcast over the trajectories
     h, c = h0[..., :N].contiguous(), h0[..., N:].contiguous()
-    Qt = Qt0  # rows [q_h, q_c]
+    Qt = pad_frame(Qt0, B, k)  # rows [q_h, q_c]
     steps: list[list[torch.Tensor]] = []
-    logs = kept_logs(keep, R, B, k, h0)  # written in place: no small tensor per step
+    logs = kept_logs(keep, R, B, live, h0)  # written in place: no small tensor per step
     j = 0
     for t in range(u.shape[0]):
         a = blas.baddbmm(u[t], h, WT)  # [R, B, 4N]
@@ -145,7 +146,7 @@ def _forward(
         if trace:
             steps.append(record + qr_record)
         h, c = h_new, c_new
-    return logs, torch.cat([h, c], -1), Qt, steps
+    return logs, torch.cat([h, c], -1), unpad_frame(Qt, B, live), steps
 
 
 def _backward(
@@ -158,11 +159,12 @@ def _backward(
     T = len(steps)
     R, B, D = g_h.shape[0], g_h.shape[1], g_h.shape[2]
     N = D // 2
-    k = g_logs.shape[-1]
+    live = g_logs.shape[-1]
+    k = padded_rows(live, D)
     W5 = W.view(R, 1, 4, N, N)
     Wb = W.view(R, 1, 4 * N, N)
     gu = torch.empty([T, R, B, 4 * N], dtype=g_h.dtype, device=g_h.device)
-    gQt = g_Qt  # Q̄ᵀ [R, B·k, 2N]
+    gQt = g_Qt if g_Qt is None else pad_frame(g_Qt, B, k)  # Q̄ᵀ [R, B·k, 2N]
     gh, gc = g_h[..., :N], g_h[..., N:]
     zeros = torch.zeros([R, B, N], dtype=g_h.dtype, device=g_h.device)
     j = g_logs.shape[0]
@@ -217,7 +219,8 @@ def _backward(
     # the state's share of W̄ for all steps in one product: W̄ += Σ_t ā_t h_{t-1}ᵀ
     H = torch.stack([rec[1] for rec in steps], 1).view(R, T * B, N)
     blas.baddbmm_(gW, gu.transpose(0, 1).reshape(R, T * B, 4 * N).transpose(1, 2), H)
-    return gW, gu, torch.cat([gh, gc], -1), gQt
+    gQ0 = gQt if gQt is None else unpad_frame(gQt, B, live)
+    return gW, gu, torch.cat([gh, gc], -1), gQ0
 
 
 forward_jit = script(_forward)
