@@ -25,6 +25,7 @@ from flossrun.analyses.smoothness import minima_count
 from flossrun.contract import EXTRAPOLATION_CSV, LANDSCAPE_PT, ORBITS_PT, SMOOTHNESS_PT
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import Conditions, finish
+from flossrun.report.stats import markdown_table
 from flossrun.report.style import new_figure, no_data
 
 ORBIT_KEYS = ("task.name", "task.T", "model.N", "train.epochs", "floss.k", "analysis.n_omega")
@@ -185,19 +186,15 @@ def extrapolation_table(col: Collection) -> str:
     df = run_csvs(col, EXTRAPOLATION_CSV)
     if df.empty:
         return ""
-    lines = [
-        "| condition | n | MSE 1..T | MSE T..2T | MSE T..5T | attractors |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, g in df.groupby("condition", sort=False):
-        cells = []
-        for window in ("train", "next_1x", "next_4x"):
-            v = g[g["window"] == window]["mse"]
-            cells.append(f"{v.median():.3g} ({v.min():.3g}–{v.max():.3g})")
         nets = g.drop_duplicates(["run", "realization"])
+        mse = [g[g["window"] == w]["mse"] for w in ("train", "next_1x", "next_4x")]
+        cells = [f"{v.median():.3g} ({v.min():.3g}–{v.max():.3g})" for v in mse]
         kinds = ", ".join(f"{k} {c}" for k, c in nets["attractor"].value_counts().items())
-        lines.append(f"| {name} | {len(nets)} | " + " | ".join(cells) + f" | {kinds} |")
-    return "\n".join(lines)
+        rows.append([name, str(len(nets)), *cells, kinds])
+    header = ["condition", "n", "MSE 1..T", "MSE T..2T", "MSE T..5T", "attractors"]
+    return "\n".join(markdown_table(header, rows))
 
 
 def _landscape_sentence(st: dict[str, Any]) -> str:
@@ -357,15 +354,14 @@ def smoothness_table(runs: dict[str, dict[str, Any]]) -> str:
     window's mean λ1: no periodic point inside), those with λ1 < −0.05 (how many have both
     rates < 0.01 per step), those whose every point has λ1 < 0, and the ratio of the two growth
     rates."""
-    lines = [
-        "| run / path | windows λ1 > 0.05 | L in 0.8–1.3 × λ1 (mean [max]) | "
-        "L_g in 0.8–1.3 × 2λ1 (mean [max]) | median ratio L, L_g (mean λ1) | "
-        "windows with every point λ1 > 0.05: L, L_g in 0.8–1.3 (mean λ1) | "
-        "windows λ1 < −0.05 | both slopes < 0.01 | max slope there | "
-        "windows with every point λ1 < 0: both slopes < 0.01 | L_g rate / L rate (median, "
-        "range; windows with a point λ1 > 0.05) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = [
+        "run / path", "windows λ1 > 0.05", "L in 0.8–1.3 × λ1 (mean [max])",
+        "L_g in 0.8–1.3 × 2λ1 (mean [max])", "median ratio L, L_g (mean λ1)",
+        "windows with every point λ1 > 0.05: L, L_g in 0.8–1.3 (mean λ1)", "windows λ1 < −0.05",
+        "both slopes < 0.01", "max slope there", "windows with every point λ1 < 0: both slopes "
+        "< 0.01", "L_g rate / L rate (median, range; windows with a point λ1 > 0.05)",
+    ]  # fmt: skip
+    rows = []
     for name, d in runs.items():
         rates = rate_frame(d)
         for path, g in rates.groupby("path", sort=False):
@@ -385,14 +381,13 @@ def smoothness_table(runs: dict[str, dict[str, Any]]) -> str:
             any_ch = g[g["lambda_1_max"] > CHAOTIC_MIN]
             q = (any_ch["rate_L_g"] / any_ch["rate_L"]).quantile([0, 0.5, 1])
             two = f"{q[0.5]:.2f} ({q[0]:.2f}–{q[1]:.2f})" if len(any_ch) else "–"
-            lines.append(
-                f"| {name} / {path} | {len(ch)} | {within('ratio_L')} [{within('ratio_L_max')}]"
-                f" | {within('ratio_L_g')} [{within('ratio_L_g_max')}] | {med} | "
-                f"{within('ratio_L', full)}, {within('ratio_L_g', full)} of {len(full)} | "
-                f"{len(co)} | "
-                f"{bounded} | {worst:+.4f} | {neg_ok} of {len(neg)} | {two} |"
-            )
-    return "\n".join(lines)
+            rows.append([
+                f"{name} / {path}", str(len(ch)), f"{within('ratio_L')} [{within('ratio_L_max')}]",
+                f"{within('ratio_L_g')} [{within('ratio_L_g_max')}]", med,
+                f"{within('ratio_L', full)}, {within('ratio_L_g', full)} of {len(full)}",
+                str(len(co)), str(bounded), f"{worst:+.4f}", f"{neg_ok} of {len(neg)}", two,
+            ])  # fmt: skip
+    return "\n".join(markdown_table(header, rows))
 
 
 def smoothness_summary(col: Collection) -> str:

@@ -37,6 +37,7 @@ from flossrun.report.stats import (
     format_p,
     format_rate,
     mannwhitney_p,
+    markdown_table,
     quartiles,
     success_counts,
     wilcoxon_p,
@@ -96,13 +97,9 @@ def _markdown(
 ) -> list[str]:
     """Markdown lines of a comparison ``table``: the claim, the preset when the table has a
     ``preset`` column (several presets' tables concatenated), then ``header``/``cells(row)``."""
-    preset = "preset" in table.columns
-    head = ["claim", *(["preset"] if preset else []), *header]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in table.itertuples(index=False):
-        row = [str(r.claim), *([str(r.preset)] if preset else []), *cells(r)]
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
+    first = ["claim", "preset"] if "preset" in table.columns else ["claim"]
+    rows = ([str(getattr(r, c)) for c in first] + cells(r) for r in table.itertuples(index=False))
+    return markdown_table([*first, *header], rows)
 
 
 def comparison_markdown(table: pd.DataFrame) -> list[str]:

@@ -19,7 +19,7 @@ from flossrun.contract import REGIONS_CSV
 from flossrun.report.attractors import BOUNDED, REGIME_COLOURS, run_csvs
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import Conditions, finish
-from flossrun.report.stats import format_rate, quartiles
+from flossrun.report.stats import format_rate, markdown_table, quartiles
 from flossrun.report.style import new_figure, no_data
 
 PANELS = (
@@ -89,6 +89,12 @@ def regions(exp: Collection) -> Figure | None:
     return finish(fig, cond, what)
 
 
+TABLE_CELLS = (
+    ("lambda_1", "+.3f"), ("error_signal_norm", ".3g"), ("log10_condition", ".2f"),
+    ("rate_L", "+.4f"), ("rate_L_g", "+.4f"),
+)  # fmt: skip
+
+
 def _cell(values: pd.Series, fmt: str) -> str:
     q = quartiles(values.dropna())
     return f"{q[1]:{fmt}} ({q[0]:{fmt}}…{q[2]:{fmt}})" if np.isfinite(q[1]) else "–"
@@ -97,23 +103,17 @@ def _cell(values: pd.Series, fmt: str) -> str:
 def regions_table(df: pd.DataFrame) -> str:
     """Per stage and measured region: n, λ1, memory, smoothness and success after training
     (medians, 25–75 %; success with its Wilson 95 % interval)."""
-    lines = [
-        "| stage | region (measured λ1) | n | λ1 | error signal, longest lag | log10 condition | "
-        "rate ln L /step | rate ln L_g /step | success (95 % CI) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = [
+        "stage", "region (measured λ1)", "n", "λ1", "error signal, longest lag", "log10 condition",
+        "rate ln L /step", "rate ln L_g /step", "success (95 % CI)",
+    ]  # fmt: skip
+    rows = []
     for stage, regime in [(s, r) for s in STAGES for r in CLASSES]:
         g = df[(df["stage"] == stage) & (df["regime"] == regime)]
-        if g.empty:
-            lines.append(f"| {stage} | {regime} | 0 | – | – | – | – | – | – |")
-            continue
-        lines.append(
-            f"| {stage} | {regime} | {len(g)} | {_cell(g['lambda_1'], '+.3f')} | "
-            f"{_cell(g['error_signal_norm'], '.3g')} | {_cell(g['log10_condition'], '.2f')} | "
-            f"{_cell(g['rate_L'], '+.4f')} | {_cell(g['rate_L_g'], '+.4f')} | "
-            f"{format_rate(int(g['success'].sum()), len(g))} |"
-        )
-    return "\n".join(lines)
+        cells = [_cell(g[key], fmt) for key, fmt in TABLE_CELLS]
+        rate = format_rate(int(g["success"].sum()), len(g)) if len(g) else "–"
+        rows.append([stage, regime, str(len(g)), *cells, rate])
+    return "\n".join(markdown_table(header, rows))
 
 
 def verdict(df: pd.DataFrame) -> str:

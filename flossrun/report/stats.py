@@ -1,6 +1,7 @@
 """The report's statistics, in one place: success counts with Wilson intervals, Fisher's exact
 test between two conditions, rank tests of medians (Wilcoxon signed-rank for paired values,
-Mann–Whitney U for two samples) and medians with their 25–75 % range (docs/design.md §5, §8).
+Mann–Whitney U for two samples), medians with their 25–75 % range (docs/design.md §5, §8), and
+their formatting, markdown tables included.
 
 A realization *counts* when its run finished and it is not a duplicate of a network already
 counted (``counted`` column, see :mod:`flossrun.report.collect`); every rate, interval, test and
@@ -10,7 +11,7 @@ median here is over counted realizations only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -111,3 +112,9 @@ def format_p(p: float) -> str:
     if math.isnan(p):
         return "–"
     return "<0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table: ``header``, the separator, one line per row of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
