@@ -1,9 +1,7 @@
 """Figures and numbers of the attractor and smoothness analyses (docs/design.md §11): the
-``orbit_diagram`` and ``loss_landscape`` presets.
-
-They read the analysis files of each finished run (``orbits.pt``, ``landscape.pt``; shapes in
-:mod:`flossrun.analyses.orbit` and :mod:`flossrun.jobs`) next to the tidy frames of the
-collection. Conditions and colours come from :class:`Conditions` as for every figure.
+``orbit_diagram``, ``loss_landscape`` and ``smoothness`` presets, read from each finished run's
+analysis files (``orbits.pt``, ``landscape.pt``, ``smoothness.pt``; shapes in
+:mod:`flossrun.analyses`).
 """
 
 from __future__ import annotations
@@ -32,8 +30,8 @@ ORBIT_KEYS = ("task.name", "task.T", "model.N", "train.epochs", "floss.k", "anal
 
 
 def runs_with(exp: Collection, name: str) -> tuple[Conditions, list[tuple[str, str, Any]]]:
-    """The conditions of ``exp`` and ``(condition, run, file)`` for every finished run holding a
-    readable analysis file ``name`` (``orbits.pt``, ...), in condition order (the runs')."""
+    """The conditions of ``exp`` and ``(condition, run, data)`` of every run with a readable
+    analysis file ``name``, in the runs' order."""
     cond, found = Conditions.of(exp), []
     for run in exp.runs["run"]:
         try:
@@ -52,8 +50,8 @@ def distinct(cond: Conditions, run: str, data: dict[str, Any]) -> np.ndarray:
 
 
 def orbit_diagram(exp: Collection) -> Figure | None:
-    """Per run (one column): output vs epoch at the middle ω (1-D orbit diagram);
-    (x_t, x_{t+1} − x_t) coloured by epoch (2-D); distinct values and λ1 vs epoch."""
+    """Per run (one column): output vs epoch at the middle ω, (x_t, x_{t+1} − x_t) coloured
+    by epoch, distinct values and λ1 vs epoch."""
     cond, runs = runs_with(exp, ORBITS_PT)
     if not runs:
         return None
@@ -94,8 +92,7 @@ PATH_TITLES = {
 
 
 def loss_landscape(exp: Collection) -> Figure | None:
-    """One column per path (chaotic LSTM; trained from init; trained along a random direction):
-    steady-state output, loss and λ1 vs s, every network of every condition overlaid; a last
+    """One column per path: steady-state output, loss and λ1 vs s of every network; a last
     row of 2-D grids, one per condition (its first network)."""
     cond, runs = runs_with(exp, LANDSCAPE_PT)
     if not runs:
@@ -145,8 +142,8 @@ def loss_landscape(exp: Collection) -> Figure | None:
 
 # --- numbers for index.md ----------------------------------------------------------------------
 def orbit_summary(col: Collection) -> str:
-    """Per condition: distinct output values per ω after the burn-in (median over ω and
-    initial states, realization 0) at a few epochs, and median λ1 at the last snapshot."""
+    """Per condition: distinct outputs (median over ω and inits, realization 0) at a few
+    epochs and the final median λ1, then :func:`extrapolation_table`."""
     parts = []
     cond, runs = runs_with(col, ORBITS_PT)
     for name, run, d in runs:
@@ -169,8 +166,7 @@ def orbit_summary(col: Collection) -> str:
 
 
 def run_csvs(exp: Collection, name: str) -> pd.DataFrame:
-    """The CSV file ``name`` (``extrapolation.csv``, ``regions.csv``) of every finished run
-    holding one, with its ``run`` and ``condition``; empty without any."""
+    """The CSV file ``name`` of every run holding one, with ``run`` and ``condition``."""
     cond = Conditions.of(exp)
     frames = [
         pd.read_csv(Path(run) / name).assign(run=run, condition=cond.by_run.get(run))
@@ -181,8 +177,8 @@ def run_csvs(exp: Collection, name: str) -> pd.DataFrame:
 
 
 def extrapolation_table(col: Collection) -> str:
-    """Markdown: per condition, test MSE on the training horizon and on the next 1× and 4×
-    (median and min–max over the networks, n) and the networks' attractor kinds."""
+    """Markdown: per condition, test MSE on the training horizon and the next 1× and 4× (median,
+    min–max over the networks) and the networks' attractor kinds."""
     df = run_csvs(col, EXTRAPOLATION_CSV)
     if df.empty:
         return ""
@@ -235,8 +231,7 @@ def _landscape_spread(stats: list[dict[str, Any]]) -> str:
 
 
 def landscape_summary(col: Collection) -> str:
-    """Per condition and path: where λ1 crosses 0 and the loss variation per unit s on each
-    side; one network's numbers, or medians [min, max] over a condition's networks."""
+    """Per condition and path: where λ1 crosses 0 and the loss variation on each side."""
     paths: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for name, _, d in runs_with(col, LANDSCAPE_PT)[1]:
         for path, st in d["stats"].items():
@@ -265,10 +260,9 @@ def rate_frame(data: dict[str, Any]) -> pd.DataFrame:
 
 
 def smoothness_panels(runs: dict[str, dict[str, Any]]) -> Figure | None:
-    """Per run and path (one row each): ln L and ln L_g vs T for the most chaotic and the most
-    contracting window with their fitted slopes and reference slopes λ1, 2 λ1 (dotted);
-    growth rate vs the window's λ1 (mean, bar: min–max) with the lines rate = λ1, 2 λ1 and the
-    0.8–1.3 band; λ1 along the path; local minima per unit s vs T."""
+    """Per run and path (one row each): ln L, ln L_g vs T in the most chaotic and contracting
+    window with fitted and λ1, 2 λ1 slopes; growth rates vs window λ1; λ1 along the path;
+    local minima per unit s vs T."""
     rows = [(name, path, d) for name, d in runs.items() for path in d["paths"]]
     if not rows:
         return None
@@ -348,12 +342,9 @@ def smoothness(exp: Collection) -> Figure | None:
 
 
 def smoothness_table(runs: dict[str, dict[str, Any]]) -> str:
-    """The claim's table (markdown): per path, the windows with long-window λ1 > 0.05 (how
-    many have rate L / λ1 and rate L_g / 2λ1 in [0.8, 1.3], with the window's mean λ1 and, in
-    brackets, with its max), those whose every point has λ1 > 0.05 (the same test against the
-    window's mean λ1: no periodic point inside), those with λ1 < −0.05 (how many have both
-    rates < 0.01 per step), those whose every point has λ1 < 0, and the ratio of the two growth
-    rates."""
+    """The claim's table (markdown): per path, the chaotic windows whose growth rates are
+    0.8–1.3 × λ1 and 2 λ1, the contracting ones whose rates stay below 0.01 per step, and the
+    ratio of the two rates (the header says which windows each column counts)."""
     header = [
         "run / path", "windows λ1 > 0.05", "L in 0.8–1.3 × λ1 (mean [max])",
         "L_g in 0.8–1.3 × 2λ1 (mean [max])", "median ratio L, L_g (mean λ1)",

@@ -43,11 +43,9 @@ def _varies(config: pd.DataFrame, key: str, within: Sequence[str]) -> bool:
 
 
 def condition_keys(config: pd.DataFrame, declared: Sequence[str] = ()) -> list[str]:
-    """The keys that label the conditions of one experiment (one row per run in ``config``).
-
-    ``declared`` keys that vary come first, in their order; then any identity key that still
-    varies within the groups they form (``*.name`` keys first, then column order).
-    """
+    """The keys that label one experiment's conditions (``config``: one row per run): the
+    ``declared`` keys that vary, then any identity key that still varies within their groups
+    (``*.name`` keys first)."""
     identity = identity_columns(config.columns)
     keys = [k for k in dict.fromkeys(declared) if k in identity and _varies(config, k, ())]
     rest = [k for k in identity if k not in keys]
@@ -102,10 +100,8 @@ def setting_label(keys: Sequence[str], values: Sequence[Any]) -> str:
 
 
 def label_conditions(config: pd.DataFrame, keys: Sequence[str], default: str = "all"):
-    """Label per row (``floss=pre, delay=40``) and the labels in sorted condition order.
-
-    Returns ``(labels: Series aligned with config, order: list[str])``.
-    """
+    """``(labels, order)``: a label per row (``floss=pre, delay=40``, a Series aligned with
+    ``config``) and the labels in sorted condition order."""
     values = [tuple(row) for row in config[list(keys)].itertuples(index=False)]
     text = {v: setting_label(keys, v) for v in values}
     if not keys:
@@ -125,15 +121,9 @@ def trained(results: pd.DataFrame) -> pd.Series:
 
 
 def condition_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment and condition, in the order of ``results`` (:func:`collect`'s: experiments,
-    then conditions in sorted order): runs, counted realizations ``n``, successes with their 95 %
-    Wilson interval, medians with 25–75 % ranges, code versions and duplicates dropped.
-
-    Statistics pool the counted realizations (finished, each network once) of every run in the
-    condition; failed, unfinished and corrupt runs are counted in ``problem_runs``, not in ``n``.
-    ``epochs_to_success`` quartiles are over the successful realizations (``successes`` of them).
-    ``trained`` is false for a condition whose jobs trained nothing (:func:`trained`).
-    """
+    """Per experiment and condition, in the order of ``results``: runs, ``problem_runs``,
+    counted realizations ``n``, successes with their 95 % Wilson interval, medians with 25–75 %
+    ranges (``epochs_to_success`` over the successful ones), code versions, ``trained``."""
     rates = success_counts(results, ["experiment", "condition"]).set_index(
         ["experiment", "condition"]
     )
@@ -179,11 +169,8 @@ FLOSS_SETTING_KEYS = (
 
 @dataclass
 class Conditions:
-    """The colour conditions of one experiment's figure: labels per run, order, colours, n.
-
-    Keys are the preset's ``report.condition`` or, without it, the experiment's condition keys,
-    less the figure's axes and panels (``fixed``: the x key never also becomes a colour).
-    """
+    """The colour conditions of one experiment's figure: the preset's ``report.condition`` (else
+    its condition keys) less the figure's axes and panels ``fixed``; labels, colours, n."""
 
     keys: list[str]
     config: pd.DataFrame  # flattened config indexed by run

@@ -45,12 +45,8 @@ def finite(values: Sequence[float] | pd.Series) -> np.ndarray:
 
 
 def wilcoxon_p(before: Sequence[float], after: Sequence[float]) -> float:
-    """Two-sided p-value of the Wilcoxon signed-rank test of paired ``after − before``.
-
-    Pairs with a non-finite value are dropped; nan with no pair or when every difference is 0.
-    scipy's exact distribution is used for small n without ties (e.g. 10 pairs all in one
-    direction: p = 2/2¹⁰).
-    """
+    """Two-sided p-value of the Wilcoxon signed-rank test of paired ``after − before`` (pairs
+    with a non-finite value dropped; nan with none or all differences 0; exact for small n)."""
     a = pd.to_numeric(pd.Series(list(before)), errors="coerce").to_numpy(float)
     b = pd.to_numeric(pd.Series(list(after)), errors="coerce").to_numpy(float)
     keep = np.isfinite(a) & np.isfinite(b)
@@ -75,10 +71,8 @@ def counted(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def success_counts(results: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Per combination of ``by`` (sorted): ``n``, ``successes``, ``rate``, ``ci_low``, ``ci_high``.
-
-    The one place successes are counted: figures, ``conditions.csv`` and ``index.md`` use it.
-    """
+    """Per combination of ``by`` (sorted): ``n``, ``successes``, ``rate``, ``ci_low``, ``ci_high``
+    (the one place successes are counted)."""
     done = counted(results)
     columns = [*by, "n", "successes", "rate", "ci_low", "ci_high"]
     if done.empty:
