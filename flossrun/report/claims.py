@@ -95,19 +95,10 @@ def comparison_markdown(table: pd.DataFrame) -> list[str]:
     """``table`` of :func:`comparisons` as markdown lines (successes/n with 95 % Wilson CI)."""
     header = ["setting", "A", "successes/n (95 % CI)", "B", "successes/n (95 % CI)"]
     header += ["Δ rate (B − A)", "p (Fisher, two-sided)"]
-    return _markdown(
-        table,
-        header,
-        lambda r: [
-            r.setting or "–",
-            r.a,
-            format_rate(r.successes_a, r.n_a),
-            r.b,
-            format_rate(r.successes_b, r.n_b),
-            f"{r.rate_difference:+.2f}",
-            format_p(r.p_value),
-        ],
-    )
+    return _markdown(table, header, lambda r: [
+        r.setting or "–", r.a, format_rate(r.successes_a, r.n_a), r.b,
+        format_rate(r.successes_b, r.n_b), f"{r.rate_difference:+.2f}", format_p(r.p_value),
+    ])  # fmt: skip
 
 
 RANK_COLUMNS = [
@@ -218,19 +209,11 @@ def rank_comparisons(col: Collection, preset: str) -> pd.DataFrame:
 def rank_markdown(table: pd.DataFrame) -> list[str]:
     """``table`` of :func:`rank_comparisons` as markdown lines (median (n) per side, test, p)."""
     header = ["setting", "A", "median A (n)", "B", "median B (n)", "test", "p (two-sided)"]
-    return _markdown(
-        table,
-        header,
-        lambda r: [
-            f"{r.setting}: " + r.quantity.replace("|", "\\|"),  # a literal | in a markdown cell
-            r.a,
-            f"{r.median_a:.3g} ({r.n_a})",
-            r.b,
-            f"{r.median_b:.3g} ({r.n_b})",
-            r.test,
-            format_p(r.p_value),
-        ],
-    )
+    return _markdown(table, header, lambda r: [
+        f"{r.setting}: " + r.quantity.replace("|", "\\|"),  # a literal | in a markdown cell
+        r.a, f"{r.median_a:.3g} ({r.n_a})", r.b, f"{r.median_b:.3g} ({r.n_b})", r.test,
+        format_p(r.p_value),
+    ])  # fmt: skip
 
 
 def _spread(values: pd.Series, fmt: str = "+.3f") -> str:

@@ -128,15 +128,11 @@ def read_table(
             bad |= values.isna().to_numpy()
             if not pd.api.types.is_string_dtype(values):
                 df[col] = values.astype(str)
-        elif kind is not bool and not pd.api.types.is_integer_dtype(values):
-            numeric = pd.api.types.is_numeric_dtype(values)
-            num = values if numeric else pd.to_numeric(values, errors="coerce")
-            x = num.to_numpy(dtype=float, na_value=np.nan)
-            if not numeric:  # text where a number belongs
-                bad |= np.isnan(x) & values.notna().to_numpy()
-                df[col] = num
+        elif kind is not bool:
+            df[col] = num = pd.to_numeric(values, errors="coerce")
+            bad |= (num.isna() & values.notna()).to_numpy()  # text where a number belongs
             if kind is int:
-                bad |= np.isnan(x) | (x % 1 != 0)
+                bad |= (num.isna() | (num % 1 != 0)).to_numpy()
     if bad.any():
         if not partial_ok:
             line = int(bad.argmax()) + 2
