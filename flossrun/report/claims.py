@@ -259,11 +259,8 @@ def _spectrum_k(col: Collection) -> str:
         rest = f", λ{k + 1} {lam[k + 1]:+.2f}" if (after["index"] == k + 1).any() else ""
         lam1 = _spread(after[after["index"] == 1]["value"], "+.2f")
         parts.append(f"k={k}: λ1 {before.median():+.2f} → {lam1}, λ{k} {lam[k]:+.2f}{rest}")
-    return (
-        "Median exponents before → after flossing (λ1 with its 25–75 % range and n): "
-        + "; ".join(parts)
-        + " (nats/step)."
-    )
+    head = "Median exponents before → after flossing (λ1 with its 25–75 % range and n)"
+    return f"{head}: {'; '.join(parts)} (nats/step)."
 
 
 def _jacobian(col: Collection) -> str:
@@ -296,15 +293,10 @@ def _success_sentence(col: Collection, preset: str) -> str:
     """Successes/n (95 % CI) of every condition of the preset, in condition order."""
     keys = [k for k in col.cell_keys.get(preset, []) if k in col.results.columns]
     if not keys:
-        table = success_counts(col.results.assign(_all=preset), ["_all"])
-        return (
-            f"Successes / realizations: {format_rate(table['successes'].sum(), table['n'].sum())}."
-        )
-    return (
-        "Successes / realizations (95 % CI) — "
-        + "; ".join(_rate_cells(col.results, keys, ": "))
-        + "."
-    )
+        done = counted(col.results)
+        return f"Successes / realizations: {format_rate(int(done['success'].sum()), len(done))}."
+    cells = "; ".join(_rate_cells(col.results, keys, ": "))
+    return f"Successes / realizations (95 % CI) — {cells}."
 
 
 def _k_rates(results: pd.DataFrame) -> str:

@@ -402,21 +402,11 @@ def generic(exp: Collection) -> Figure | None:
 FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
     f.__name__: f
     for f in (
-        lyapunov_control,
-        spectrum_k,
-        jacobian,
-        preflossing,
-        during_training,
-        k_sweep,
-        temporal_complexity,
-        architectures,
-        orbit_diagram,
-        loss_landscape,
-        smoothness,
-        regions,
+        lyapunov_control, spectrum_k, jacobian, preflossing, during_training, k_sweep,
+        temporal_complexity, architectures, orbit_diagram, loss_landscape, smoothness, regions,
         generic,
     )
-}
+}  # fmt: skip
 
 
 def render_figures(collection: Collection, directory: Path) -> tuple[list[Path], list[str]]:

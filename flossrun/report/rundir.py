@@ -246,10 +246,8 @@ def load_run(path: Path) -> RunFolder:
     try:
         _read_config(run)
     except Exception as e:
-        run.status, run.reason = (
-            "corrupt",
-            _one_line(e if isinstance(e, CorruptFile) else f"config: {e}"),
-        )
+        reason = e if isinstance(e, CorruptFile) else f"config: {e}"
+        run.status, run.reason = "corrupt", _one_line(reason)
         return run
     if (path / SUMMARY_FILE).is_file():
         run.status = "finished"
