@@ -193,41 +193,33 @@ def extrapolation_table(col: Collection) -> str:
     return "\n".join(markdown_table(header, rows))
 
 
-def _landscape_sentence(st: dict[str, Any]) -> str:
-    """One run's numbers along one path."""
-    bands = (
-        f" (contracting / neutral / chaotic {100 * st['frac_contracting']:.0f} / "
-        f"{100 * st['frac_neutral']:.0f} / {100 * st['frac_chaotic_band']:.0f} %)"
-        if "frac_neutral" in st
-        else ""
-    )
-    res = f" at {st['points_per_s']:.0f} points per unit s" if "points_per_s" in st else ""
-    return (
-        f"λ1 {st['lambda_1_at_1']:+.3f} at s = 1, crosses 0 at s = {st['crossing']:.3f}, "
-        f"{100 * st['frac_chaotic']:.0f} % of points λ1 ≥ 0{bands}; loss variation per "
-        f"unit s{res} {st['tv_stable']:.3g} (λ1 < 0) vs {st['tv_chaotic']:.3g} (λ1 ≥ 0)"
-    )
-
-
 def _spread(values: list[float], fmt: str) -> str:
     """Median [min, max] of one number over the networks of a condition."""
     v = np.asarray(values, dtype=float)
     return f"{np.nanmedian(v):{fmt}} [{np.nanmin(v):{fmt}}, {np.nanmax(v):{fmt}}]"
 
 
-def _landscape_spread(stats: list[dict[str, Any]]) -> str:
-    """The numbers of several networks along the same path: medians [min, max]."""
+def _landscape_text(stats: list[dict[str, Any]]) -> str:
+    """The numbers along one path: one network's, or medians [min, max] over several."""
+    st, one = stats[0], len(stats) == 1
 
-    def spread(key: str, fmt: str, scale: float = 1.0) -> str:
-        return _spread([scale * st[key] for st in stats], fmt)
+    def num(key: str, fmt: str, scale: float = 1.0) -> str:
+        return f"{scale * st[key]:{fmt}}" if one else _spread([scale * s[key] for s in stats], fmt)
 
-    return (
-        f"n = {len(stats)} networks, medians [min, max]: λ1 {spread('lambda_1_at_1', '+.3f')}"
-        f" at s = 1, crosses 0 at s = {spread('crossing', '.3f')}, "
-        f"{spread('frac_chaotic', '.0f', 100)} % of points λ1 ≥ 0; loss "
-        f"variation per unit s {spread('tv_stable', '.3g')} (λ1 < 0) vs "
-        f"{spread('tv_chaotic', '.3g')} (λ1 ≥ 0)"
+    bands = res = ""
+    if one and "frac_neutral" in st:
+        bands = (
+            f" (contracting / neutral / chaotic {num('frac_contracting', '.0f', 100)} / "
+            f"{num('frac_neutral', '.0f', 100)} / {num('frac_chaotic_band', '.0f', 100)} %)"
+        )
+    if one and "points_per_s" in st:
+        res = f" at {st['points_per_s']:.0f} points per unit s"
+    text = (
+        f"λ1 {num('lambda_1_at_1', '+.3f')} at s = 1, crosses 0 at s = {num('crossing', '.3f')}, "
+        f"{num('frac_chaotic', '.0f', 100)} % of points λ1 ≥ 0{bands}; loss variation per unit "
+        f"s{res} {num('tv_stable', '.3g')} (λ1 < 0) vs {num('tv_chaotic', '.3g')} (λ1 ≥ 0)"
     )
+    return text if one else f"n = {len(stats)} networks, medians [min, max]: {text}"
 
 
 def landscape_summary(col: Collection) -> str:
@@ -238,12 +230,10 @@ def landscape_summary(col: Collection) -> str:
             paths.setdefault((name, path), []).append(st)
     parts = []
     for (name, path), sts in paths.items():
-        if len(sts) == 1:
-            text = _landscape_sentence(sts[0])
-        elif all(st == sts[0] for st in sts):  # a fixed network (chaotic_lstm) run once per seed
-            text = f"{_landscape_sentence(sts[0])} (one fixed network; the same in {len(sts)} runs)"
+        if len(sts) > 1 and all(st == sts[0] for st in sts):  # a fixed network, once per seed
+            text = f"{_landscape_text(sts[:1])} (one fixed network; the same in {len(sts)} runs)"
         else:
-            text = _landscape_spread(sts)
+            text = _landscape_text(sts)
         parts.append(f"{name} / {path}: {text}")
     return " | ".join(parts) + "." if parts else "No landscape files."
 
