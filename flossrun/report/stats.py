@@ -1,11 +1,7 @@
-"""The report's statistics, in one place: success counts with Wilson intervals, Fisher's exact
-test between two conditions, rank tests of medians (Wilcoxon signed-rank for paired values,
-Mann–Whitney U for two samples), medians with their 25–75 % range (docs/design.md §5, §8), and
-their formatting, markdown tables included.
-
-A realization *counts* when its run finished and it is not a duplicate of a network already
-counted (``counted`` column, see :mod:`flossrun.report.collect`); every rate, interval, test and
-median here is over counted realizations only.
+"""The report's statistics and their formatting, in one place (docs/design.md §5, §8): success
+counts with Wilson intervals, Fisher's exact test, rank tests (Wilcoxon signed-rank, Mann–Whitney
+U), medians with their 25–75 % range, markdown tables. Every one is over *counted* realizations
+only: finished, and not a duplicate of a network already counted (:func:`counted`).
 """
 
 from __future__ import annotations
