@@ -120,17 +120,24 @@ def trained(results: pd.DataFrame) -> pd.Series:
     return (epochs.fillna(1) > 0) & ~built_in
 
 
+NO_RATE = {
+    "successes": 0,
+    "rate": math.nan,
+    "ci_low": math.nan,
+    "ci_high": math.nan,
+}  # none counted
+
+
 def condition_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per experiment and condition, in the order of ``results``: runs, ``problem_runs``,
     counted realizations ``n``, successes with their 95 % Wilson interval, medians with 25–75 %
     ranges (``epochs_to_success`` over the successful ones), code versions, ``trained``."""
-    rates = success_counts(results, ["experiment", "condition"]).set_index(
-        ["experiment", "condition"]
-    )
+    by = ["experiment", "condition"]
+    rates = success_counts(results, by).set_index(by)
     rows = []
-    for (exp, cond), g in results.groupby(["experiment", "condition"], sort=False):
+    for (exp, cond), g in results.groupby(by, sort=False):
         done, used = g[g["status"] == "finished"], counted(g)
-        rate = rates.loc[(exp, cond)] if (exp, cond) in rates.index else None
+        rate = rates.loc[(exp, cond)] if (exp, cond) in rates.index else NO_RATE
         row = {
             "experiment": exp,
             "condition": cond,
@@ -139,19 +146,14 @@ def condition_table(results: pd.DataFrame) -> pd.DataFrame:
             "problem_runs": g.loc[g["status"] != "finished", "run"].nunique(),
             "n": len(used),
             "duplicates": len(done) - len(used),
-            "successes": 0 if rate is None else int(rate["successes"]),
-            "success_rate": math.nan if rate is None else rate["rate"],
-            "success_ci_low": math.nan if rate is None else rate["ci_low"],
-            "success_ci_high": math.nan if rate is None else rate["ci_high"],
+            "successes": int(rate["successes"]),
+            "success_rate": rate["rate"],
+            "success_ci_low": rate["ci_low"],
+            "success_ci_high": rate["ci_high"],
         }
         ok = used[used["success"].fillna(False).astype(bool)]
-        for col, rows_of in (
-            ("test_accuracy", used),
-            ("test_loss", used),
-            ("lambda_1", used),
-            ("epochs_to_success", ok),
-        ):
-            q25, q50, q75 = quartiles(rows_of[col])
+        for col in ("test_accuracy", "test_loss", "lambda_1", "epochs_to_success"):
+            q25, q50, q75 = quartiles((ok if col == "epochs_to_success" else used)[col])
             row |= {f"{col}_median": q50, f"{col}_q25": q25, f"{col}_q75": q75}
         row["code_versions"] = "; ".join(sorted(used["code"].dropna().unique()))
         rows.append(row)
