@@ -1,9 +1,7 @@
 """Figures and numbers of the attractor and smoothness analyses (docs/design.md §11): the
-``orbit_diagram`` and ``loss_landscape`` presets.
-
-They read the analysis files of each finished run (``orbits.pt``, ``landscape.pt``; shapes in
-:mod:`flossrun.analyses.orbit` and :mod:`flossrun.jobs`) next to the tidy frames of the
-collection. Conditions and colours come from :class:`Conditions` as for every figure.
+``orbit_diagram``, ``loss_landscape`` and ``smoothness`` presets, read from each finished run's
+analysis files (``orbits.pt``, ``landscape.pt``, ``smoothness.pt``; shapes in
+:mod:`flossrun.analyses`).
 """
 
 from __future__ import annotations
@@ -25,14 +23,15 @@ from flossrun.analyses.smoothness import minima_count
 from flossrun.contract import EXTRAPOLATION_CSV, LANDSCAPE_PT, ORBITS_PT, SMOOTHNESS_PT
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import Conditions, finish
+from flossrun.report.stats import markdown_table
 from flossrun.report.style import new_figure, no_data
 
 ORBIT_KEYS = ("task.name", "task.T", "model.N", "train.epochs", "floss.k", "analysis.n_omega")
 
 
 def runs_with(exp: Collection, name: str) -> tuple[Conditions, list[tuple[str, str, Any]]]:
-    """The conditions of ``exp`` and ``(condition, run, file)`` for every finished run holding a
-    readable analysis file ``name`` (``orbits.pt``, ...), in condition order (the runs')."""
+    """The conditions of ``exp`` and ``(condition, run, data)`` of every run with a readable
+    analysis file ``name``, in the runs' order."""
     cond, found = Conditions.of(exp), []
     for run in exp.runs["run"]:
         try:
@@ -51,8 +50,8 @@ def distinct(cond: Conditions, run: str, data: dict[str, Any]) -> np.ndarray:
 
 
 def orbit_diagram(exp: Collection) -> Figure | None:
-    """Per run (one column): output vs epoch at the middle ω (1-D orbit diagram);
-    (x_t, x_{t+1} − x_t) coloured by epoch (2-D); distinct values and λ1 vs epoch."""
+    """Per run (one column): output vs epoch at the middle ω, (x_t, x_{t+1} − x_t) coloured
+    by epoch, distinct values and λ1 vs epoch."""
     cond, runs = runs_with(exp, ORBITS_PT)
     if not runs:
         return None
@@ -93,8 +92,7 @@ PATH_TITLES = {
 
 
 def loss_landscape(exp: Collection) -> Figure | None:
-    """One column per path (chaotic LSTM; trained from init; trained along a random direction):
-    steady-state output, loss and λ1 vs s, every network of every condition overlaid; a last
+    """One column per path: steady-state output, loss and λ1 vs s of every network; a last
     row of 2-D grids, one per condition (its first network)."""
     cond, runs = runs_with(exp, LANDSCAPE_PT)
     if not runs:
@@ -144,8 +142,8 @@ def loss_landscape(exp: Collection) -> Figure | None:
 
 # --- numbers for index.md ----------------------------------------------------------------------
 def orbit_summary(col: Collection) -> str:
-    """Per condition: distinct output values per ω after the burn-in (median over ω and
-    initial states, realization 0) at a few epochs, and median λ1 at the last snapshot."""
+    """Per condition: distinct outputs (median over ω and inits, realization 0) at a few
+    epochs and the final median λ1, then :func:`extrapolation_table`."""
     parts = []
     cond, runs = runs_with(col, ORBITS_PT)
     for name, run, d in runs:
@@ -168,8 +166,7 @@ def orbit_summary(col: Collection) -> str:
 
 
 def run_csvs(exp: Collection, name: str) -> pd.DataFrame:
-    """The CSV file ``name`` (``extrapolation.csv``, ``regions.csv``) of every finished run
-    holding one, with its ``run`` and ``condition``; empty without any."""
+    """The CSV file ``name`` of every run holding one, with ``run`` and ``condition``."""
     cond = Conditions.of(exp)
     frames = [
         pd.read_csv(Path(run) / name).assign(run=run, condition=cond.by_run.get(run))
@@ -180,40 +177,20 @@ def run_csvs(exp: Collection, name: str) -> pd.DataFrame:
 
 
 def extrapolation_table(col: Collection) -> str:
-    """Markdown: per condition, test MSE on the training horizon and on the next 1× and 4×
-    (median and min–max over the networks, n) and the networks' attractor kinds."""
+    """Markdown: per condition, test MSE on the training horizon and the next 1× and 4× (median,
+    min–max over the networks) and the networks' attractor kinds."""
     df = run_csvs(col, EXTRAPOLATION_CSV)
     if df.empty:
         return ""
-    lines = [
-        "| condition | n | MSE 1..T | MSE T..2T | MSE T..5T | attractors |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, g in df.groupby("condition", sort=False):
-        cells = []
-        for window in ("train", "next_1x", "next_4x"):
-            v = g[g["window"] == window]["mse"]
-            cells.append(f"{v.median():.3g} ({v.min():.3g}–{v.max():.3g})")
         nets = g.drop_duplicates(["run", "realization"])
+        mse = [g[g["window"] == w]["mse"] for w in ("train", "next_1x", "next_4x")]
+        cells = [f"{v.median():.3g} ({v.min():.3g}–{v.max():.3g})" for v in mse]
         kinds = ", ".join(f"{k} {c}" for k, c in nets["attractor"].value_counts().items())
-        lines.append(f"| {name} | {len(nets)} | " + " | ".join(cells) + f" | {kinds} |")
-    return "\n".join(lines)
-
-
-def _landscape_sentence(st: dict[str, Any]) -> str:
-    """One run's numbers along one path."""
-    bands = (
-        f" (contracting / neutral / chaotic {100 * st['frac_contracting']:.0f} / "
-        f"{100 * st['frac_neutral']:.0f} / {100 * st['frac_chaotic_band']:.0f} %)"
-        if "frac_neutral" in st
-        else ""
-    )
-    res = f" at {st['points_per_s']:.0f} points per unit s" if "points_per_s" in st else ""
-    return (
-        f"λ1 {st['lambda_1_at_1']:+.3f} at s = 1, crosses 0 at s = {st['crossing']:.3f}, "
-        f"{100 * st['frac_chaotic']:.0f} % of points λ1 ≥ 0{bands}; loss variation per "
-        f"unit s{res} {st['tv_stable']:.3g} (λ1 < 0) vs {st['tv_chaotic']:.3g} (λ1 ≥ 0)"
-    )
+        rows.append([name, str(len(nets)), *cells, kinds])
+    header = ["condition", "n", "MSE 1..T", "MSE T..2T", "MSE T..5T", "attractors"]
+    return "\n".join(markdown_table(header, rows))
 
 
 def _spread(values: list[float], fmt: str) -> str:
@@ -222,36 +199,41 @@ def _spread(values: list[float], fmt: str) -> str:
     return f"{np.nanmedian(v):{fmt}} [{np.nanmin(v):{fmt}}, {np.nanmax(v):{fmt}}]"
 
 
-def _landscape_spread(stats: list[dict[str, Any]]) -> str:
-    """The numbers of several networks along the same path: medians [min, max]."""
+def _landscape_text(stats: list[dict[str, Any]]) -> str:
+    """The numbers along one path: one network's, or medians [min, max] over several."""
+    st, one = stats[0], len(stats) == 1
 
-    def spread(key: str, fmt: str, scale: float = 1.0) -> str:
-        return _spread([scale * st[key] for st in stats], fmt)
+    def num(key: str, fmt: str, scale: float = 1.0) -> str:
+        return f"{scale * st[key]:{fmt}}" if one else _spread([scale * s[key] for s in stats], fmt)
 
-    return (
-        f"n = {len(stats)} networks, medians [min, max]: λ1 {spread('lambda_1_at_1', '+.3f')}"
-        f" at s = 1, crosses 0 at s = {spread('crossing', '.3f')}, "
-        f"{spread('frac_chaotic', '.0f', 100)} % of points λ1 ≥ 0; loss "
-        f"variation per unit s {spread('tv_stable', '.3g')} (λ1 < 0) vs "
-        f"{spread('tv_chaotic', '.3g')} (λ1 ≥ 0)"
+    bands = res = ""
+    if one and "frac_neutral" in st:
+        bands = (
+            f" (contracting / neutral / chaotic {num('frac_contracting', '.0f', 100)} / "
+            f"{num('frac_neutral', '.0f', 100)} / {num('frac_chaotic_band', '.0f', 100)} %)"
+        )
+    if one and "points_per_s" in st:
+        res = f" at {st['points_per_s']:.0f} points per unit s"
+    text = (
+        f"λ1 {num('lambda_1_at_1', '+.3f')} at s = 1, crosses 0 at s = {num('crossing', '.3f')}, "
+        f"{num('frac_chaotic', '.0f', 100)} % of points λ1 ≥ 0{bands}; loss variation per unit "
+        f"s{res} {num('tv_stable', '.3g')} (λ1 < 0) vs {num('tv_chaotic', '.3g')} (λ1 ≥ 0)"
     )
+    return text if one else f"n = {len(stats)} networks, medians [min, max]: {text}"
 
 
 def landscape_summary(col: Collection) -> str:
-    """Per condition and path: where λ1 crosses 0 and the loss variation per unit s on each
-    side; one network's numbers, or medians [min, max] over a condition's networks."""
+    """Per condition and path: where λ1 crosses 0 and the loss variation on each side."""
     paths: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for name, _, d in runs_with(col, LANDSCAPE_PT)[1]:
         for path, st in d["stats"].items():
             paths.setdefault((name, path), []).append(st)
     parts = []
     for (name, path), sts in paths.items():
-        if len(sts) == 1:
-            text = _landscape_sentence(sts[0])
-        elif all(st == sts[0] for st in sts):  # a fixed network (chaotic_lstm) run once per seed
-            text = f"{_landscape_sentence(sts[0])} (one fixed network; the same in {len(sts)} runs)"
+        if len(sts) > 1 and all(st == sts[0] for st in sts):  # a fixed network, once per seed
+            text = f"{_landscape_text(sts[:1])} (one fixed network; the same in {len(sts)} runs)"
         else:
-            text = _landscape_spread(sts)
+            text = _landscape_text(sts)
         parts.append(f"{name} / {path}: {text}")
     return " | ".join(parts) + "." if parts else "No landscape files."
 
@@ -268,10 +250,9 @@ def rate_frame(data: dict[str, Any]) -> pd.DataFrame:
 
 
 def smoothness_panels(runs: dict[str, dict[str, Any]]) -> Figure | None:
-    """Per run and path (one row each): ln L and ln L_g vs T for the most chaotic and the most
-    contracting window with their fitted slopes and reference slopes λ1, 2 λ1 (dotted);
-    growth rate vs the window's λ1 (mean, bar: min–max) with the lines rate = λ1, 2 λ1 and the
-    0.8–1.3 band; λ1 along the path; local minima per unit s vs T."""
+    """Per run and path (one row each): ln L, ln L_g vs T in the most chaotic and contracting
+    window with fitted and λ1, 2 λ1 slopes; growth rates vs window λ1; λ1 along the path;
+    local minima per unit s vs T."""
     rows = [(name, path, d) for name, d in runs.items() for path in d["paths"]]
     if not rows:
         return None
@@ -351,21 +332,17 @@ def smoothness(exp: Collection) -> Figure | None:
 
 
 def smoothness_table(runs: dict[str, dict[str, Any]]) -> str:
-    """The claim's table (markdown): per path, the windows with long-window λ1 > 0.05 (how
-    many have rate L / λ1 and rate L_g / 2λ1 in [0.8, 1.3], with the window's mean λ1 and, in
-    brackets, with its max), those whose every point has λ1 > 0.05 (the same test against the
-    window's mean λ1: no periodic point inside), those with λ1 < −0.05 (how many have both
-    rates < 0.01 per step), those whose every point has λ1 < 0, and the ratio of the two growth
-    rates."""
-    lines = [
-        "| run / path | windows λ1 > 0.05 | L in 0.8–1.3 × λ1 (mean [max]) | "
-        "L_g in 0.8–1.3 × 2λ1 (mean [max]) | median ratio L, L_g (mean λ1) | "
-        "windows with every point λ1 > 0.05: L, L_g in 0.8–1.3 (mean λ1) | "
-        "windows λ1 < −0.05 | both slopes < 0.01 | max slope there | "
-        "windows with every point λ1 < 0: both slopes < 0.01 | L_g rate / L rate (median, "
-        "range; windows with a point λ1 > 0.05) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    """The claim's table (markdown): per path, the chaotic windows whose growth rates are
+    0.8–1.3 × λ1 and 2 λ1, the contracting ones whose rates stay below 0.01 per step, and the
+    ratio of the two rates (the header says which windows each column counts)."""
+    header = [
+        "run / path", "windows λ1 > 0.05", "L in 0.8–1.3 × λ1 (mean [max])",
+        "L_g in 0.8–1.3 × 2λ1 (mean [max])", "median ratio L, L_g (mean λ1)",
+        "windows with every point λ1 > 0.05: L, L_g in 0.8–1.3 (mean λ1)", "windows λ1 < −0.05",
+        "both slopes < 0.01", "max slope there", "windows with every point λ1 < 0: both slopes "
+        "< 0.01", "L_g rate / L rate (median, range; windows with a point λ1 > 0.05)",
+    ]  # fmt: skip
+    rows = []
     for name, d in runs.items():
         rates = rate_frame(d)
         for path, g in rates.groupby("path", sort=False):
@@ -385,14 +362,13 @@ def smoothness_table(runs: dict[str, dict[str, Any]]) -> str:
             any_ch = g[g["lambda_1_max"] > CHAOTIC_MIN]
             q = (any_ch["rate_L_g"] / any_ch["rate_L"]).quantile([0, 0.5, 1])
             two = f"{q[0.5]:.2f} ({q[0]:.2f}–{q[1]:.2f})" if len(any_ch) else "–"
-            lines.append(
-                f"| {name} / {path} | {len(ch)} | {within('ratio_L')} [{within('ratio_L_max')}]"
-                f" | {within('ratio_L_g')} [{within('ratio_L_g_max')}] | {med} | "
-                f"{within('ratio_L', full)}, {within('ratio_L_g', full)} of {len(full)} | "
-                f"{len(co)} | "
-                f"{bounded} | {worst:+.4f} | {neg_ok} of {len(neg)} | {two} |"
-            )
-    return "\n".join(lines)
+            rows.append([
+                f"{name} / {path}", str(len(ch)), f"{within('ratio_L')} [{within('ratio_L_max')}]",
+                f"{within('ratio_L_g')} [{within('ratio_L_g_max')}]", med,
+                f"{within('ratio_L', full)}, {within('ratio_L_g', full)} of {len(full)}",
+                str(len(co)), str(bounded), f"{worst:+.4f}", f"{neg_ok} of {len(neg)}", two,
+            ])  # fmt: skip
+    return "\n".join(markdown_table(header, rows))
 
 
 def smoothness_summary(col: Collection) -> str:

@@ -1,9 +1,5 @@
-"""Hydra callback that writes the report of a multirun into its sweep directory when it ends.
-
-The report covers the jobs of this multirun only (each job appends its folder to a list that
-the multirun starts), not every earlier run that shares the sweep directory (plain sweeps all
-go to ``outputs/default``). Enable it in a config (or ``+hydra.callbacks.report._target_=...``
-on the command line)::
+"""Hydra callback that writes the report of a multirun's own jobs (each appends its folder to a
+list the multirun starts) into its sweep directory when it ends. Enable it in a config::
 
     hydra:
       callbacks:

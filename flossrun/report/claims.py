@@ -1,13 +1,7 @@
-"""The paper's claims (docs/design.md §1): the comparisons that test a preset's claim (its
-``report.claim``, :class:`~flossrun.report.presets.Claim`) and one sentence of measured numbers.
-
-:func:`comparisons` pairs conditions of a preset (none vs pre, pre vs pre_during, each k vs
-k = 0) at every value of its other condition keys (task, delay, taps, channels) and tests each
-pair with Fisher's exact test; :func:`rank_comparisons` tests the claims measured by medians
-rather than success rates (claim 1: |λ1 − λ*| before vs after flossing, Wilcoxon signed-rank;
-claim 2: Jacobian condition number and error signal, flossed vs not, Mann–Whitney U);
-:func:`summarize` states the medians (with 25–75 % ranges and n) of the presets without success
-rates. ``make figures`` writes all three to ``index.md``.
+"""The paper's claims (docs/design.md §1) as ``index.md`` states them: :func:`comparisons`
+(success rates of a preset's ``report.claim.compare`` pairs, Fisher's exact test),
+:func:`rank_comparisons` (claims measured by medians: Wilcoxon, Mann–Whitney) and
+:func:`summarize` (one sentence of measured numbers per preset).
 """
 
 from __future__ import annotations
@@ -37,6 +31,7 @@ from flossrun.report.stats import (
     format_p,
     format_rate,
     mannwhitney_p,
+    markdown_table,
     quartiles,
     success_counts,
     wilcoxon_p,
@@ -58,12 +53,9 @@ def _pairs(claim: Claim, values: list[Any]) -> list[tuple[Any, Any]]:
 
 
 def comparisons(col: Collection, preset: str) -> pd.DataFrame:
-    """Fisher's exact test of each compared pair at every setting of the other condition keys.
-
-    One row per pair and setting (sorted numerically): ``setting`` (``task=..., delay=20``), the
-    values ``a``/``b`` with their successes and counted realizations, ``rate_difference``
-    (rate b − rate a) and the two-sided ``p_value``. Empty for presets without a comparison.
-    """
+    """Fisher's exact test of each compared pair at every setting of the other condition keys:
+    one row (``COMPARISON_COLUMNS``) per pair and setting, in numeric order; ``rate_difference``
+    is rate b − rate a. Empty for presets without a comparison."""
     claim = Claim.of(col.report_node(preset))
     key = claim.compare if claim else None
     if key is None or key not in col.results.columns:
@@ -84,8 +76,7 @@ def comparisons(col: Collection, preset: str) -> pd.DataFrame:
 
 
 def _cell_keys(col: Collection, preset: str) -> list[str]:
-    """The condition keys of ``preset`` in ``col``, else those of its only experiment (a pilot
-    sweep reported as that preset)."""
+    """The condition keys of ``preset``, else of the only experiment (a pilot run as it)."""
     if preset in col.cell_keys or len(col.experiments) != 1:
         return col.cell_keys.get(preset, [])
     return col.cell_keys.get(col.experiments[0], [])
@@ -94,34 +85,20 @@ def _cell_keys(col: Collection, preset: str) -> list[str]:
 def _markdown(
     table: pd.DataFrame, header: list[str], cells: Callable[[Any], list[str]]
 ) -> list[str]:
-    """Markdown lines of a comparison ``table``: the claim, the preset when the table has a
-    ``preset`` column (several presets' tables concatenated), then ``header``/``cells(row)``."""
-    preset = "preset" in table.columns
-    head = ["claim", *(["preset"] if preset else []), *header]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in table.itertuples(index=False):
-        row = [str(r.claim), *([str(r.preset)] if preset else []), *cells(r)]
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
+    """Markdown lines of a comparison ``table``: claim, preset (if a column), ``cells(row)``."""
+    first = ["claim", "preset"] if "preset" in table.columns else ["claim"]
+    rows = ([str(getattr(r, c)) for c in first] + cells(r) for r in table.itertuples(index=False))
+    return markdown_table([*first, *header], rows)
 
 
 def comparison_markdown(table: pd.DataFrame) -> list[str]:
     """``table`` of :func:`comparisons` as markdown lines (successes/n with 95 % Wilson CI)."""
     header = ["setting", "A", "successes/n (95 % CI)", "B", "successes/n (95 % CI)"]
     header += ["Δ rate (B − A)", "p (Fisher, two-sided)"]
-    return _markdown(
-        table,
-        header,
-        lambda r: [
-            r.setting or "–",
-            r.a,
-            format_rate(r.successes_a, r.n_a),
-            r.b,
-            format_rate(r.successes_b, r.n_b),
-            f"{r.rate_difference:+.2f}",
-            format_p(r.p_value),
-        ],
-    )
+    return _markdown(table, header, lambda r: [
+        r.setting or "–", r.a, format_rate(r.successes_a, r.n_a), r.b,
+        format_rate(r.successes_b, r.n_b), f"{r.rate_difference:+.2f}", format_p(r.p_value),
+    ])  # fmt: skip
 
 
 RANK_COLUMNS = [
@@ -136,8 +113,8 @@ DISTANCE = "|λ1 − λ*| (nats/step)"
 def _rank_row(
     quantity: str, setting: str, a: str, x: pd.Series, b: str, y: pd.Series, paired: bool = False
 ) -> dict[str, Any]:
-    """One row of :func:`rank_comparisons`: medians and n of ``x``/``y`` and the two-sided p of
-    Wilcoxon's signed-rank test (``paired``: ``x``, ``y`` aligned) or Mann–Whitney's U."""
+    """One row of :func:`rank_comparisons`: medians, n and the two-sided p of Wilcoxon's
+    signed-rank test (``paired``: ``x``, ``y`` aligned) or Mann–Whitney's U."""
     return {
         "setting": setting,
         "quantity": quantity,
@@ -192,10 +169,8 @@ def _jacobian_frames(col: Collection):
 
 
 def _jacobian_tests(col: Collection) -> list[dict[str, Any]]:
-    """Claim 2, per flossed k: log10 σ1/σk of the long-term Jacobian at the largest lag τ and
-    ‖∂L/∂h_{t−τ}‖ at the middle lag, of unflossed networks at the end of training (``none``,
-    ``final``) vs flossed ones after preflossing and at the end (``pre``, ``preflossed`` and
-    ``final``); Mann–Whitney U test."""
+    """Claim 2, per flossed k: log10 σ1/σk at the largest lag and ‖∂L/∂h‖ at the middle lag,
+    ``none/final`` vs ``pre/preflossed`` and ``pre/final``; Mann–Whitney U test."""
     frames = _jacobian_frames(col)
     if frames is None:
         return []
@@ -222,16 +197,9 @@ RANK_TESTS: dict[str, Callable[[Collection], list[dict[str, Any]]]] = {
 
 
 def rank_comparisons(col: Collection, preset: str) -> pd.DataFrame:
-    """Rank tests of the claims measured by medians rather than success rates.
-
-    One row per comparison: ``setting``, ``quantity`` compared, conditions ``a``/``b`` with
-    their ``median_a``/``median_b`` and ``n_a``/``n_b`` (networks with a finite value), the
-    ``test`` and its two-sided ``p_value``. Claim 1 (``lyapunov_control``): |λ1 − λ*| before vs
-    after preflossing per target, Wilcoxon signed-rank paired by network. Claim 2
-    (``jacobian``): condition number at the largest lag and error signal at the middle lag,
-    ``none`` at the end vs ``pre`` after preflossing and at the end, Mann–Whitney U. Empty for
-    other presets.
-    """
+    """The rank test ``report.claim.ranks`` names (:data:`RANK_TESTS`), one row
+    (``RANK_COLUMNS``) per comparison, n counting networks with a finite value; empty for
+    presets without one."""
     claim = Claim.of(col.report_node(preset))
     test = RANK_TESTS.get(claim.ranks) if claim and claim.ranks else None
     rows = test(col) if test is not None else []
@@ -241,19 +209,11 @@ def rank_comparisons(col: Collection, preset: str) -> pd.DataFrame:
 def rank_markdown(table: pd.DataFrame) -> list[str]:
     """``table`` of :func:`rank_comparisons` as markdown lines (median (n) per side, test, p)."""
     header = ["setting", "A", "median A (n)", "B", "median B (n)", "test", "p (two-sided)"]
-    return _markdown(
-        table,
-        header,
-        lambda r: [
-            f"{r.setting}: " + r.quantity.replace("|", "\\|"),  # a literal | in a markdown cell
-            r.a,
-            f"{r.median_a:.3g} ({r.n_a})",
-            r.b,
-            f"{r.median_b:.3g} ({r.n_b})",
-            r.test,
-            format_p(r.p_value),
-        ],
-    )
+    return _markdown(table, header, lambda r: [
+        f"{r.setting}: " + r.quantity.replace("|", "\\|"),  # a literal | in a markdown cell
+        r.a, f"{r.median_a:.3g} ({r.n_a})", r.b, f"{r.median_b:.3g} ({r.n_b})", r.test,
+        format_p(r.p_value),
+    ])  # fmt: skip
 
 
 def _spread(values: pd.Series, fmt: str = "+.3f") -> str:
@@ -264,8 +224,7 @@ def _spread(values: pd.Series, fmt: str = "+.3f") -> str:
 
 
 def _with_config(df: pd.DataFrame, col: Collection, keys: list[str]) -> pd.DataFrame:
-    """Join config columns (by run) onto a tidy frame; a key no run recorded (or no runs at
-    all) gives an empty column, so the tests that group by it find no group."""
+    """Join config columns (by run) onto a tidy frame; a key no run recorded stays empty."""
     missing = [k for k in keys if k not in df.columns]
     runs = col.runs.reindex(columns=["run", *missing])
     return df.merge(runs, on="run", how="left") if missing else df
@@ -300,11 +259,8 @@ def _spectrum_k(col: Collection) -> str:
         rest = f", λ{k + 1} {lam[k + 1]:+.2f}" if (after["index"] == k + 1).any() else ""
         lam1 = _spread(after[after["index"] == 1]["value"], "+.2f")
         parts.append(f"k={k}: λ1 {before.median():+.2f} → {lam1}, λ{k} {lam[k]:+.2f}{rest}")
-    return (
-        "Median exponents before → after flossing (λ1 with its 25–75 % range and n): "
-        + "; ".join(parts)
-        + " (nats/step)."
-    )
+    head = "Median exponents before → after flossing (λ1 with its 25–75 % range and n)"
+    return f"{head}: {'; '.join(parts)} (nats/step)."
 
 
 def _jacobian(col: Collection) -> str:
@@ -337,20 +293,14 @@ def _success_sentence(col: Collection, preset: str) -> str:
     """Successes/n (95 % CI) of every condition of the preset, in condition order."""
     keys = [k for k in col.cell_keys.get(preset, []) if k in col.results.columns]
     if not keys:
-        table = success_counts(col.results.assign(_all=preset), ["_all"])
-        return (
-            f"Successes / realizations: {format_rate(table['successes'].sum(), table['n'].sum())}."
-        )
-    return (
-        "Successes / realizations (95 % CI) — "
-        + "; ".join(_rate_cells(col.results, keys, ": "))
-        + "."
-    )
+        done = counted(col.results)
+        return f"Successes / realizations: {format_rate(int(done['success'].sum()), len(done))}."
+    cells = "; ".join(_rate_cells(col.results, keys, ": "))
+    return f"Successes / realizations (95 % CI) — {cells}."
 
 
 def _k_rates(results: pd.DataFrame) -> str:
-    """``k=0: 0/3 (0.00–0.56), acc 0.498 [0.498, 0.499] (n=3); k=1: ...`` in numeric order of k:
-    successes/n (95 % CI) and the median final test accuracy [25–75 %] of counted networks."""
+    """``k=0: 0/3 (0.00–0.56), acc 0.498 [0.498, 0.499] (n=3); k=1: ...``, in numeric order."""
     rates = success_counts(results, ["floss.k"]).set_index("floss.k")
     return "; ".join(
         f"k={format_value(k)}: {format_rate(rates.loc[k, 'successes'], rates.loc[k, 'n'])}, "
@@ -360,8 +310,7 @@ def _k_rates(results: pd.DataFrame) -> str:
 
 
 def _k_sweep(col: Collection) -> str:
-    """Per setting of the other grid keys (channels S, delay d), in numeric order: successes
-    (95 % CI) and median final test accuracy [25–75 %] per k."""
+    """Per setting of the other grid keys: successes (95 % CI) and median accuracy per k."""
     within = [k for k in _cell_keys(col, "k_sweep") if k != "floss.k" and k in col.results]
     head = "Successes (95 % CI) and median final test accuracy [25–75 %] per k — "
     if not within:
@@ -375,8 +324,8 @@ def _k_sweep(col: Collection) -> str:
 
 
 def _architectures(col: Collection) -> str:
-    """Per architecture: successes/n (95 % CI) per setting of the other grid keys (task, delay,
-    flossing), and median λ1 at initialisation and after preflossing."""
+    """Per architecture: successes/n (95 % CI) per setting of the other grid keys, and median
+    λ1 at initialisation and after preflossing."""
     parts = []
     sp = _with_config(col.spectra, col, ["model.name"])
     res = counted(col.results)

@@ -1,10 +1,5 @@
-"""``flossrun-report PATH... [--out DIR] [--no-plots]``: tables and figures from finished runs.
-
-What it writes into ``--out`` (``results.csv``, ``conditions.csv``, ``curves.csv``,
-``figures/``) is docs/design.md §7 "The report"; every file is written atomically
-(:mod:`flossrun.io`), so reruns overwrite safely. The printed summary ends with notes: duplicate
-networks dropped, conditions pooling runs of different code versions, folders a later job
-refused (``conflict.txt``).
+"""``flossrun-report PATH... [--out DIR] [--no-plots]``: tables and figures from finished runs
+(docs/design.md §7 "The report"), written atomically into ``--out``, and a printed summary.
 """
 
 from __future__ import annotations
@@ -34,14 +29,9 @@ def report(
     out: str | os.PathLike[str] | None = None,
     plots: bool = True,
 ) -> dict[str, Any]:
-    """Collect every run below ``paths``, write the tables (and figures) into ``out``.
-
-    Returns a dict: ``out`` (Path), ``collection`` (:class:`Collection`), ``results``,
-    ``conditions``, ``curves`` and ``problems`` (runs not finished or refused by a later job:
-    run, status, reason, code) as DataFrames, ``counts`` (runs per status, and ``conflict``),
-    ``figures`` (files written) and ``notes`` (duplicates dropped, mixed code versions, missing
-    paths, skipped or failed figures). Never raises on bad run files.
-    """
+    """Collect every run below ``paths``, write the tables (and figures) into ``out``; never
+    raises on bad run files. Returns ``out``, ``collection``, the ``TABLES`` and ``problems``
+    (runs not finished or refused) as frames, ``counts`` per status, ``figures``, ``notes``."""
     paths = [Path(p) for p in paths]
     if out is None:  # the single PATH itself, or outputs/report when several are given
         out = paths[0] if len(paths) == 1 else Path("outputs") / "report"
@@ -79,10 +69,8 @@ def report(
 
 
 def condition_text(rows: pd.DataFrame) -> str:
-    """One experiment's conditions as a text table: n, successes (95 % CI), medians, code.
-
-    Success, score and epochs show "-" for a condition that trained nothing (``trained``:
-    a flossing-only preset, a landscape of a built-in network); λ1 is shown for all."""
+    """One experiment's conditions as a text table: n, successes (95 % CI), medians, code
+    ("-" for what a condition that trained nothing lacks)."""
     # a task without an accuracy (the sine generator) shows its test loss instead
     score, name = ("test_accuracy", "median_acc")
     if rows[f"{score}_median"].isna().all():

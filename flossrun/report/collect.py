@@ -1,21 +1,13 @@
-"""Collect every run below some paths into tidy pandas frames (docs/design.md §6–7).
+"""Collect every run below some paths into tidy pandas frames (docs/design.md §6–7): a
+:class:`Collection` of
 
-``collect(paths)`` returns a :class:`Collection`:
-
-- ``runs``: one row per run directory — ``run`` (path), ``status`` (finished | failed |
-  unfinished | corrupt), ``reason``, ``conflict`` (the line of ``conflict.txt``), ``code`` (the
-  code version from ``provenance.json``), ``ran_on`` (its device), ``experiment`` (the config's
-  ``name``), ``condition``, ``overrides`` and the flattened config (``task.delay``, ``floss.k``,
-  ...; ``seed`` is the base seed).
-- ``results``: one row per realization, also for failed/unfinished/corrupt runs (summary columns
-  empty there); ``seed`` is the realization's seed, the config's seed is ``base_seed``.
-  ``counted`` is false for a finished realization whose network (config and seed) an earlier
-  run of the experiment already holds; ``duplicate_of`` names that run.
-- ``curves``: ``metrics.csv`` of every readable run plus ``run, experiment, condition, status``
-  and the condition keys, without the rows of duplicate networks; ``spectra`` and
-  ``diagnostics`` likewise.
-- ``notes``: one line per run holding duplicate networks and per condition that pools runs of
-  different code versions or devices.
+- ``runs``: one row per run directory, ``META`` then the flattened config (``seed``: the base);
+- ``results``: one row per realization, also of runs that did not finish (summary columns
+  empty); ``counted`` is false for a network (config and seed) an earlier run already holds,
+  ``duplicate_of`` names that run; the config's seed is ``base_seed``;
+- ``curves``, ``spectra``, ``diagnostics``: the run files with ``run, experiment, condition,
+  status`` and the condition keys, without duplicate networks' rows;
+- ``notes``: runs holding duplicates, conditions pooling code versions or devices.
 """
 
 from __future__ import annotations
@@ -78,7 +70,7 @@ class Collection:
         return self.runs.set_index("run").drop(columns=META[1:])
 
     def subset(self, experiment: str, finished: bool = True) -> Collection:
-        """The runs of one experiment (only the finished ones by default)."""
+        """The runs of one experiment (by default only the finished ones)."""
         keep = self.runs["experiment"] == experiment
         if finished:
             keep &= self.runs["status"] == "finished"
@@ -112,13 +104,9 @@ def _experiment(run: RunFolder) -> str:
 
 
 def _assign_conditions(runs: pd.DataFrame, loaded: list[RunFolder], config_columns: list[str]):
-    """Fill ``runs.condition``; returns (cell_keys, order, settings) per experiment.
-
-    An experiment's condition keys are the ones its ``report:`` node declares (``grid``,
-    ``condition``, ``x``; :func:`~flossrun.report.presets.with_preset` for runs recorded before
-    a key existed), then any other key that still tells its runs apart (a plain sweep, an
-    override added to a preset's sweep): :func:`condition_keys`.
-    """
+    """Fill ``runs.condition``; returns (cell_keys, order, settings) per experiment. The keys:
+    those the ``report:`` node declares (``grid``, ``condition``, ``x``), then any other key
+    that still tells runs apart (:func:`condition_keys`)."""
     cell_keys, order, settings = {}, {}, {}
     runs["condition"] = ""
     for exp, idx in runs.groupby("experiment").groups.items():
@@ -135,8 +123,8 @@ def _assign_conditions(runs: pd.DataFrame, loaded: list[RunFolder], config_colum
 
 
 def _mark_duplicates(results: pd.DataFrame, config_columns: list[str]) -> list[str]:
-    """Set ``counted``/``duplicate_of`` on ``results`` (in rank order: the first copy of a
-    network counts); returns one note per run that holds duplicates."""
+    """Set ``counted``/``duplicate_of`` (the first copy of a network counts); one note per run
+    holding duplicates."""
     results["counted"] = results["status"] == "finished"
     results["duplicate_of"] = ""
     done = results[results["counted"] & results["seed"].notna()]  # no seed: nothing to match
@@ -173,8 +161,7 @@ def _mark_duplicates(results: pd.DataFrame, config_columns: list[str]) -> list[s
 
 
 def _version_notes(results: pd.DataFrame) -> list[str]:
-    """One note per condition whose counted runs come from more than one code version or
-    device (results of one network may differ between them)."""
+    """One note per condition whose counted runs come from several code versions or devices."""
     notes = []
     for (exp, cond), g in counted(results).groupby(["experiment", "condition"], sort=False):
         runs = g.drop_duplicates("run")

@@ -43,11 +43,9 @@ def _varies(config: pd.DataFrame, key: str, within: Sequence[str]) -> bool:
 
 
 def condition_keys(config: pd.DataFrame, declared: Sequence[str] = ()) -> list[str]:
-    """The keys that label the conditions of one experiment (one row per run in ``config``).
-
-    ``declared`` keys that vary come first, in their order; then any identity key that still
-    varies within the groups they form (``*.name`` keys first, then column order).
-    """
+    """The keys that label one experiment's conditions (``config``: one row per run): the
+    ``declared`` keys that vary, then any identity key that still varies within their groups
+    (``*.name`` keys first)."""
     identity = identity_columns(config.columns)
     keys = [k for k in dict.fromkeys(declared) if k in identity and _varies(config, k, ())]
     rest = [k for k in identity if k not in keys]
@@ -102,10 +100,8 @@ def setting_label(keys: Sequence[str], values: Sequence[Any]) -> str:
 
 
 def label_conditions(config: pd.DataFrame, keys: Sequence[str], default: str = "all"):
-    """Label per row (``floss=pre, delay=40``) and the labels in sorted condition order.
-
-    Returns ``(labels: Series aligned with config, order: list[str])``.
-    """
+    """``(labels, order)``: a label per row (``floss=pre, delay=40``, a Series aligned with
+    ``config``) and the labels in sorted condition order."""
     values = [tuple(row) for row in config[list(keys)].itertuples(index=False)]
     text = {v: setting_label(keys, v) for v in values}
     if not keys:
@@ -124,23 +120,24 @@ def trained(results: pd.DataFrame) -> pd.Series:
     return (epochs.fillna(1) > 0) & ~built_in
 
 
-def condition_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment and condition, in the order of ``results`` (:func:`collect`'s: experiments,
-    then conditions in sorted order): runs, counted realizations ``n``, successes with their 95 %
-    Wilson interval, medians with 25–75 % ranges, code versions and duplicates dropped.
+NO_RATE = {
+    "successes": 0,
+    "rate": math.nan,
+    "ci_low": math.nan,
+    "ci_high": math.nan,
+}  # none counted
 
-    Statistics pool the counted realizations (finished, each network once) of every run in the
-    condition; failed, unfinished and corrupt runs are counted in ``problem_runs``, not in ``n``.
-    ``epochs_to_success`` quartiles are over the successful realizations (``successes`` of them).
-    ``trained`` is false for a condition whose jobs trained nothing (:func:`trained`).
-    """
-    rates = success_counts(results, ["experiment", "condition"]).set_index(
-        ["experiment", "condition"]
-    )
+
+def condition_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment and condition, in the order of ``results``: runs, ``problem_runs``,
+    counted realizations ``n``, successes with their 95 % Wilson interval, medians with 25–75 %
+    ranges (``epochs_to_success`` over the successful ones), code versions, ``trained``."""
+    by = ["experiment", "condition"]
+    rates = success_counts(results, by).set_index(by)
     rows = []
-    for (exp, cond), g in results.groupby(["experiment", "condition"], sort=False):
+    for (exp, cond), g in results.groupby(by, sort=False):
         done, used = g[g["status"] == "finished"], counted(g)
-        rate = rates.loc[(exp, cond)] if (exp, cond) in rates.index else None
+        rate = rates.loc[(exp, cond)] if (exp, cond) in rates.index else NO_RATE
         row = {
             "experiment": exp,
             "condition": cond,
@@ -149,19 +146,14 @@ def condition_table(results: pd.DataFrame) -> pd.DataFrame:
             "problem_runs": g.loc[g["status"] != "finished", "run"].nunique(),
             "n": len(used),
             "duplicates": len(done) - len(used),
-            "successes": 0 if rate is None else int(rate["successes"]),
-            "success_rate": math.nan if rate is None else rate["rate"],
-            "success_ci_low": math.nan if rate is None else rate["ci_low"],
-            "success_ci_high": math.nan if rate is None else rate["ci_high"],
+            "successes": int(rate["successes"]),
+            "success_rate": rate["rate"],
+            "success_ci_low": rate["ci_low"],
+            "success_ci_high": rate["ci_high"],
         }
         ok = used[used["success"].fillna(False).astype(bool)]
-        for col, rows_of in (
-            ("test_accuracy", used),
-            ("test_loss", used),
-            ("lambda_1", used),
-            ("epochs_to_success", ok),
-        ):
-            q25, q50, q75 = quartiles(rows_of[col])
+        for col in ("test_accuracy", "test_loss", "lambda_1", "epochs_to_success"):
+            q25, q50, q75 = quartiles((ok if col == "epochs_to_success" else used)[col])
             row |= {f"{col}_median": q50, f"{col}_q25": q25, f"{col}_q75": q75}
         row["code_versions"] = "; ".join(sorted(used["code"].dropna().unique()))
         rows.append(row)
@@ -179,11 +171,8 @@ FLOSS_SETTING_KEYS = (
 
 @dataclass
 class Conditions:
-    """The colour conditions of one experiment's figure: labels per run, order, colours, n.
-
-    Keys are the preset's ``report.condition`` or, without it, the experiment's condition keys,
-    less the figure's axes and panels (``fixed``: the x key never also becomes a colour).
-    """
+    """The colour conditions of one experiment's figure: the preset's ``report.condition`` (else
+    its condition keys) less the figure's axes and panels ``fixed``; labels, colours, n."""
 
     keys: list[str]
     config: pd.DataFrame  # flattened config indexed by run

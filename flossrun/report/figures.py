@@ -1,8 +1,6 @@
-"""The preset figures of docs/design.md §8, one function each: ``figure(exp) -> Figure | None``.
-
-``exp`` is :meth:`Collection.subset` of one experiment (its finished runs); a function returns
-``None`` when the runs hold none of the data it draws. Statistics pool the realizations of every
-run in a condition: medians with 25–75 % bands, success rates with n in the legend.
+"""The preset figures of docs/design.md §8, one function each: ``figure(exp) -> Figure | None``
+of one experiment's finished runs (:meth:`Collection.subset`), ``None`` without its data.
+Medians come with 25–75 % bands, success rates with n in the legend.
 """
 
 from __future__ import annotations
@@ -68,9 +66,8 @@ def panel_title(key: str, value: Any) -> str:
 def axes_done(
     ax: Axes, x: str, ylabel: str, ticks=(), empty: str = "no data", legend: bool = True
 ) -> None:
-    """Axis labels, ticks at the values ``ticks`` of ``x`` when they are a few integers (delays:
-    never 12.5 or 17.5), and the legend (unless ``legend`` is false: the figure has one for all
-    panels), or ``empty`` on a panel with no line."""
+    """Axis labels, ticks at ``ticks`` when they are a few integers (delays), and the legend
+    (unless ``legend`` is false), or ``empty`` on a panel with no line."""
     ax.set(xlabel=label(x), ylabel=ylabel)
     v = sorted(set(pd.to_numeric(pd.Series(ticks), errors="coerce").dropna().tolist()))
     if 1 < len(v) <= 12 and all(float(a).is_integer() for a in v):
@@ -84,9 +81,8 @@ def axes_done(
 def success_vs(
     ax: Axes, cond: Conditions, results: pd.DataFrame, x: str, legend: bool = True
 ) -> None:
-    """Success rate (fraction of realizations with final accuracy ≥ threshold) vs ``x``, with
-    95 % Wilson intervals as error bars (conditions shifted apart by a few points so their bars
-    do not hide each other); the legend states n per point."""
+    """Success rate vs ``x`` with 95 % Wilson bars (conditions shifted apart by a few points);
+    the legend states n per point."""
     groups = list(cond.groups(counted(results)))
     for i, (name, colour, g) in enumerate(groups):
         rate = success_counts(g, [x])
@@ -218,11 +214,8 @@ def jacobian(exp: Collection) -> Figure | None:
 
 
 def _delay_rows(exp: Collection, ncols: int, phase: str, metric: str):
-    """The rows shared by the delay presets, one per task: success rate vs the swept delay
-    (column 0) and ``metric`` vs epoch at the longest delay (column 1), titled.
-
-    Returns ``fig, cond, x`` and ``[(row axes, that task's results, its panel title)]``.
-    """
+    """The delay presets' rows, one per task: success vs the delay and ``metric`` vs epoch at
+    the longest; returns ``fig, cond, x, [(row axes, the task's results, its title)]``."""
     x = declared_x(exp)
     cond = Conditions.of(exp, fixed=(x, "task.name"))
     tasks = panel_values(cond, "task.name")
@@ -264,8 +257,7 @@ def during_training(exp: Collection) -> Figure | None:
 
 
 def _accuracy_vs(ax, cond: Conditions, results: pd.DataFrame, x: str) -> None:
-    """Final test accuracy vs ``x`` per condition: median line with its 25–75 % band, dots for
-    single realizations; n per condition in the legend."""
+    """Final test accuracy vs ``x`` per condition: median, 25–75 % band, single realizations."""
     for name, colour, g in cond.groups(results):
         ax.scatter(g[x], g["test_accuracy"], color=colour, s=9, alpha=0.4, lw=0)
         band(ax, g, x, "test_accuracy", color=colour, label=cond.legend(name), marker="o")
@@ -273,9 +265,8 @@ def _accuracy_vs(ax, cond: Conditions, results: pd.DataFrame, x: str) -> None:
 
 
 def _exponents_vs_k(ax, cond: Conditions, spectra: pd.DataFrame, x: str) -> None:
-    """λ1 (solid) and λ_k (dashed) after preflossing vs k (median, 25–75 % band) and λ1 at
-    initialisation (dotted), per condition: λ1 far below 0 after flossing means the network
-    did not floss; λ1 ≈ 0 with low accuracy means it flossed and then failed to train."""
+    """λ1 (solid) and λ_k (dashed) after preflossing and λ1 at initialisation (dotted) vs k, per
+    condition: tells networks that did not floss from those that flossed but did not train."""
     if spectra.empty:
         no_data(ax)
         return
@@ -308,9 +299,8 @@ def _k_axes(axes, ks: pd.Series) -> None:
 
 
 def k_sweep(exp: Collection) -> Figure | None:
-    """The k × S grid, one colour per number of channels S (and its delay d): success rate
-    (95 % Wilson bars), final test accuracy (median, 25–75 %) and λ1, λk after preflossing
-    (nats/step) vs k, so large-k failures show as either not flossed or not trained."""
+    """The k × S grid, one colour per channels S (and delay d): success rate, final accuracy
+    and λ1, λk after preflossing vs k."""
     x = declared_x(exp)
     cond = Conditions.of(exp, fixed=(x,))
     res = counted(exp.results)
@@ -329,10 +319,9 @@ def k_sweep(exp: Collection) -> Figure | None:
 def _success_panels(
     exp: Collection, panel: str, what: str, spectra: bool = False, p_values: bool = False
 ) -> Figure:
-    """Success rate vs d, one column per value of ``panel`` (taps m, architecture); with
-    ``spectra``, below it the Lyapunov spectrum λ_i vs i at initialisation (dashed) and after
-    preflossing (solid); with ``p_values``, Fisher's p of preflossed vs unflossed per task and
-    delay in each panel (:func:`flossing_p_values`) and one legend below all panels."""
+    """Success rate vs d, one column per value of ``panel``; with ``spectra`` the spectrum at
+    initialisation (dashed) and after preflossing (solid) below; with ``p_values`` Fisher's p
+    of pre vs none in each panel (:func:`flossing_p_values`) and one legend below all."""
     x = declared_x(exp)
     cond = Conditions.of(exp, fixed=(x, panel))
     values = panel_values(cond, panel)
@@ -369,9 +358,8 @@ def temporal_complexity(exp: Collection) -> Figure | None:
 
 
 def flossing_p_values(results: pd.DataFrame, x: str) -> list[str]:
-    """Per task and ``x`` where both were run: successes of ``floss=pre`` vs ``none``
-    (:func:`~flossrun.report.stats.success_counts`) with Fisher's exact p
-    (``xor d=12: 9/10 vs 1/10, p=0.0011``)."""
+    """Per task and ``x`` where both ran: ``xor d=12: 9/10 vs 1/10, p=0.0011`` (successes of
+    ``floss=pre`` vs ``none``, Fisher's exact p)."""
     table = success_counts(results, ["task.name", x, "floss.name"])
     lines = []
     for (task, d), g in table.groupby(["task.name", x], sort=False):
@@ -385,8 +373,7 @@ def flossing_p_values(results: pd.DataFrame, x: str) -> list[str]:
 
 
 def architectures(exp: Collection) -> Figure | None:
-    """Per architecture (``model.name``, one column each): success vs d, with Fisher's p of
-    preflossed vs unflossed per task and delay in the panel, and the spectra."""
+    """Per architecture: success vs d with Fisher's p of pre vs none, and the spectra."""
     what = "Flossing across RNN architectures: success vs delay; spectra before (dashed) and "
     return _success_panels(
         exp, "model.name", what + "after (solid) preflossing", spectra=True, p_values=True
@@ -415,30 +402,17 @@ def generic(exp: Collection) -> Figure | None:
 FIGURES: dict[str, Callable[[Collection], Figure | None]] = {
     f.__name__: f
     for f in (
-        lyapunov_control,
-        spectrum_k,
-        jacobian,
-        preflossing,
-        during_training,
-        k_sweep,
-        temporal_complexity,
-        architectures,
-        orbit_diagram,
-        loss_landscape,
-        smoothness,
-        regions,
+        lyapunov_control, spectrum_k, jacobian, preflossing, during_training, k_sweep,
+        temporal_complexity, architectures, orbit_diagram, loss_landscape, smoothness, regions,
         generic,
     )
-}
+}  # fmt: skip
 
 
 def render_figures(collection: Collection, directory: Path) -> tuple[list[Path], list[str]]:
-    """Draw each experiment's figures from its finished runs into ``directory``.
-
-    Files are ``<figure>.png/.pdf`` (``<experiment>_<figure>`` when the names differ). Returns
-    the files written and notes on figures skipped (no data, unknown name) or failed; a figure
-    that raises is reported there, never propagated.
-    """
+    """Draw each experiment's ``report.figures`` into ``directory`` as ``<figure>.png/.pdf``
+    (``<experiment>_<figure>`` when the names differ); returns the files written and notes on
+    figures skipped or failed (a figure that raises is a note, never propagated)."""
     written: list[Path] = []
     notes: list[str] = []
     for experiment in collection.experiments:

@@ -1,10 +1,7 @@
 """The ``regions`` preset's figure and numbers (docs/design.md §11, claim 9): memory and
-smoothness of flossed networks against their measured λ1, the three regions shaded, at both
-stages: as flossing placed them (before training) and after training.
-
-Reads ``regions.csv`` of every finished run (:data:`flossrun.contract.REGION_COLUMNS`,
-one row per network and stage). The regions: contracting (λ1 ≤ −ε), neutral (|λ1| < ε), chaotic
-(λ1 ≥ ε), ε the runs' ``analysis.neutral_band``.
+smoothness of flossed networks against their measured λ1, as flossing placed them and after
+training, from each run's ``regions.csv`` (one row per network and stage). Regions: contracting
+(λ1 ≤ −ε), neutral (|λ1| < ε), chaotic (λ1 ≥ ε), ε the runs' ``analysis.neutral_band``.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from flossrun.contract import REGIONS_CSV
 from flossrun.report.attractors import BOUNDED, REGIME_COLOURS, run_csvs
 from flossrun.report.collect import Collection
 from flossrun.report.conditions import Conditions, finish
-from flossrun.report.stats import format_rate, quartiles
+from flossrun.report.stats import format_rate, markdown_table, quartiles
 from flossrun.report.style import new_figure, no_data
 
 PANELS = (
@@ -31,8 +28,8 @@ PANELS = (
 
 
 def region_rows(exp: Collection) -> pd.DataFrame:
-    """Every network's rows of ``regions.csv`` with its ``run``, ``condition`` and the run's
-    neutral band ``band`` (``analysis.neutral_band``); empty without regions files."""
+    """Every network's rows of ``regions.csv`` with ``run``, ``condition`` and the run's
+    ``band`` (``analysis.neutral_band``)."""
     df = run_csvs(exp, REGIONS_CSV)
     return df.assign(band=df["run"].map(exp.config()["analysis.neutral_band"])) if len(df) else df
 
@@ -45,10 +42,8 @@ def _shade(ax, eps: float, lo: float, hi: float) -> None:
 
 
 def regions(exp: Collection) -> Figure | None:
-    """Memory (error signal, log10 condition at the longest lag), smoothness (growth rates of
-    ln L and ln L_g with T, with the lines λ1 and 2 λ1) and delayed-copy success against the
-    measured λ1, one colour per condition, the three regions shaded; one row of panels per
-    stage (as flossing placed the networks, after training)."""
+    """Memory, smoothness (growth rates, with the lines λ1 and 2 λ1) and success against the
+    measured λ1, one colour per condition, regions shaded; one row of panels per stage."""
     df = region_rows(exp)
     if df.empty:
         return None
@@ -89,6 +84,12 @@ def regions(exp: Collection) -> Figure | None:
     return finish(fig, cond, what)
 
 
+TABLE_CELLS = (
+    ("lambda_1", "+.3f"), ("error_signal_norm", ".3g"), ("log10_condition", ".2f"),
+    ("rate_L", "+.4f"), ("rate_L_g", "+.4f"),
+)  # fmt: skip
+
+
 def _cell(values: pd.Series, fmt: str) -> str:
     q = quartiles(values.dropna())
     return f"{q[1]:{fmt}} ({q[0]:{fmt}}…{q[2]:{fmt}})" if np.isfinite(q[1]) else "–"
@@ -97,30 +98,22 @@ def _cell(values: pd.Series, fmt: str) -> str:
 def regions_table(df: pd.DataFrame) -> str:
     """Per stage and measured region: n, λ1, memory, smoothness and success after training
     (medians, 25–75 %; success with its Wilson 95 % interval)."""
-    lines = [
-        "| stage | region (measured λ1) | n | λ1 | error signal, longest lag | log10 condition | "
-        "rate ln L /step | rate ln L_g /step | success (95 % CI) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = [
+        "stage", "region (measured λ1)", "n", "λ1", "error signal, longest lag", "log10 condition",
+        "rate ln L /step", "rate ln L_g /step", "success (95 % CI)",
+    ]  # fmt: skip
+    rows = []
     for stage, regime in [(s, r) for s in STAGES for r in CLASSES]:
         g = df[(df["stage"] == stage) & (df["regime"] == regime)]
-        if g.empty:
-            lines.append(f"| {stage} | {regime} | 0 | – | – | – | – | – | – |")
-            continue
-        lines.append(
-            f"| {stage} | {regime} | {len(g)} | {_cell(g['lambda_1'], '+.3f')} | "
-            f"{_cell(g['error_signal_norm'], '.3g')} | {_cell(g['log10_condition'], '.2f')} | "
-            f"{_cell(g['rate_L'], '+.4f')} | {_cell(g['rate_L_g'], '+.4f')} | "
-            f"{format_rate(int(g['success'].sum()), len(g))} |"
-        )
-    return "\n".join(lines)
+        cells = [_cell(g[key], fmt) for key, fmt in TABLE_CELLS]
+        rate = format_rate(int(g["success"].sum()), len(g)) if len(g) else "–"
+        rows.append([stage, regime, str(len(g)), *cells, rate])
+    return "\n".join(markdown_table(header, rows))
 
 
 def verdict(df: pd.DataFrame) -> str:
-    """Whether the three regions appear, part by part: networks in each region; memory longer
-    where λ1 ≈ 0 than where λ1 < 0 (median error signal at the longest lag); the cost's
-    constants growing with T where λ1 > 0 (median rate of ln L > 0.01 per step) and bounded
-    (< 0.01) where λ1 ≤ 0."""
+    """Whether the three regions appear, part by part (medians per region: error signal at
+    the longest lag, growth rate of ln L against 0.01 per step)."""
     med = df.groupby("regime")[["error_signal_norm", "rate_L"]].median()
     have = [r for r in CLASSES if r in med.index]
     parts = {"all three regions populated": len(have) == 3}
@@ -138,8 +131,7 @@ def verdict(df: pd.DataFrame) -> str:
 
 
 def regions_summary(col: Collection) -> str:
-    """index.md: per stage :func:`verdict` and per condition the median measured λ1, then
-    :func:`regions_table`."""
+    """Per stage :func:`verdict` and each condition's median λ1, then :func:`regions_table`."""
     df = region_rows(col)
     if df.empty:
         return "No regions files."

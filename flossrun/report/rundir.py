@@ -54,13 +54,9 @@ class CorruptFile(Exception):
 
 @dataclass
 class RunFolder:
-    """One run directory as read from disk.
-
-    ``config`` is the flattened Hydra config (``task.delay`` → value; lists as JSON strings),
-    ``settings`` the preset's optional ``report:`` node, frames are ``None`` when absent.
-    ``code`` names the code version from ``provenance.json`` (``0.1.0 @ 1a2b3c4 (dirty)``, or
-    ``unknown version``), ``conflict`` is the line of ``conflict.txt`` (empty without one).
-    """
+    """One run directory as read from disk: ``config`` flattened (lists as JSON strings),
+    ``settings`` its ``report:`` node, ``code`` the version (:func:`provenance_label`),
+    ``conflict`` the line of ``conflict.txt``; a frame is ``None`` when its file is absent."""
 
     path: Path
     status: str = "unfinished"
@@ -83,11 +79,8 @@ def natural_key(text: str) -> list[Any]:
 
 
 def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Every run directory at or below ``paths`` (any depth), in natural order.
-
-    Hidden directories (``.hydra``, ``.submitit``) and ``plots/`` are not entered; symlinked
-    directories are followed once each, so symlink loops and overlapping paths are harmless.
-    """
+    """Every run directory at or below ``paths``, in natural order; hidden directories and
+    ``plots/`` are not entered, symlinked ones are followed once each (loops are harmless)."""
     found: list[Path] = []
     seen: set[str] = set()
     for root in paths:
@@ -107,12 +100,9 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def read_table(
     path: Path, row: type[NamedTuple], partial_ok: bool = False, required: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """Read one tidy CSV, checking the columns of the contract's ``row`` and their kinds (its
-    fields' types: text, whole numbers, numbers; booleans are read by :func:`read_summary`).
-
-    With ``partial_ok`` (a run still writing, or killed) an incomplete last line and malformed
-    rows are dropped; otherwise they raise :class:`CorruptFile`.
-    """
+    """Read one tidy CSV, checking the columns of the contract's ``row`` and their types; with
+    ``partial_ok`` (a run still writing, or killed) an incomplete last line and malformed rows
+    are dropped, otherwise they raise :class:`CorruptFile`."""
     data = path.read_bytes()
     if not data.strip():
         if partial_ok:
@@ -138,15 +128,11 @@ def read_table(
             bad |= values.isna().to_numpy()
             if not pd.api.types.is_string_dtype(values):
                 df[col] = values.astype(str)
-        elif kind is not bool and not pd.api.types.is_integer_dtype(values):
-            numeric = pd.api.types.is_numeric_dtype(values)
-            num = values if numeric else pd.to_numeric(values, errors="coerce")
-            x = num.to_numpy(dtype=float, na_value=np.nan)
-            if not numeric:  # text where a number belongs
-                bad |= np.isnan(x) & values.notna().to_numpy()
-                df[col] = num
+        elif kind is not bool:
+            df[col] = num = pd.to_numeric(values, errors="coerce")
+            bad |= (num.isna() & values.notna()).to_numpy()  # text where a number belongs
             if kind is int:
-                bad |= np.isnan(x) | (x % 1 != 0)
+                bad |= (num.isna() | (num % 1 != 0)).to_numpy()
     if bad.any():
         if not partial_ok:
             line = int(bad.argmax()) + 2
@@ -199,11 +185,8 @@ def _first_line(path: Path, empty: str, last_of_traceback: bool = False) -> str:
 
 
 def provenance_label(path: Path) -> tuple[str, str]:
-    """The code version that wrote a run and the device it ran on, from ``provenance.json``.
-
-    The version reads ``flossrun_version @ commit[:7]``, with ``(dirty)`` when the tree had
-    uncommitted changes; ``unknown version`` (and device ``""``) without a readable file.
-    """
+    """The code version (``0.1.0 @ 1a2b3c4 (dirty)``, or ``unknown version``) that wrote a run
+    and the device it ran on (or ``""``), from ``provenance.json``."""
     prov = read_provenance(path)
     if prov is None and not (path / PROVENANCE_FILE).exists():
         return UNKNOWN_VERSION, ""
@@ -217,11 +200,8 @@ def provenance_label(path: Path) -> tuple[str, str]:
 
 
 def _resolve(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain containers, interpolations resolved where possible.
-
-    A node whose interpolation cannot be resolved here (``${hydra:...}``, an unknown resolver)
-    keeps its raw ``${...}`` string instead of failing the whole config.
-    """
+    """The config as plain containers; a node whose interpolation cannot be resolved here
+    (``${hydra:...}``, an unknown resolver) keeps its raw ``${...}`` string."""
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except Exception:
@@ -266,10 +246,8 @@ def load_run(path: Path) -> RunFolder:
     try:
         _read_config(run)
     except Exception as e:
-        run.status, run.reason = (
-            "corrupt",
-            _one_line(e if isinstance(e, CorruptFile) else f"config: {e}"),
-        )
+        reason = e if isinstance(e, CorruptFile) else f"config: {e}"
+        run.status, run.reason = "corrupt", _one_line(reason)
         return run
     if (path / SUMMARY_FILE).is_file():
         run.status = "finished"

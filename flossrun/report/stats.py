@@ -1,16 +1,13 @@
-"""The report's statistics, in one place: success counts with Wilson intervals, Fisher's exact
-test between two conditions, rank tests of medians (Wilcoxon signed-rank for paired values,
-Mann–Whitney U for two samples) and medians with their 25–75 % range (docs/design.md §5, §8).
-
-A realization *counts* when its run finished and it is not a duplicate of a network already
-counted (``counted`` column, see :mod:`flossrun.report.collect`); every rate, interval, test and
-median here is over counted realizations only.
+"""The report's statistics and their formatting, in one place (docs/design.md §5, §8): success
+counts with Wilson intervals, Fisher's exact test, rank tests (Wilcoxon signed-rank, Mann–Whitney
+U), medians with their 25–75 % range, markdown tables. Every one is over *counted* realizations
+only: finished, and not a duplicate of a network already counted (:func:`counted`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,12 +41,8 @@ def finite(values: Sequence[float] | pd.Series) -> np.ndarray:
 
 
 def wilcoxon_p(before: Sequence[float], after: Sequence[float]) -> float:
-    """Two-sided p-value of the Wilcoxon signed-rank test of paired ``after − before``.
-
-    Pairs with a non-finite value are dropped; nan with no pair or when every difference is 0.
-    scipy's exact distribution is used for small n without ties (e.g. 10 pairs all in one
-    direction: p = 2/2¹⁰).
-    """
+    """Two-sided p-value of the Wilcoxon signed-rank test of paired ``after − before`` (pairs
+    with a non-finite value dropped; nan with none or all differences 0; exact for small n)."""
     a = pd.to_numeric(pd.Series(list(before)), errors="coerce").to_numpy(float)
     b = pd.to_numeric(pd.Series(list(after)), errors="coerce").to_numpy(float)
     keep = np.isfinite(a) & np.isfinite(b)
@@ -74,10 +67,8 @@ def counted(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def success_counts(results: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Per combination of ``by`` (sorted): ``n``, ``successes``, ``rate``, ``ci_low``, ``ci_high``.
-
-    The one place successes are counted: figures, ``conditions.csv`` and ``index.md`` use it.
-    """
+    """Per combination of ``by`` (sorted): ``n``, ``successes``, ``rate``, ``ci_low``, ``ci_high``
+    (the one place successes are counted)."""
     done = counted(results)
     columns = [*by, "n", "successes", "rate", "ci_low", "ci_high"]
     if done.empty:
@@ -111,3 +102,9 @@ def format_p(p: float) -> str:
     if math.isnan(p):
         return "–"
     return "<0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table: ``header``, the separator, one line per row of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]

@@ -86,10 +86,8 @@ def band(
     lines: bool = False,
     **kwargs,
 ) -> None:
-    """Median of ``y`` over rows sharing ``x`` with its 25–75 % band (non-finite values skipped).
-
-    With ``lines`` every single realization (run and realization) is drawn too, as a thin line.
-    """
+    """Median of ``y`` over rows sharing ``x`` with its 25–75 % band (non-finite values skipped);
+    with ``lines`` every single realization too, as a thin line."""
     df = df.replace([np.inf, -np.inf], np.nan)
     if lines and df.groupby(["run", "realization"]).ngroups > 1:
         for _, g in df.groupby(["run", "realization"]):
