@@ -274,13 +274,13 @@ def _spectrum(
         def tangent(h, x, Q):
             return autograd_tangent(cell, h, x, Q)
 
-    live, kp = k, padded_rows(k, Q.shape[-2]) if orthonormalize is cholesky_qr else k
+    kp = padded_rows(k, Q.shape[-2]) if orthonormalize is cholesky_qr else k
     if kp != k:  # zero columns up to a whole number of 64-byte lines (fast.qr.padded_rows)
         Q = torch.cat([Q, Q.new_zeros([*Q.shape[:-1], kp - k])], -1)
 
         def orthonormalize(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            Q, r = cholesky_qr(A, live)
-            return Q, r[..., :live]
+            Q, r = cholesky_qr(A, k)
+            return Q, r[..., :k]
 
     h, logs, n_logged = h0, [], 0
     # without autograd the logs go straight into one buffer (no small tensor kept per step)

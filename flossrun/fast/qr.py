@@ -356,12 +356,11 @@ def frame_qr_backward(
     gr: torch.Tensor | None = None
     if g_logr is not None:
         live = g_logr.shape[-1]
-        r = torch.diagonal(Rt, 0, -2, -1)
-        if live == k:
-            gr = (g_logr / r.view(g_logr.shape)).view(n, k)
-        else:  # the padding rows' logs are constants (0): no adjoint
-            gr = torch.zeros([n, k], dtype=Rt.dtype, device=Rt.device)
-            gr.narrow(1, 0, live).copy_(g_logr.reshape(n, live) / r.narrow(1, 0, live))
+        # the first n frames' logs: all of them, or copy 0's of a lone pair (R covers copy 0)
+        g = g_logr.reshape(-1, live).narrow(0, 0, n)
+        g = g / torch.diagonal(Rt, 0, -2, -1).narrow(1, 0, live)
+        # the padding rows' logs are constants (0): no adjoint
+        gr = g if live == k else torch.cat([g, g.new_zeros([n, k - live])], 1)
     if gQt is None and gr is None:
         return None
     D = Qt.shape[2]
@@ -419,10 +418,7 @@ def frame_step_backward(
         j -= 1
         g_logr = g_logs[j]
     n = len(record)
-    Qt, Rt = record[n - 2], record[n - 1]
-    if g_logr is not None and Rt.shape[0] * Rt.shape[1] != Qt.shape[0] * Qt.shape[1]:
-        g_logr = g_logr.narrow(0, 0, 1)  # a lone pair (R covers copy 0): copy 0's logs
-    return frame_qr_backward(gQt, g_logr, Qt, Rt), j
+    return frame_qr_backward(gQt, g_logr, record[n - 2], record[n - 1]), j
 
 
 def _lower_mask(k: int, device: torch.device) -> torch.Tensor:
