@@ -135,7 +135,6 @@ SUMMARY_COLUMNS = SummaryRow._fields
 RATE_COLUMNS = RateRow._fields
 FLOSS_PHASES = ("prefloss", "floss")  # the metrics.csv phases of flossing epochs
 SUMMARY_REQUIRED = ("realization", "test_accuracy", "success")  # without them: corrupt
-INTEGER_COLUMNS = ("realization", "seed", "epoch", "index", "lag")  # whole numbers where present
 
 ORBIT_COLUMNS = (
     "realization", "seed", "epoch", "omega_index", "omega", "init", "distinct", "low", "high",

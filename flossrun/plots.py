@@ -228,13 +228,10 @@ def plot_run(run_dir: Path, title: str) -> Path:
     cfg = run_config(run_dir)
     f = cfg.get("floss") or {}
     flossed = f.get("name", "none") != "none" and int(f.get("k", 0) or 0) > 0
-    fig = learning_figure(
-        pd.read_csv(run_dir / METRICS_FILE),
-        title, flossing_phase_epochs(cfg),
-        int(f.get("epochs", 0) or 0),
-    )  # fmt: skip
-    fig.savefig(plots / "learning_curve.png", dpi=120)
     metrics = pd.read_csv(run_dir / METRICS_FILE)
+    phases = flossing_phase_epochs(cfg)
+    fig = learning_figure(metrics, title, phases, int(f.get("epochs", 0) or 0))
+    fig.savefig(plots / "learning_curve.png", dpi=120)
     if (metrics.name == "lambda_1_floss").any():
         run_flossing_figure(metrics, title, f.get("target")).savefig(
             plots / "flossing.png", dpi=120

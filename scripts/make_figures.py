@@ -26,7 +26,6 @@ import pandas as pd
 from flossrun.config import SCALES
 from flossrun.io import write_text
 from flossrun.report import report
-from flossrun.report.claims import summarize
 from flossrun.report.index import index_markdown, preset_section, write_tables
 from flossrun.report.presets import Claim, presets
 
@@ -130,16 +129,15 @@ def main() -> int:
         if code != 0:
             failures.append(preset)
         res = report([ROOT / "outputs" / preset / args.scale], out=out_root / preset)
-        sections.append(preset_section(preset, res, out_root, times.get(preset)))
+        section = preset_section(preset, res, out_root, times.get(preset))
+        sections.append(section)
         write_text(out_root / "index.md", index_markdown(args.scale, sections))  # after each
         write_tables(out_root, sections)
-        col = res["collection"].subset(preset)
-        result = summarize(preset, col)
-        claim = Claim.of(col.report_node(preset))
-        row = {"claim": claim.number if claim else "", "preset": preset, "result": result}
+        claim = Claim.of(res["collection"].report_node(preset))
+        row = {"claim": claim.number if claim else "", "preset": preset, "result": section.summary}
         summaries.append({**row, "wall_minutes": times.get(preset)})
         write_summaries(out_root, summaries)
-        print(f"--- {preset}: {result}", flush=True)
+        print(f"--- {preset}: {section.summary}", flush=True)
     if not args.no_run:
         total = sum(times[p] for p in args.only)
         print(f"\nwall time of this call: {total:.1f} min ({len(args.only)} presets)")

@@ -15,7 +15,7 @@ from report_rundirs import make_run
 
 from flossrun.report import collect, report
 from flossrun.report import presets as presets_module
-from flossrun.report.claims import comparisons, rank_comparisons
+from flossrun.report.claims import SUMMARIES, comparisons, rank_comparisons, summarize
 from flossrun.report.conditions import as_keys
 from flossrun.report.index import index_markdown, preset_section
 from flossrun.report.presets import PRESET_DIR, Claim, preset_report, presets, with_preset
@@ -51,6 +51,7 @@ def test_every_preset_declares_its_claim_grid_and_a_unique_order():
         claim = Claim.of(node)
         assert claim is not None and claim.number and claim.text, name
         assert node["grid"] and node["figures"], name
+        assert node["summary"] in SUMMARIES, name
         grid = set(node["grid"])  # the colours and the x axis are conditions of the grid
         assert set(as_keys(node["condition"])) <= grid, name
         assert node.get("x", node["grid"][0]) in grid, name
@@ -104,8 +105,30 @@ def test_the_claim_and_its_pairs_are_read_from_the_recorded_report_node(tmp_path
     ]
     assert table["successes_a"].tolist() == [3, 3] and table["successes_b"].tolist() == [3, 0]
     result = report([tmp_path / "mine"], out=tmp_path / "figs" / "mine", plots=False)
-    lines, _, _ = preset_section("mine", result, tmp_path / "figs")
+    lines = preset_section("mine", result, tmp_path / "figs").lines
     assert lines[:3] == ["## mine — claim 42", "", "*Flossing helps my task.*"]
+
+
+def test_the_summary_sentence_is_the_one_report_summary_names(tmp_path: Path):
+    """Chosen by the node, not by the preset's name: a pilot named otherwise gets the k sweep's
+    sentence when it says ``summary: k_sweep``; without the key, successes per condition."""
+    for name, node in (
+        ("pilot", {"condition": "floss.k", "summary": "k_sweep"}),
+        ("plain", {"condition": "floss.k"}),
+        ("typo", {"condition": "floss.k", "summary": "k_sweeep"}),
+    ):
+        for k in (0, 4):
+            settings = {"name": name, "floss.k": k, "report": node, "task.delay": 10 + k}
+            make_run(tmp_path / name / f"k={k}", settings, [k > 0, True, False])
+    col = collect([tmp_path])
+    pilot = summarize("pilot", col.subset("pilot"))
+    assert (
+        pilot.startswith("Successes (95 % CI) and median final test accuracy")
+        and "k=4: 2/3" in pilot
+    )
+    plain = summarize("plain", col.subset("plain"))
+    assert plain.startswith("Successes / realizations (95 % CI) — k=0: 1/3"), plain
+    assert summarize("typo", col.subset("typo")).startswith("(unknown report.summary 'k_sweeep';")
 
 
 def test_a_preset_without_a_claim_has_a_section_but_no_comparisons(tmp_path: Path):
@@ -115,7 +138,7 @@ def test_a_preset_without_a_claim_has_a_section_but_no_comparisons(tmp_path: Pat
     assert Claim.of(col.report_node()) is None
     assert comparisons(col, "plain").empty and rank_comparisons(col, "plain").empty
     section = preset_section("plain", result, tmp_path / "figs")
-    assert section[0][:2] == ["## plain", ""]
+    assert section.lines[:2] == ["## plain", ""]
     text = index_markdown("quick", [section])
     assert "## plain\n" in text and "Claims at a glance" not in text
 

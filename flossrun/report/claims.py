@@ -235,7 +235,7 @@ def _groups(df: pd.DataFrame, key: str):
     return sorted(df.groupby(key), key=lambda item: sort_key([item[0]]))
 
 
-def _lyapunov_control(col: Collection) -> str:
+def _lyapunov_control(col: Collection, preset: str) -> str:
     s = _with_config(col.spectra, col, ["floss.target"])
     s = s[(s["stage"] == "preflossed") & (s["index"] == 1)]
     parts = []
@@ -248,7 +248,7 @@ def _lyapunov_control(col: Collection) -> str:
     return "After flossing, " + "; ".join(parts) + " (nats/step)."
 
 
-def _spectrum_k(col: Collection) -> str:
+def _spectrum_k(col: Collection, preset: str) -> str:
     s = _with_config(col.spectra, col, ["floss.k"])
     parts = []
     for k, g in _groups(s, "floss.k"):
@@ -263,7 +263,7 @@ def _spectrum_k(col: Collection) -> str:
     return f"{head}: {'; '.join(parts)} (nats/step)."
 
 
-def _jacobian(col: Collection) -> str:
+def _jacobian(col: Collection, preset: str) -> str:
     frames = _jacobian_frames(col)
     if frames is None:
         return "No diagnostics were recorded."
@@ -309,9 +309,9 @@ def _k_rates(results: pd.DataFrame) -> str:
     )
 
 
-def _k_sweep(col: Collection) -> str:
-    """Per setting of the other grid keys: successes (95 % CI) and median accuracy per k."""
-    within = [k for k in _cell_keys(col, "k_sweep") if k != "floss.k" and k in col.results]
+def _k_sweep(col: Collection, preset: str) -> str:
+    """Per setting of the other condition keys: successes (95 % CI) and median accuracy per k."""
+    within = [k for k in _cell_keys(col, preset) if k != "floss.k" and k in col.results]
     head = "Successes (95 % CI) and median final test accuracy [25–75 %] per k — "
     if not within:
         return head + _k_rates(col.results) + "."
@@ -323,13 +323,13 @@ def _k_sweep(col: Collection) -> str:
     return head + " | ".join(parts) + "."
 
 
-def _architectures(col: Collection) -> str:
+def _architectures(col: Collection, preset: str) -> str:
     """Per architecture: successes/n (95 % CI) per setting of the other grid keys, and median
     λ1 at initialisation and after preflossing."""
     parts = []
     sp = _with_config(col.spectra, col, ["model.name"])
     res = counted(col.results)
-    grid = as_keys(col.report_node("architectures").get("grid"))
+    grid = as_keys(col.report_node(preset).get("grid"))
     keys = [k for k in grid if k != "model.name" and k in res.columns]
     for model in sorted(res["model.name"].dropna().unique()):
         cells = _rate_cells(res[res["model.name"] == model], keys, " ")
@@ -344,26 +344,29 @@ def _architectures(col: Collection) -> str:
     return "Successes / realizations (95 % CI) — " + " | ".join(parts) + "."
 
 
-SUMMARIES: dict[str, Callable[[Collection], str]] = {
+SUMMARIES: dict[str, Callable[[Collection, str], str]] = {
+    "success": _success_sentence,
     "lyapunov_control": _lyapunov_control,
     "spectrum_k": _spectrum_k,
     "jacobian": _jacobian,
     "k_sweep": _k_sweep,
     "architectures": _architectures,
-    "orbit_diagram": orbit_summary,
-    "loss_landscape": landscape_summary,
-    "smoothness": smoothness_summary,
-    "regions": regions_summary,
-}
+    "orbit_diagram": lambda col, _: orbit_summary(col),
+    "loss_landscape": lambda col, _: landscape_summary(col),
+    "smoothness": lambda col, _: smoothness_summary(col),
+    "regions": lambda col, _: regions_summary(col),
+}  # a preset's report.summary names one; without it: "success"
 
 
 def summarize(preset: str, col: Collection) -> str:
-    """One sentence of measured numbers for a preset (never raises)."""
+    """One sentence of measured numbers for a preset: the one its ``report.summary`` names
+    (:data:`SUMMARIES`, default ``success``); never raises."""
     if not len(counted(col.results)):
         return "No finished runs."
+    name = str(col.report_node(preset).get("summary", "success"))
+    if name not in SUMMARIES:
+        return f"(unknown report.summary {name!r}; known: {', '.join(SUMMARIES)})"
     try:
-        if preset in SUMMARIES:
-            return SUMMARIES[preset](col)
-        return _success_sentence(col, preset)
+        return SUMMARIES[name](col, preset)
     except Exception as err:  # a summary must never stop the figures
         return f"(could not summarise: {type(err).__name__}: {err})"
