@@ -26,7 +26,8 @@ runs follows from the config's class: :func:`flossrun.jobs.job_for`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -297,6 +298,18 @@ class RegionsConfig(AnalysisConfig):
         from flossrun.analyses.regions import PlacementRecorder
 
         return PlacementRecorder()
+
+
+def analysis_trains(fields: Mapping[str, Any]) -> bool:
+    """Whether a run whose ``analysis.*`` keys hold ``fields`` trains a network, as its analysis
+    declares (:meth:`AnalysisConfig.trains`); keys this code's schema lacks (a run of other
+    code) are ignored, and an analysis this code does not know counts as training."""
+    name = fields.get("name", ANALYSES.default)
+    if name not in ANALYSES:
+        return True
+    config = ANALYSES[name].config
+    known = {f.name for f in dataclasses.fields(config)}
+    return bool(config(**{k: v for k, v in fields.items() if k in known}).trains())
 
 
 def analysis_config(fields: Any, task: Any = None, model: Any = None) -> AnalysisConfig:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from flossrun.analyses import analysis_trains
 from flossrun.contract import in_network_identity
 from flossrun.report.stats import counted, quartiles, success_counts
 from flossrun.report.style import colours
@@ -111,13 +112,21 @@ def label_conditions(config: pd.DataFrame, keys: Sequence[str], default: str = "
 
 
 def trained(results: pd.DataFrame) -> pd.Series:
-    """Per row: the job trained its networks for the task (``train.epochs > 0``, and not a
-    landscape of a built-in network), so success and accuracy describe something it did."""
+    """Per row: the job trained its networks for the task (``train.epochs > 0``, and its
+    analysis trains: :func:`flossrun.analyses.analysis_trains` of the row's ``analysis.*``
+    values), so success and accuracy describe something it did."""
     epochs = pd.to_numeric(results.get("train.epochs", pd.Series(1, index=results.index)))
-    network = results.get("analysis.network", pd.Series("", index=results.index)).astype(str)
-    name = results.get("analysis.name", pd.Series("", index=results.index)).astype(str)
-    built_in = (name == "landscape") & (network != "trained")
-    return (epochs.fillna(1) > 0) & ~built_in
+    keys = [c for c in results.columns if c.startswith("analysis.")]
+    fields = results[keys].rename(columns=lambda c: c.removeprefix("analysis."))
+    seen: dict[str, bool] = {}  # one answer per distinct analysis config
+    trains = []
+    for row in fields.to_dict("records"):
+        present = {k: v for k, v in row.items() if not pd.api.types.is_scalar(v) or pd.notna(v)}
+        key = repr(sorted(present.items()))
+        if key not in seen:
+            seen[key] = analysis_trains(present)
+        trains.append(seen[key])
+    return (epochs.fillna(1) > 0) & pd.Series(trains, index=results.index, dtype=bool)
 
 
 NO_RATE = {
