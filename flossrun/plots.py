@@ -156,6 +156,8 @@ def learning_figure(
         q = tr.groupby("epoch").value.quantile([0.25, 0.5, 0.75]).unstack()
         ax2.fill_between(q.index, q[0.25], q[0.75], color="#ff7f0e", alpha=0.25, lw=0)
         ax2.plot(q.index, q[0.5], color="#ff7f0e", lw=1.5, label="median")
+        if (q[0.25] > 0).all():  # log: the late decrease is as visible as the first drop
+            ax2.set_yscale("log")
     unit = "(nats/bit)" if accuracy else "(MSE)"
     ax2.set(ylabel=f"training loss {unit}", title="training loss")
     for ax in (ax1, ax2):

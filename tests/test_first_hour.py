@@ -268,6 +268,7 @@ def test_per_run_plots_fit_for_a_talk(reference):
         assert "flossing phase (5 flossing epochs)" in [
             t.get_text() for t in ax.get_legend().get_texts()
         ]
+    assert fig.axes[1].get_yscale() == "log"  # the training loss (positive) spans decades
     fig = plots.run_flossing_figure(metrics, title, 0.0)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[:2] == ["preflossing", "flossing phases during training"]
