@@ -34,6 +34,7 @@ from flossrun.contract import (
     HYDRA_DIR,
     SUMMARY_COLUMNS,
     SUMMARY_FILE,
+    flatten,
     read_provenance,
 )
 from flossrun.interrupt import Interrupted, deferred_sigint
@@ -179,12 +180,24 @@ def refuse(out: Path, err: ConfigError) -> None:
     sys.exit(2)
 
 
+def check_report(cfg: DictConfig) -> None:
+    """A preset's ``report:`` node names figures, a summary and config keys the report knows
+    (:func:`flossrun.report.check.check_report_node`): a typo fails before any compute."""
+    if cfg.get("report") is None:
+        return
+    from flossrun.report.check import check_report_node
+
+    keys = flatten(OmegaConf.to_container(cfg, resolve=False)).keys()
+    check_report_node(OmegaConf.to_container(cfg.report, resolve=True), keys)
+
+
 def job(cfg: DictConfig) -> None:
     """One Hydra job: validate the composed config into settings, check the folder, run or
     resume, write summary and plots. ``cfg`` itself is only recorded (``.hydra/``)."""
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
         settings = validate(cfg)
+        check_report(cfg)
         code = code_provenance(resolve_device(settings.device).type)
         verdict = check_folder(out, settings.identity, code)
     except ConfigError as err:

@@ -75,7 +75,9 @@ def config_error(*args: str) -> str:
     try:
         cli.check_group_choices(list(args))
         cli.check_keys(list(args), cli.CONFIG_DIR, cli.GROUPS)
-        validate(compose_config(*args))
+        cfg = compose_config(*args)
+        validate(cfg)
+        cli.check_report(cfg)
     except ConfigError as err:
         return f"flossrun: error: {err}"
     raise AssertionError(f"flossrun {' '.join(args)}: accepted, expected a config error")

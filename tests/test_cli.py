@@ -156,12 +156,13 @@ def test_bad_config_fails_in_one_line_before_compute(override, key):
     [
         "task=nonexistent",  # refused by the command-line checks, before Hydra composes
         "floss.k=500",  # refused by the job's validation of the composed config
+        "experiment=k_sweep report.summary=k_swep",  # by the job's check of the report node
     ],
 )
 def test_the_command_prints_the_one_line_exits_2_and_leaves_no_run(tmp_path, override):
-    proc = flossrun(tmp_path, override, check=False)
+    proc = flossrun(tmp_path, *override.split(), check=False)
     assert proc.returncode == 2, proc.stderr
-    assert error_lines(proc.stderr) == [config_error(override)], proc.stderr
+    assert error_lines(proc.stderr) == [config_error(*override.split())], proc.stderr
     assert not list(tmp_path.glob("**/summary.csv"))
     assert not list(tmp_path.glob("**/checkpoint.pt"))
     assert not list(

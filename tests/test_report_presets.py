@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_support import compose_config, config_error
 from report_rundirs import make_run
 
 from flossrun.report import collect, report
@@ -57,6 +58,30 @@ def test_every_preset_declares_its_claim_grid_and_a_unique_order():
         assert node.get("x", node["grid"][0]) in grid, name
         if claim.compare:
             assert claim.compare in grid, name
+
+
+@pytest.mark.parametrize("preset", presets())
+def test_every_preset_report_node_passes_the_check_before_compute(preset):
+    from flossrun.cli import check_report
+
+    check_report(compose_config(f"experiment={preset}"))  # raises on a name it does not know
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["report.summary=k_swep"], "report.summary=k_swep: allowed: success, lyapunov_control"),
+        (["report.figures=[k_sweep,k_swep]"], "report.figures=k_swep: allowed: lyapunov_control"),
+        (["report.x=task.dely"], "report.x=task.dely: not a key of the config"),
+        (["report.grid=[floss.k,task.chanels]"], "report.grid=task.chanels: not a key of"),
+        (["report.claim.compare=floss.kk"], "report.claim.compare=floss.kk: not a key of"),
+        (["+report.claim.ranks=jacobain"], "report.claim.ranks=jacobain: allowed: target_distance"),
+    ],
+)
+def test_a_report_node_the_report_cannot_use_fails_in_one_line(args, line):
+    """A typo in a preset's ``report:`` fails before any compute, not as a note after the
+    sweep (docs/design.md §8)."""
+    assert config_error("experiment=k_sweep", *args).startswith(f"flossrun: error: {line}")
 
 
 def test_presets_are_listed_by_order_and_presets_without_one_come_last(tmp_path, monkeypatch):
