@@ -188,7 +188,9 @@ def check_report(cfg: DictConfig) -> None:
     from flossrun.report.check import check_report_node
 
     keys = flatten(OmegaConf.to_container(cfg, resolve=False)).keys()
-    check_report_node(OmegaConf.to_container(cfg.report, resolve=True), keys)
+    node = cfg.report
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    check_report_node(node, keys)
 
 
 def job(cfg: DictConfig) -> None:

@@ -76,6 +76,9 @@ def test_every_preset_report_node_passes_the_check_before_compute(preset):
         (["report.grid=[floss.k,task.chanels]"], "report.grid=task.chanels: not a key of"),
         (["report.claim.compare=floss.kk"], "report.claim.compare=floss.kk: not a key of"),
         (["+report.claim.ranks=jacobain"], "report.claim.ranks=jacobain: allowed: target_distance"),
+        (["report.summary=[k_sweep]"], "report.summary=[k_sweep]: allowed: success"),
+        (["report.claim=5"], "report.claim=5: must be a mapping"),
+        (["report=5"], "report=5: must be a mapping"),
     ],
 )
 def test_a_report_node_the_report_cannot_use_fails_in_one_line(args, line):

@@ -23,16 +23,25 @@ def check_report_node(node: Mapping[str, Any] | None, config_keys: Collection[st
     of the composed config (``task.delay``, ...)."""
     if not node:
         return
+    need(isinstance(node, Mapping), "report", node, "must be a mapping (docs/design.md §8)")
     for name in as_keys(node.get("figures")):
         need(name in FIGURES, "report.figures", name, f"allowed: {', '.join(FIGURES)}")
     if node.get("summary") is not None:
         summary = node["summary"]
-        need(summary in SUMMARIES, "report.summary", summary, f"allowed: {', '.join(SUMMARIES)}")
+        need(
+            str(summary) in SUMMARIES, "report.summary", summary, f"allowed: {', '.join(SUMMARIES)}"
+        )
     keys = {f"report.{k}": as_keys(node.get(k)) for k in KEY_LISTS}
     claim = node.get("claim") or {}
+    need(isinstance(claim, Mapping), "report.claim", claim, "must be a mapping: number, text, …")
     if claim.get("ranks") is not None:
         ranks = claim["ranks"]
-        need(ranks in RANK_TESTS, "report.claim.ranks", ranks, f"allowed: {', '.join(RANK_TESTS)}")
+        need(
+            str(ranks) in RANK_TESTS,
+            "report.claim.ranks",
+            ranks,
+            f"allowed: {', '.join(RANK_TESTS)}",
+        )
     keys["report.claim.compare"] = as_keys(claim.get("compare"))
     for where, names in keys.items():
         for key in names:
