@@ -78,7 +78,7 @@ def section(title: str, cls: type, prefix: str, skip: tuple[str, ...] = ()) -> l
 def help_text() -> str:
     """The text ``flossrun --help`` prints."""
     from flossrun.analyses import ANALYSES
-    from flossrun.config import DiagConfig, FlossConfig, RunConfig, TrainConfig
+    from flossrun.config import CONFIG_DIR, DiagConfig, FlossConfig, RunConfig, TrainConfig
     from flossrun.models import MODELS
     from flossrun.tasks import TASKS
 
@@ -92,5 +92,16 @@ def help_text() -> str:
         for name, spec in reg.items():
             title, prefix = f"{reg.group}={name}:", f"{reg.group}."
             lines += ["", *section(title, spec.config, prefix, skip=("name",))]
-    lines += ["", "presets: experiment=<name> (configs/experiment/), variant=<condition>"]
+    presets = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+    tail = (
+        f"experiment=<name> (configs/experiment/): {', '.join(presets)}; variant=<condition> "
+        "picks one condition of a preset. report.* (set by a preset; what flossrun-report and "
+        "make figures read, checked before a job computes, docs/design.md §8): order, figures, "
+        "summary, grid, condition, x, claim (number, text, compare, pairs, ranks)"
+    )
+    lines += [
+        "",
+        "presets:",
+        *textwrap.wrap(tail, WIDTH, initial_indent="  ", subsequent_indent="  "),
+    ]
     return "\n".join(lines)

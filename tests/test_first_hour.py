@@ -285,6 +285,10 @@ def test_help_explains_every_key(monkeypatch, capsys):
                  "train.success_threshold = 0.95  final test accuracy counted as success",
                  "model.g = 1.0                   gain"):  # fmt: skip
         assert line in text, line
+    presets = " ".join(text.split("presets:")[1].split())  # the wrapped lines as one
+    for preset in (cli.CONFIG_DIR / "experiment").glob("*.yaml"):
+        assert f" {preset.stem}," in presets or f" {preset.stem};" in presets, preset.stem
+    assert "summary, grid, condition, x, claim" in presets
 
 
 def test_folder_names_hold_no_glob_characters():
