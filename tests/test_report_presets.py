@@ -143,6 +143,7 @@ def test_the_summary_sentence_is_the_one_report_summary_names(tmp_path: Path):
     for name, node in (
         ("pilot", {"condition": "floss.k", "summary": "k_sweep"}),
         ("plain", {"condition": "floss.k"}),
+        ("nulled", {"condition": "floss.k", "summary": None}),  # null: as without the key
         ("typo", {"condition": "floss.k", "summary": "k_sweeep"}),
     ):
         for k in (0, 4):
@@ -156,6 +157,7 @@ def test_the_summary_sentence_is_the_one_report_summary_names(tmp_path: Path):
     )
     plain = summarize("plain", col.subset("plain"))
     assert plain.startswith("Successes / realizations (95 % CI) — k=0: 1/3"), plain
+    assert summarize("nulled", col.subset("nulled")) == plain
     assert summarize("typo", col.subset("typo")).startswith("(unknown report.summary 'k_sweeep';")
 
 

@@ -363,7 +363,7 @@ def summarize(preset: str, col: Collection) -> str:
     (:data:`SUMMARIES`, default ``success``); never raises."""
     if not len(counted(col.results)):
         return "No finished runs."
-    name = str(col.report_node(preset).get("summary", "success"))
+    name = str(col.report_node(preset).get("summary") or "success")  # null: as if absent
     if name not in SUMMARIES:
         return f"(unknown report.summary {name!r}; known: {', '.join(SUMMARIES)})"
     try:
